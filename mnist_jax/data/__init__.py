@@ -1,0 +1,5 @@
+"""Data: sources (IDX files, TFDS), splits and preprocessing, on-device augmentation.
+
+Nothing is imported here so that ``mnist_jax.data.augment`` and
+``mnist_jax.data.preprocess`` stay importable without TensorFlow.
+"""

@@ -1,0 +1,85 @@
+"""Train / validation / test splits of MNIST-like data, held on the host as uint8.
+
+Reads ``config.data`` (source, name, data_dir, download, val_size, train_limit)
+and returns a ``Dataset``. The official train split of N images is cut as
+
+  validation = train[N - val_size:]          (the LAST val_size images)
+  train      = train[:N - val_size]          (then the first train_limit, if > 0)
+  test       = the official test split, untouched
+
+The cut is deterministic and independent of the seed: the same images are
+held out in every run. "Last" means in the source's stored order: the IDX
+file's order, or TFDS's order, which is a fixed permutation of it (TFDS
+shuffles when it prepares the data), so the two sources hold out different,
+equally valid, images. Pixels stay uint8 0..255 here; x = p / 255
+happens on the device (``mnist_jax.data.preprocess.normalize``).
+"""
+import dataclasses
+
+import numpy as np
+
+from mnist_jax.data import idx
+from mnist_jax.errors import UserError
+
+SOURCES = ('tfds', 'idx')
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+  """uint8 images (N, 28, 28, 1) and int32 labels (N,) of each split."""
+  name: str
+  num_classes: int
+  train_images: np.ndarray
+  train_labels: np.ndarray
+  val_images: np.ndarray
+  val_labels: np.ndarray
+  test_images: np.ndarray
+  test_labels: np.ndarray
+
+  def sizes(self) -> dict:
+    return {'train': len(self.train_labels), 'val': len(self.val_labels),
+            'test': len(self.test_labels)}
+
+
+def split_train_val(images, labels, val_size: int, train_limit: int = 0):
+  """((train_images, train_labels), (val_images, val_labels)) by the rule above."""
+  n = len(labels)
+  if not isinstance(val_size, (int, np.integer)) or not 0 <= val_size < n:
+    raise UserError(f'config.data.val_size={val_size!r} must be an integer in '
+                    f'0..{n - 1} (the train split has {n} images); set '
+                    f'config.data.val_size accordingly')
+  cut = n - val_size
+  if not isinstance(train_limit, (int, np.integer)) or not 0 <= train_limit <= cut:
+    raise UserError(f'config.data.train_limit={train_limit!r} must be an integer '
+                    f'in 0..{cut} (0 = all {cut} train images left after '
+                    f'val_size={val_size}); set config.data.train_limit accordingly')
+  end = train_limit or cut
+  return (images[:end], labels[:end]), (images[cut:], labels[cut:])
+
+
+def _read(data_config):
+  """({'train': (x, y), 'test': (x, y)}, num_classes) from the configured source."""
+  source, name = data_config.source, data_config.name
+  if source == 'idx':
+    if not data_config.data_dir:
+      raise UserError("config.data.source='idx' needs config.data.data_dir; set it "
+                      'to the folder holding the four MNIST IDX files')
+    splits = {s: idx.load_split(data_config.data_dir, s, name=name)
+              for s in ('train', 'test')}
+    return splits, idx.NUM_CLASSES
+  if source == 'tfds':
+    from mnist_jax.data import tfds  # pylint: disable=g-import-not-at-top  (TF is slow)
+    return tfds.load_splits(name, ('train', 'test'), data_config.data_dir,
+                            bool(data_config.download))
+  raise UserError(f'unknown config.data.source {source!r}; use one of {SOURCES}')
+
+
+def load(data_config) -> Dataset:
+  """The ``Dataset`` described by ``config.data``."""
+  splits, num_classes = _read(data_config)
+  (train_x, train_y), (val_x, val_y) = split_train_val(
+      *splits['train'], data_config.val_size, data_config.train_limit)
+  return Dataset(name=data_config.name, num_classes=int(num_classes),
+                 train_images=train_x, train_labels=train_y,
+                 val_images=val_x, val_labels=val_y,
+                 test_images=splits['test'][0], test_labels=splits['test'][1])

@@ -1,0 +1,64 @@
+"""The full config schema with defaults; every ``configs/*.py`` starts from it.
+
+Keys not defined here are rejected (ml_collections refuses unknown
+``--config.key=value`` overrides), so a typo is an error, not a silent no-op.
+The primer's hyperparameters, with its typical values:
+
+| primer          | symbol | key                 | typical     |
+|-----------------|--------|---------------------|-------------|
+| learning rate   | η, α   | learning_rate       | 0.001       |
+| batch size      | B      | batch_size          | 32, 64, 128 |
+| epochs          | E      | num_epochs          | 10–100      |
+| momentum        | β      | momentum            | 0.9         |
+| dropout rate    | p      | model.dropout_rate  | 0.2–0.5     |
+| weight decay    | λ      | weight_decay        | 1e-4        |
+"""
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict()
+  c.data.source = 'tfds'          # 'tfds' | 'idx' (original IDX files in data_dir)
+  c.data.name = 'mnist'           # any 28x28x1 TFDS classification set: fashion_mnist, kmnist
+  c.data.data_dir = config_dict.placeholder(str)  # tfds data_dir / IDX directory
+  c.data.download = True          # let TFDS download when the data is missing
+  c.data.val_size = 5000          # validation images carved from the end of train
+  c.data.standardize = False      # (x - 0.1307) / 0.3081 after x = p / 255
+  c.data.train_limit = 0          # use only the first N train images (0 = all)
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = 'lenet5'
+
+  c.loss = 'cce'                  # 'cce' | 'bce' | 'mse' | 'mae'
+
+  c.optimizer = 'adam'            # 'sgd' | 'momentum' | 'nesterov' | 'adam' | 'adamw'
+  c.learning_rate = 1e-3          # η: peak learning rate
+  c.momentum = 0.9                # β: momentum / nesterov; Adam's b1
+  c.b2 = 0.999                    # Adam's second-moment decay
+  c.weight_decay = 0.0            # λ
+  c.weight_decay_mode = 'decoupled'  # 'decoupled' (AdamW-style) | 'l2' (λ‖w‖² in the loss)
+  c.schedule = 'constant'         # 'constant' | 'cosine' | 'warmup_cosine' | 'onecycle'
+  c.warmup_epochs = 0.0
+  c.grad_clip_norm = 0.0          # clip the global gradient norm (0 = off)
+
+  c.batch_size = 128              # B: global batch, split over the devices
+  c.num_epochs = 10               # E
+  c.eval_batch_size = 1000
+
+  c.augment = ml_collections.ConfigDict()
+  c.augment.translate = 0.0       # max shift in pixels
+  c.augment.rotate = 0.0          # max rotation in degrees
+  c.augment.scale = 0.0           # max relative scale change (0.1 = ±10 %)
+  c.augment.elastic_alpha = 0.0   # elastic distortion strength in pixels (Simard 2003)
+  c.augment.elastic_sigma = 4.0   # elastic smoothing (Gaussian σ in pixels)
+
+  c.num_devices = 0               # data-parallel devices (0 = all local devices)
+  c.compute_dtype = 'float32'     # 'float32' | 'bfloat16' (params stay float32)
+  c.log_every_steps = 200         # progress line every N steps within an epoch
+  c.checkpoint_every_epochs = 1   # 0 = only at the end
+  c.keep_checkpoints = 2
+  return c

@@ -1,0 +1,83 @@
+"""Command line: flags -> config -> loop.train_and_evaluate. No logic lives here.
+
+  python -m mnist_jax.main --config=configs/lenet.py [--workdir=DIR] \
+      [--config.learning_rate=3e-3 --config.num_epochs=5 ...]
+
+Without --workdir a new run directory runs/<config>_<YYYYmmdd-HHMMSS> is made;
+an existing workdir with checkpoints is resumed. Expected errors print one line
+and exit with status 2.
+"""
+import logging as logging_std
+import os
+import sys
+import time
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from mnist_jax.errors import UserError
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (default: a new runs/<name>_<time>).')
+
+
+def default_workdir(config_path: str) -> str:
+  name = os.path.splitext(os.path.basename(config_path.split(':')[0]))[0]
+  return os.path.join('runs', f"{name}_{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def parse_flags(argv):
+  """absl flag parsing with bad config paths/keys/values as one-line errors."""
+  try:
+    rest = flags.FLAGS(argv)
+    flags.FLAGS['config'].value.keys()  # a bad config file raises only on access
+    return rest
+  except flags.Error as e:
+    _fail(f'{e}; run with --helpfull for the flags')
+  except (KeyError, AttributeError) as e:  # unknown --config.<key>
+    message = str(e).strip('"\'').replace('\\n', ' ').replace("\\'", "'")
+    _fail(f'unknown config key {message}; see mnist_jax/defaults.py '
+          'and the config file for the valid keys')
+  except (OSError, ImportError, SyntaxError, TypeError, ValueError) as e:
+    _fail(f'cannot load the config ({type(e).__name__}: {e}); pass an existing '
+          'configs/*.py file with --config')
+
+
+def _fail(message: str):
+  """Prints one line (whitespace collapsed) and exits with status 2."""
+  print(f"error: {' '.join(message.split())}", file=sys.stderr)
+  sys.exit(2)
+
+
+class _QuietLibraries(logging_std.Filter):
+  """Drops the INFO chatter of orbax (a dozen lines per checkpoint)."""
+
+  def filter(self, record):
+    return record.levelno >= logging_std.WARNING or 'orbax' not in record.pathname
+
+
+def main(argv):
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  from mnist_jax import loop  # pylint: disable=g-import-not-at-top  (keeps --help fast)
+  workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].config_filename)
+  print(f'workdir: {workdir}', flush=True)
+  try:
+    summary = loop.train_and_evaluate(_CONFIG.value, workdir)
+  except UserError as e:
+    logging.flush()
+    _fail(str(e))
+  print(f"test accuracy {summary['test_accuracy']:.4f} after {summary['epochs']} epochs "
+        f"({summary['train_time_s']:.1f} s training); summary: "
+        f"{os.path.join(workdir, 'summary.json')}")
+
+
+def run():
+  flags.mark_flags_as_required(['config'])
+  app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == '__main__':
+  run()

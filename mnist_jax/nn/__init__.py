@@ -1,0 +1,1 @@
+"""Neural-network math of the primer: activations and losses, pure jax.numpy."""

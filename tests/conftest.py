@@ -1,0 +1,51 @@
+"""Shared fixtures: the committed small MNIST, the optional full data, a small config.
+
+  mnist_small_dir  tests/fixtures/mnist_small: the first 5,000 train / 1,000 test
+                   images of the real MNIST (made by tests/fixtures/make_fixture.py)
+  full_data_dir    $MNIST_JAX_FULL_DATA, a folder with mnist/ (IDX files) and
+                   tensorflow_datasets/ like ../shared/data; tests using it skip
+                   when it is not set
+  small_config     defaults.get_config() on the small fixture (IDX source,
+                   val_size=500, one short epoch); a fresh copy per test
+"""
+import os
+
+import pytest
+
+from mnist_jax import defaults
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures')
+FULL_DATA_ENV = 'MNIST_JAX_FULL_DATA'
+
+
+@pytest.fixture(scope='session')
+def mnist_small_dir() -> str:
+  return os.path.join(FIXTURES, 'mnist_small')
+
+
+@pytest.fixture(scope='session')
+def full_data_dir() -> str:
+  path = os.environ.get(FULL_DATA_ENV)
+  if not path:
+    pytest.skip(f'{FULL_DATA_ENV} is not set: point it at a folder with mnist/ and '
+                'tensorflow_datasets/ (CI sets it to ../shared/data) to run the '
+                'full-dataset tests')
+  if not os.path.isdir(os.path.join(path, 'mnist')):
+    pytest.fail(f'{FULL_DATA_ENV}={path} has no mnist/ folder; point it at a folder '
+                'with mnist/ and tensorflow_datasets/ such as ../shared/data')
+  return os.path.abspath(path)
+
+
+@pytest.fixture
+def small_config(mnist_small_dir):
+  """A fast config on the small fixture: 4,500 train / 500 val / 1,000 test images."""
+  config = defaults.get_config()
+  config.data.source = 'idx'
+  config.data.data_dir = mnist_small_dir
+  config.data.download = False
+  config.data.val_size = 500
+  config.batch_size = 50
+  config.eval_batch_size = 500
+  config.num_epochs = 1
+  config.log_every_steps = 30
+  return config

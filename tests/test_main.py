@@ -1,0 +1,167 @@
+"""End to end on the committed real-MNIST fixture: the command line, the files a
+run writes, resume after SIGKILL, and one-line errors for bad input."""
+import gzip
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mnist_jax import defaults, loop
+from mnist_jax.errors import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def small_flags(data_dir, epochs=2):
+  return ['--config=configs/lenet.py', '--config.data.source=idx',
+          f'--config.data.data_dir={data_dir}', '--config.data.val_size=500',
+          f'--config.num_epochs={epochs}', '--config.warmup_epochs=0.2',
+          '--config.batch_size=100', '--config.eval_batch_size=500',
+          '--config.log_every_steps=15']
+
+
+def run_main(args, cwd=ROOT, **kwargs):
+  return subprocess.run([sys.executable, '-m', 'mnist_jax.main', *args], cwd=cwd,
+                        capture_output=True, text=True, timeout=600, **kwargs)
+
+
+def small_config(data_dir, **overrides):
+  config = defaults.get_config()
+  config.data.source, config.data.data_dir, config.data.val_size = 'idx', data_dir, 500
+  config.batch_size, config.eval_batch_size, config.num_epochs = 100, 500, 1
+  for key, value in overrides.items():
+    config[key] = value
+  return config
+
+
+def test_main_trains_and_writes_its_files(tmp_path, mnist_small_dir):
+  workdir = tmp_path / 'run'
+  out = run_main(small_flags(mnist_small_dir) + [f'--workdir={workdir}'])
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert f'workdir: {workdir}' in out.stdout
+  summary = json.loads((workdir / 'summary.json').read_text())
+  for key in ('test_accuracy', 'test_loss', 'val_accuracy', 'epochs', 'train_time_s',
+              'images_per_s', 'num_params', 'config'):
+    assert key in summary
+  assert summary['epochs'] == 2 and summary['num_params'] == 61706
+  assert summary['test_accuracy'] > 0.8  # 4,500 real training digits, 2 epochs
+  records = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  assert [r['epoch'] for r in records] == [1, 2]
+  assert {'train_loss', 'train_accuracy', 'val_loss', 'val_accuracy', 'test_loss',
+          'test_accuracy', 'images_per_s'} <= set(records[0])
+  assert records[1]['train_loss'] < records[0]['train_loss']
+  assert summary['test_accuracy'] == records[-1]['test_accuracy']
+  assert any(f.startswith('events.out.tfevents') for f in os.listdir(workdir / 'tensorboard'))
+  assert sorted(os.listdir(workdir / 'checkpoints' / 'latest')) == ['1', '2']
+  assert 'steps (' in out.stderr  # the in-epoch progress line
+
+
+def test_bare_command_makes_a_new_run_directory(tmp_path, mnist_small_dir):
+  shutil.copytree(os.path.join(ROOT, 'configs'), tmp_path / 'configs')
+  out = run_main(small_flags(mnist_small_dir, epochs=1), cwd=tmp_path)
+  assert out.returncode == 0, out.stderr[-2000:]
+  runs = os.listdir(tmp_path / 'runs')
+  assert len(runs) == 1 and runs[0].startswith('lenet_')
+  assert f"workdir: {os.path.join('runs', runs[0])}" in out.stdout
+  assert (tmp_path / 'runs' / runs[0] / 'summary.json').exists()
+
+
+def test_sigkill_and_resume_give_the_same_metrics(tmp_path, mnist_small_dir):
+  """Kill a 3-epoch run after its first checkpoint; the restarted run ends
+  with exactly the metrics of an uninterrupted run with the same seed."""
+  flags = small_flags(mnist_small_dir, epochs=3)
+  whole = run_main(flags + [f'--workdir={tmp_path / "whole"}'])
+  assert whole.returncode == 0, whole.stderr[-2000:]
+  workdir = tmp_path / 'killed'
+  proc = subprocess.Popen([sys.executable, '-m', 'mnist_jax.main', *flags,
+                           f'--workdir={workdir}'], cwd=ROOT,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  first = workdir / 'checkpoints' / 'latest' / '1'
+  deadline = time.time() + 300
+  while not first.exists() and time.time() < deadline and proc.poll() is None:
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert first.exists(), 'the run never wrote its first checkpoint'
+  assert not (workdir / 'summary.json').exists()
+  resumed = run_main(flags + [f'--workdir={workdir}'])
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert 'Resuming' in resumed.stderr
+  a = json.loads((tmp_path / 'whole' / 'summary.json').read_text())
+  b = json.loads((workdir / 'summary.json').read_text())
+  for key in ('test_accuracy', 'test_loss', 'val_accuracy', 'val_loss', 'epochs'):
+    assert a[key] == b[key], key
+  lines = (workdir / 'metrics.jsonl').read_text().splitlines()
+  assert [json.loads(l)['epoch'] for l in lines] == [1, 2, 3]
+
+
+def test_same_seed_same_metrics_in_process(tmp_path, mnist_small_dir):
+  config = small_config(mnist_small_dir)
+  config.data.train_limit = 1000
+  a = loop.train_and_evaluate(config, str(tmp_path / 'a'))
+  b = loop.train_and_evaluate(config, str(tmp_path / 'b'))
+  assert (a['test_loss'], a['val_loss']) == (b['test_loss'], b['val_loss'])
+  config.seed = 1
+  c = loop.train_and_evaluate(config, str(tmp_path / 'c'))
+  assert c['test_loss'] != a['test_loss']
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--config.learnin_rate=0.1'], 'unknown config key'),
+    (['--config.model.name=resnet9000'], "unknown model 'resnet9000'"),
+    (['--config.learning_rate=-1'], 'learning_rate must be > 0'),
+    (['--config.optimizer=sgd', '--config.learning_rate=1e9',
+      '--config.schedule=constant'], 'training loss became nan'),
+])
+def test_bad_input_gives_one_line_and_exit_2(tmp_path, mnist_small_dir, args, message):
+  out = run_main(small_flags(mnist_small_dir, epochs=1) + args +
+                 [f'--workdir={tmp_path / "w"}'])
+  assert out.returncode == 2, out.stderr[-2000:]
+  errors = [l for l in out.stderr.splitlines() if l.startswith('error:')]
+  assert len(errors) == 1 and message in errors[0], out.stderr[-2000:]
+  assert 'Traceback' not in out.stderr
+
+
+@pytest.mark.parametrize('overrides, message', [
+    ({'batch_size': 0}, 'batch_size must be > 0'),
+    ({'num_epochs': 0}, 'num_epochs must be > 0'),
+    ({'momentum': 1.5}, 'momentum must be in'),
+    ({'weight_decay': -1.0}, 'weight_decay must be >= 0'),
+    ({'num_devices': 64}, 'only 1 local devices'),
+])
+def test_impossible_hyperparameters(tmp_path, mnist_small_dir, overrides, message):
+  with pytest.raises(UserError, match=message):
+    loop.train_and_evaluate(small_config(mnist_small_dir, **overrides), str(tmp_path / 'w'))
+
+
+def test_missing_and_corrupt_data_files(tmp_path, mnist_small_dir):
+  with pytest.raises(UserError, match='not found|no such|missing'):
+    loop.train_and_evaluate(small_config(str(tmp_path / 'nowhere')), str(tmp_path / 'w'))
+  broken = tmp_path / 'broken'
+  shutil.copytree(mnist_small_dir, broken)
+  path = broken / 'train-images-idx3-ubyte.gz'
+  data = gzip.decompress(path.read_bytes())
+  path.write_bytes(gzip.compress(data[: len(data) // 2]))
+  with pytest.raises(UserError, match='truncated|re-download'):
+    loop.train_and_evaluate(small_config(str(broken)), str(tmp_path / 'w'))
+
+
+def test_unwritable_workdir(tmp_path, mnist_small_dir):
+  blocker = tmp_path / 'file'
+  blocker.write_text('not a directory')
+  with pytest.raises(UserError, match='cannot write to workdir'):
+    loop.train_and_evaluate(small_config(mnist_small_dir), str(blocker / 'run'))
+
+
+def test_resuming_with_a_different_config_is_refused(tmp_path, mnist_small_dir):
+  config = small_config(mnist_small_dir)
+  config.data.train_limit = 500
+  loop.train_and_evaluate(config, str(tmp_path / 'w'))
+  config.learning_rate = 0.5
+  with pytest.raises(UserError, match='different config .*learning_rate'):
+    loop.train_and_evaluate(config, str(tmp_path / 'w'))

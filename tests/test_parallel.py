@@ -1,0 +1,99 @@
+"""Data parallelism on 8 fake CPU devices, each check in a fresh process
+(XLA_FLAGS must be set before JAX starts)."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_with_devices(code: str, n: int = 8) -> str:
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={n}',
+             JAX_PLATFORMS='cpu')
+  out = subprocess.run([sys.executable, '-c', textwrap.dedent(code)], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return out.stdout
+
+
+COMMON = '''
+import functools, jax, jax.numpy as jnp, numpy as np
+from mnist_jax import defaults, train
+from mnist_jax.data import idx, preprocess
+assert jax.device_count() == 8, jax.devices()
+images, labels = idx.load_split('tests/fixtures/mnist_small', 'train')
+batch = {'image': preprocess.normalize(jnp.asarray(images[:64])), 'label': jnp.asarray(labels[:64])}
+def max_diff(a, b):
+  return max(float(jnp.max(jnp.abs(x - y))) for x, y in
+             zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+def shard(tree):
+  return jax.tree_util.tree_map(lambda x: x.reshape((8, -1) + x.shape[1:]), tree)
+'''
+
+
+def test_pmap_step_equals_single_device_step():
+  """One pmapped step over a global batch of 64 (8 per device) gives the same
+  parameters as one single-device step over the same 64 images."""
+  out = run_with_devices(COMMON + '''
+config = defaults.get_config()
+config.optimizer = 'momentum'; config.learning_rate = 0.1
+state = train.create_train_state(config, jax.random.key(0))
+single, m1 = jax.jit(train.train_step)(state, batch, jax.random.key(1))
+p_step = jax.pmap(functools.partial(train.train_step, axis_name='batch'), axis_name='batch')
+replicated = jax.device_put_replicated(state, jax.local_devices())
+multi, m8 = p_step(replicated, shard(batch), jax.random.split(jax.random.key(1), 8))
+first = jax.tree_util.tree_map(lambda x: x[0], multi)
+d = max_diff(single.params, first.params)
+moved = max_diff(single.params, state.params)
+print('diff', d, 'moved', moved, 'loss', float(m1['loss']), float(m8['loss'][0]))
+assert moved > 1e-3, moved
+assert d < 1e-5, d
+assert abs(float(m1['loss']) - float(m8['loss'][0])) < 1e-5
+assert max_diff(multi.params, jax.tree_util.tree_map(lambda x: jnp.stack([x] * 8), first.params)) == 0
+''')
+  assert 'diff' in out
+
+
+def test_pmap_batch_norm_statistics_are_synchronised():
+  """With batch norm, the pmapped step normalises with the statistics of the
+  global batch: params and running averages equal the single-device step."""
+  out = run_with_devices(COMMON + '''
+config = defaults.get_config()
+config.model.name = 'cnn'
+config.optimizer = 'sgd'; config.learning_rate = 0.1
+state = train.create_train_state(config, jax.random.key(0))
+assert state.batch_stats, 'cnn should have batch norm'
+single, _ = jax.jit(train.train_step)(state, batch, jax.random.key(1))
+p_step = jax.pmap(functools.partial(train.train_step, axis_name='batch'), axis_name='batch')
+multi, _ = p_step(jax.device_put_replicated(state, jax.local_devices()), shard(batch),
+                  jax.random.split(jax.random.key(1), 8))
+first = jax.tree_util.tree_map(lambda x: x[0], multi)
+d = max_diff(single.params, first.params); s = max_diff(single.batch_stats, first.batch_stats)
+print('diff', d, s)
+assert d < 1e-4 and s < 1e-5, (d, s)
+''')
+  assert 'diff' in out
+
+
+def test_sharded_loop_matches_one_device(tmp_path, mnist_small_dir):
+  """The default training loop on 8 devices (jit + NamedSharding) reaches the
+  same parameters and metrics as on 1 device."""
+  out = run_with_devices(COMMON + f'''
+from mnist_jax import loop
+def cfg(n):
+  c = defaults.get_config()
+  c.data.source = 'idx'; c.data.data_dir = {mnist_small_dir!r}; c.data.val_size = 1000
+  c.data.train_limit = 1024; c.batch_size = 64; c.eval_batch_size = 200
+  c.num_epochs = 1; c.num_devices = n; c.log_every_steps = 8
+  return c
+a = loop.train_and_evaluate(cfg(1), {str(tmp_path / 'one')!r})
+b = loop.train_and_evaluate(cfg(8), {str(tmp_path / 'eight')!r})
+print('acc', a['test_accuracy'], b['test_accuracy'], a['devices'], b['devices'])
+assert a['devices'].startswith('1 x') and b['devices'].startswith('8 x')
+assert abs(a['test_loss'] - b['test_loss']) < 1e-4, (a['test_loss'], b['test_loss'])
+assert abs(a['test_accuracy'] - b['test_accuracy']) <= 0.002
+''')
+  assert 'acc' in out

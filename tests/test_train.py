@@ -1,0 +1,133 @@
+"""The public train API: state creation, pure steps, jit/vmap composition, L2."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mnist_jax import defaults, optim, train
+from mnist_jax.data import idx, preprocess
+from mnist_jax.errors import UserError
+
+
+@pytest.fixture(scope='module')
+def batch(mnist_small_dir):
+  images, labels = idx.load_split(mnist_small_dir, 'train')
+  return {'image': preprocess.normalize(jnp.asarray(images[:128])),
+          'label': jnp.asarray(labels[:128])}
+
+
+def test_lenet_state_has_61706_params():
+  state = train.create_train_state(defaults.get_config(), jax.random.key(0))
+  n = sum(p.size for p in jax.tree_util.tree_leaves(state.params))
+  # C1 156 + C3 2,416 + C5 48,120 + F6 10,164 + output 850
+  assert n == 156 + 2416 + 48120 + 10164 + 850 == 61706
+
+
+def test_train_steps_lower_the_loss_on_real_digits(batch):
+  state = train.create_train_state(defaults.get_config(), jax.random.key(0))
+  step = jax.jit(train.train_step)
+  _, first = step(state, batch, jax.random.key(1))
+  for i in range(20):
+    state, metrics = step(state, batch, jax.random.key(i))
+  assert int(state.step) == 20
+  assert float(metrics['loss']) < 0.5 * float(first['loss'])
+
+
+def test_train_step_is_pure_and_deterministic(batch):
+  state = train.create_train_state(defaults.get_config(), jax.random.key(0))
+  a, _ = train.train_step(state, batch, jax.random.key(3))
+  b, _ = jax.jit(train.train_step)(state, batch, jax.random.key(3))
+  assert int(state.step) == 0  # the input state is untouched
+  for x, y in zip(jax.tree_util.tree_leaves(a.params), jax.tree_util.tree_leaves(b.params)):
+    np.testing.assert_allclose(x, y, atol=1e-6)
+
+
+def test_train_step_vmaps_over_seeds(batch):
+  """vmap over independently initialised states = a batch of models."""
+  config = defaults.get_config()
+  template = train.create_train_state(config, jax.random.key(0))
+  init = lambda k: template.replace(
+      params=template.model.init(k, jnp.zeros((1, 28, 28, 1)))['params'])
+  states = jax.vmap(init)(jax.random.split(jax.random.key(0), 3))
+  states = states.replace(opt_state=jax.vmap(template.tx.init)(states.params))
+  step = jax.vmap(train.train_step, in_axes=(0, None, None))
+  new, metrics = jax.jit(step)(states, batch, jax.random.key(1))
+  assert metrics['loss'].shape == (3,)
+  single = jax.jit(train.train_step)
+  for i in range(3):
+    one = jax.tree_util.tree_map(lambda x: x[i], states)
+    ref, m = single(one, batch, jax.random.key(1))
+    np.testing.assert_allclose(m['loss'], metrics['loss'][i], rtol=1e-5)
+    np.testing.assert_allclose(ref.params['C1']['kernel'], new.params['C1']['kernel'][i],
+                               atol=1e-5)
+
+
+def test_eval_step_counts_only_unmasked(batch):
+  state = train.create_train_state(defaults.get_config(), jax.random.key(0))
+  mask = jnp.concatenate([jnp.ones(100), jnp.zeros(28)])
+  full = train.eval_step(state, {k: v[:100] for k, v in batch.items()})
+  masked = train.eval_step(state, {**batch, 'mask': mask})
+  assert float(masked['count']) == 100
+  np.testing.assert_allclose(masked['loss'], full['loss'], rtol=1e-5)
+  assert float(masked['correct']) == float(full['correct'])
+
+
+def test_l2_weight_decay_adds_2_lambda_w_to_the_gradient(batch):
+  """weight_decay_mode='l2': L + λ‖w‖², so one SGD step moves w by an extra −η·2λw."""
+  config = defaults.get_config()
+  config.optimizer, config.learning_rate = 'sgd', 0.1
+  plain = train.create_train_state(config, jax.random.key(0))
+  config.weight_decay, config.weight_decay_mode = 0.01, 'l2'
+  decayed = train.create_train_state(config, jax.random.key(0))
+  a, _ = jax.jit(train.train_step)(plain, batch, jax.random.key(1))
+  b, _ = jax.jit(train.train_step)(decayed, batch, jax.random.key(1))
+  w = plain.params['C5']['kernel']
+  np.testing.assert_allclose(b.params['C5']['kernel'] - a.params['C5']['kernel'],
+                             -0.1 * 2 * 0.01 * w, atol=1e-6)
+  np.testing.assert_allclose(b.params['C5']['bias'], a.params['C5']['bias'], atol=1e-7)
+  assert float(train.l2_penalty({'k': jnp.ones((2, 2)), 'b': jnp.ones(3)})) == 4.0
+
+
+def test_decoupled_weight_decay_shrinks_weights_directly():
+  """weight_decay_mode='decoupled' with a zero gradient: w ← w − ηλw exactly."""
+  config = defaults.get_config()
+  config.optimizer, config.learning_rate, config.weight_decay = 'adam', 0.1, 0.5
+  tx = optim.create_optimizer(config, 10)
+  params = {'kernel': jnp.ones((2, 2)), 'bias': jnp.ones(2)}
+  updates, _ = tx.update(jax.tree_util.tree_map(jnp.zeros_like, params), tx.init(params),
+                         params)
+  np.testing.assert_allclose(updates['kernel'], -0.1 * 0.5 * params['kernel'])
+  np.testing.assert_allclose(updates['bias'], 0.0)
+
+
+@pytest.mark.parametrize('schedule', optim.SCHEDULES)
+def test_schedules_peak_at_the_learning_rate(schedule):
+  config = defaults.get_config()
+  config.schedule, config.learning_rate, config.warmup_epochs = schedule, 0.01, 1
+  config.num_epochs = 4
+  lr = optim.learning_rate_schedule(config, steps_per_epoch=100)
+  values = np.array([lr(t) for t in range(400)])
+  assert values.max() == pytest.approx(0.01, rel=1e-3)
+  if schedule != 'constant':
+    assert values[-1] < 0.01 * 0.01
+  if schedule in ('warmup_cosine', 'onecycle'):
+    assert values[0] < 0.005 and np.argmax(values) == pytest.approx(100, abs=2)
+
+
+def test_bad_names_raise_user_errors():
+  for key, value in [('loss', 'hinge'), ('optimizer', 'lion'), ('schedule', 'step'),
+                     ('compute_dtype', 'float8')]:
+    config = defaults.get_config()
+    config[key] = value
+    with pytest.raises(UserError, match=value):
+      train.create_train_state(config, jax.random.key(0))
+  config = defaults.get_config()
+  config.model.name = 'transformer'
+  with pytest.raises(UserError, match="unknown model 'transformer'"):
+    train.create_train_state(config, jax.random.key(0))
+  config = defaults.get_config()
+  config.model.widht = 3
+  with pytest.raises(UserError, match='no option widht'):
+    train.create_train_state(config, jax.random.key(0))
