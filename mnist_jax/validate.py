@@ -4,6 +4,7 @@ Each check names the key, the bad value, and what would be valid.
 Names (model, loss, optimizer, schedule, activation) are checked where they
 are looked up (registries), so their lists of valid choices stay in one place.
 """
+from mnist_jax.data import augment
 from mnist_jax.errors import UserError
 
 
@@ -45,11 +46,7 @@ def check(config, num_devices: int = 1) -> None:
            f'{config.data.val_size}; the default is 5000')
   _require(config.data.train_limit >= 0, 'data.train_limit must be >= 0 (0 = all), '
            f'got {config.data.train_limit}')
-  for key in ('translate', 'rotate', 'scale', 'elastic_alpha', 'elastic_sigma'):
-    _require(config.augment[key] >= 0, f'augment.{key} must be >= 0, got '
-             f'{config.augment[key]}')
-  _require(config.augment.scale < 1, 'augment.scale must be < 1 (a relative change), '
-           f'got {config.augment.scale}; try 0.1')
+  augment.check(config.augment)
   _require(config.checkpoint_every_epochs >= 0, 'checkpoint_every_epochs must be >= 0')
   _require(config.keep_checkpoints >= 1, 'keep_checkpoints must be >= 1, got '
            f'{config.keep_checkpoints}')

@@ -1,0 +1,52 @@
+"""Trains a config on the real MNIST and appends its result row to a markdown table.
+
+  python experiments/reproduce.py --config=configs/lenet.py \
+      --data_dir=../shared/data/mnist --out=experiments/results/lenet.md
+
+--data_dir points at the four IDX files (omit it to use TFDS, which downloads).
+The row: config, test accuracy (last epoch), best-validation epoch and the test
+accuracy there, epochs, training wall time, images/s, hardware, command.
+"""
+import os
+import shlex
+import sys
+import tempfile
+
+from absl import app, flags
+from ml_collections import config_flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hardware  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mnist_jax import loop  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.')
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'Folder with the IDX files (else TFDS).')
+_OUT = flags.DEFINE_string('out', None, 'Markdown file to append the row to.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (default: a temp dir).')
+
+HEADER = ('| config | test acc. | best val epoch: test acc. | epochs | train time | '
+          'images/s | hardware | command |\n|---|---|---|---|---|---|---|---|\n')
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  if _DATA_DIR.value:
+    config.data.source, config.data.data_dir = 'idx', _DATA_DIR.value
+  workdir = _WORKDIR.value or tempfile.mkdtemp(prefix='reproduce_')
+  s = loop.train_and_evaluate(config, workdir)
+  command = 'python ' + ' '.join(shlex.quote(a) for a in sys.argv)
+  row = (f"| {flags.FLAGS['config'].config_filename} | {100 * s['test_accuracy']:.2f} % | "
+         f"{s['best_epoch']}: {100 * s['test_accuracy_at_best_val']:.2f} % | {s['epochs']} | "
+         f"{s['train_time_s']:.0f} s | {s['images_per_s']:.0f} | {hardware.describe()} | "
+         f"`{command}` |\n")
+  print(HEADER + row)
+  if _OUT.value:
+    new = not os.path.exists(_OUT.value)
+    with open(_OUT.value, 'a') as f:
+      f.write((HEADER if new else '') + row)
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['config'])
+  app.run(main)

@@ -1,0 +1,121 @@
+"""Convolution as patches + one matrix multiply (im2col), a drop-in for nn.Conv.
+
+A K×K convolution with stride S, padding P over a C-channel input,
+
+  FM[n, i, j, f] = Σ_{u,v,c} W[u, v, c, f] · x[n, S·i + u, S·j + v, c] + b[f],
+
+output size per side (W − K + 2P)/S + 1, is a matrix product once the K·K·C
+inputs under every window are laid out as a row (a 'patch'):
+
+  patches[n, i, j, (u, v, c)] = x[n, S·i + u, S·j + v, c]      (N, H', W', K·K·C)
+  FM = patches @ W.reshape(K·K·C, F) + b                        (N, H', W', F)
+
+The patches are K·K strided slices of the zero-padded input, concatenated on
+the channel axis: pure data movement. The backward pass is then two matmuls
+(dW = patchesᵀ·dFM, dpatches = dFM·Wᵀ) plus the slices' adjoint (pad + add),
+instead of XLA:CPU's generic backward-convolution kernels, which are the slow
+part of small-CNN training on a CPU (experiments/PERFORMANCE.md).
+
+``PatchConv`` has the parameters of ``nn.Conv`` (``kernel`` (K, K, C, F),
+``bias`` (F,), same initializers), so the two are interchangeable on the same
+variables. Supported: 2-D, NHWC, padding 'SAME' | 'VALID' | int | ((lo, hi),
+(lo, hi)), strides, an optional weight ``mask``; no dilation or groups.
+"""
+from typing import Any, Callable, Optional, Sequence, Union
+
+import jax.numpy as jnp
+from flax import linen as nn
+
+from mnist_jax.errors import UserError
+
+Padding = Union[str, int, Sequence[Sequence[int]]]
+
+
+def _pair(v) -> tuple:
+  return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def explicit_padding(padding: Padding, size: tuple, kernel: tuple,
+                     strides: tuple) -> tuple:
+  """((top, bottom), (left, right)) zeros for 'SAME' | 'VALID' | int | pairs.
+
+  'SAME' (XLA/TF rule): output ⌈W / S⌉, total padding max((⌈W/S⌉ − 1)·S + K − W, 0),
+  the odd pixel at the bottom/right.
+  """
+  if isinstance(padding, str):
+    if padding.upper() == 'VALID':
+      return ((0, 0), (0, 0))
+    if padding.upper() != 'SAME':
+      raise ValueError(f"padding must be 'SAME', 'VALID', an int or pairs, got {padding!r}")
+    pads = []
+    for w, k, s in zip(size, kernel, strides):
+      total = max((-(-w // s) - 1) * s + k - w, 0)
+      pads.append((total // 2, total - total // 2))
+    return tuple(pads)
+  if isinstance(padding, int):
+    return ((padding, padding), (padding, padding))
+  return tuple(tuple(int(p) for p in pair) for pair in padding)
+
+
+def extract_patches(x, kernel: tuple, strides: tuple = (1, 1),
+                    padding: Padding = 'VALID'):
+  """(N, H, W, C) -> (N, H', W', K_h·K_w·C), features ordered (u, v, c)."""
+  (kh, kw), (sh, sw) = kernel, strides
+  pads = explicit_padding(padding, x.shape[1:3], kernel, strides)
+  if any(p for pair in pads for p in pair):
+    x = jnp.pad(x, ((0, 0),) + pads + ((0, 0),))
+  h_out = (x.shape[1] - kh) // sh + 1   # (W − K + 2P)/S + 1, P already added
+  w_out = (x.shape[2] - kw) // sw + 1
+  if (kh, kw) == (1, 1):
+    return x[:, :(h_out - 1) * sh + 1:sh, :(w_out - 1) * sw + 1:sw, :]
+  cols = [x[:, u:u + (h_out - 1) * sh + 1:sh, v:v + (w_out - 1) * sw + 1:sw, :]
+          for u in range(kh) for v in range(kw)]
+  return jnp.concatenate(cols, axis=-1)
+
+
+def conv2d(x, kernel, bias=None, strides=(1, 1), padding: Padding = 'VALID'):
+  """FM = patches(x) @ W.reshape(K·K·C, F) + b; ``kernel`` is (K_h, K_w, C, F)."""
+  kh, kw, c, f = kernel.shape
+  patches = extract_patches(x, (kh, kw), _pair(strides), padding)
+  y = jnp.dot(patches, kernel.reshape(kh * kw * c, f))
+  return y if bias is None else y + bias
+
+
+class PatchConv(nn.Module):
+  """nn.Conv's parameters and result, computed as patches + matmul."""
+  features: int
+  kernel_size: Sequence[int]
+  strides: Union[int, Sequence[int]] = 1
+  padding: Padding = 'SAME'
+  use_bias: bool = True
+  mask: Optional[Any] = None
+  dtype: Optional[Any] = None
+  param_dtype: Any = jnp.float32
+  precision: Any = None
+  kernel_init: Callable = nn.initializers.lecun_normal()
+  bias_init: Callable = nn.initializers.zeros_init()
+
+  @nn.compact
+  def __call__(self, x):
+    kernel_size = _pair(self.kernel_size)
+    shape = kernel_size + (x.shape[-1], self.features)
+    kernel = self.param('kernel', self.kernel_init, shape, self.param_dtype)
+    if self.mask is not None:
+      kernel = kernel * self.mask
+    bias = (self.param('bias', self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias else None)
+    dtype = self.dtype or jnp.result_type(x, kernel)
+    x, kernel = x.astype(dtype), kernel.astype(dtype)
+    patches = extract_patches(x, kernel_size, _pair(self.strides), self.padding)
+    y = jnp.dot(patches, kernel.reshape(-1, self.features), precision=self.precision)
+    return y if bias is None else y + bias.astype(dtype)
+
+
+def get(impl: str) -> type:
+  """The conv Module class for ``impl``: 'xla' (nn.Conv) or 'patches' (PatchConv)."""
+  if impl == 'xla':
+    return nn.Conv
+  if impl == 'patches':
+    return PatchConv
+  raise UserError(f"unknown conv_impl '{impl}'; set config.model.conv_impl to 'xla' "
+                  "or 'patches'")
