@@ -61,4 +61,5 @@ def get_config() -> ml_collections.ConfigDict:
   c.log_every_steps = 200         # progress line every N steps within an epoch
   c.checkpoint_every_epochs = 1   # 0 = only at the end
   c.keep_checkpoints = 2
+  c.write_plots = True            # curves, confusion matrix, filters... in workdir/plots
   return c

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from mnist_jax import checkpoint, parallel, train, validate, writers
+from mnist_jax import checkpoint, parallel, plots, train, validate, writers
 from mnist_jax.data import pipeline, preprocess
 from mnist_jax.errors import UserError
 
@@ -42,7 +42,7 @@ def _chunk_fn(mesh, standardize: bool):
   return jax.jit(run, donate_argnums=donate)
 
 
-def _eval_fn(mesh, standardize: bool, batch_size: int):
+def make_eval_fn(mesh, standardize: bool, batch_size: int):
   """jit(scan(eval_step)) over a padded split; returns summed loss/correct/count."""
   sharding = parallel.batch_sharded(mesh)
 
@@ -64,7 +64,7 @@ def _eval_fn(mesh, standardize: bool, batch_size: int):
   return run
 
 
-def _padded(images, labels, batch_size, mesh):
+def padded_split(images, labels, batch_size, mesh):
   """Pads a split to a multiple of batch_size (mask 0 on padding), on device."""
   n = len(labels)
   pad = -n % batch_size
@@ -85,7 +85,7 @@ def prepare_workdir(workdir: str) -> None:
   """Creates ``workdir`` and checks that it is writable, before any work."""
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, '.write_test')
+    probe = os.path.join(workdir, f'.write_test.{jax.process_index()}')  # one per host
     with open(probe, 'w') as f:
       f.write('ok')
     os.remove(probe)
@@ -147,10 +147,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   standardize = config.data.standardize
   images, labels = parallel.replicate((data.train_images, data.train_labels), mesh)
-  val = _padded(data.val_images, data.val_labels, config.eval_batch_size, mesh)
-  test = _padded(data.test_images, data.test_labels, config.eval_batch_size, mesh)
+  val = padded_split(data.val_images, data.val_labels, config.eval_batch_size, mesh)
+  test = padded_split(data.test_images, data.test_labels, config.eval_batch_size, mesh)
   chunk_fn = _chunk_fn(mesh, standardize)
-  eval_fn = _eval_fn(mesh, standardize, config.eval_batch_size)
+  eval_fn = make_eval_fn(mesh, standardize, config.eval_batch_size)
   steps = train.steps_per_epoch(config, num_train)
   permute = jax.jit(lambda key: jax.random.permutation(key, num_train)[
       :steps * config.batch_size].reshape(steps, config.batch_size))
@@ -188,6 +188,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     writer.close()
   summary = _summary(config, history, num_params, mesh, time.time() - start)
   writers.write_json_atomic(os.path.join(workdir, 'summary.json'), summary)
+  if config.write_plots:
+    plots.write_all(workdir, config, state, data)  # workdir/plots/*.png + TensorBoard
   return summary
 
 

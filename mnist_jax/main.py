@@ -7,6 +7,7 @@ Without --workdir a new run directory runs/<config>_<YYYYmmdd-HHMMSS> is made;
 an existing workdir with checkpoints is resumed. Expected errors print one line
 and exit with status 2.
 """
+import json
 import logging as logging_std
 import os
 import sys
@@ -20,6 +21,9 @@ from mnist_jax.errors import UserError
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (default: a new runs/<name>_<time>).')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
+                          'train, or eval: test metrics of a checkpoint of --workdir.')
+_WHICH = flags.DEFINE_enum('which', 'best', ['best', 'latest'], 'Checkpoint for --mode=eval.')
 
 
 def default_workdir(config_path: str) -> str:
@@ -31,7 +35,8 @@ def parse_flags(argv):
   """absl flag parsing with bad config paths/keys/values as one-line errors."""
   try:
     rest = flags.FLAGS(argv)
-    flags.FLAGS['config'].value.keys()  # a bad config file raises only on access
+    if flags.FLAGS['config'].value is not None:
+      flags.FLAGS['config'].value.keys()  # a bad config file raises only on access
     return rest
   except flags.Error as e:
     _fail(f'{e}; run with --helpfull for the flags')
@@ -61,6 +66,10 @@ def main(argv):
   logging.get_absl_handler().addFilter(_QuietLibraries())
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if _MODE.value == 'eval':
+    return evaluate_checkpoint()
+  if _CONFIG.value is None:
+    _fail('--config is required to train; pass e.g. --config=configs/lenet.py')
   from mnist_jax import loop  # pylint: disable=g-import-not-at-top  (keeps --help fast)
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].config_filename)
   print(f'workdir: {workdir}', flush=True)
@@ -74,8 +83,20 @@ def main(argv):
         f"{os.path.join(workdir, 'summary.json')}")
 
 
+def evaluate_checkpoint():
+  """--mode=eval: validation and test metrics of the best/latest checkpoint."""
+  from mnist_jax import evaluate  # pylint: disable=g-import-not-at-top
+  if not _WORKDIR.value:
+    _fail('--mode=eval needs --workdir=DIR of a run with checkpoints')
+  try:
+    result = evaluate.run(_WORKDIR.value, _WHICH.value)
+  except UserError as e:
+    _fail(str(e))
+  print(json.dumps(result, sort_keys=True))
+  print(evaluate.format_line(result))
+
+
 def run():
-  flags.mark_flags_as_required(['config'])
   app.run(main, flags_parser=parse_flags)
 
 

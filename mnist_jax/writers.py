@@ -52,10 +52,6 @@ class MetricWriter:
     if self.active:
       self._tb.add_image(tag, image, step, dataformats='HWC' if image.ndim == 3 else 'HW')
 
-  def write_hparams(self, hparams: dict, metrics: dict) -> None:
-    if self.active:
-      self._tb.add_hparams(hparams, metrics, run_name='.')
-
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()

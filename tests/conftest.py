@@ -48,4 +48,5 @@ def small_config(mnist_small_dir):
   config.eval_batch_size = 500
   config.num_epochs = 1
   config.log_every_steps = 30
+  config.write_plots = False
   return config

@@ -17,8 +17,8 @@ from mnist_jax.errors import UserError
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def small_flags(data_dir, epochs=2):
-  return ['--config=configs/lenet.py', '--config.data.source=idx',
+def small_flags(data_dir, epochs=2, plots=False):
+  return ['--config=configs/lenet.py', f'--config.write_plots={plots}', '--config.data.source=idx',
           f'--config.data.data_dir={data_dir}', '--config.data.val_size=500',
           f'--config.num_epochs={epochs}', '--config.warmup_epochs=0.2',
           '--config.batch_size=100', '--config.eval_batch_size=500',
@@ -34,6 +34,7 @@ def small_config(data_dir, **overrides):
   config = defaults.get_config()
   config.data.source, config.data.data_dir, config.data.val_size = 'idx', data_dir, 500
   config.batch_size, config.eval_batch_size, config.num_epochs = 100, 500, 1
+  config.write_plots = False
   for key, value in overrides.items():
     config[key] = value
   return config
@@ -41,7 +42,7 @@ def small_config(data_dir, **overrides):
 
 def test_main_trains_and_writes_its_files(tmp_path, mnist_small_dir):
   workdir = tmp_path / 'run'
-  out = run_main(small_flags(mnist_small_dir) + [f'--workdir={workdir}'])
+  out = run_main(small_flags(mnist_small_dir, plots=True) + [f'--workdir={workdir}'])
   assert out.returncode == 0, out.stderr[-2000:]
   assert f'workdir: {workdir}' in out.stdout
   summary = json.loads((workdir / 'summary.json').read_text())
@@ -59,6 +60,11 @@ def test_main_trains_and_writes_its_files(tmp_path, mnist_small_dir):
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(workdir / 'tensorboard'))
   assert sorted(os.listdir(workdir / 'checkpoints' / 'latest')) == ['1', '2']
   assert 'steps (' in out.stderr  # the in-epoch progress line
+  assert {'curves.png', 'confusion.png', 'filters.png'} <= set(os.listdir(workdir / 'plots'))
+  evaluated = run_main([f'--workdir={workdir}', '--mode=eval', '--which=latest'])
+  assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+  result = json.loads(evaluated.stdout.splitlines()[0])
+  assert abs(result['test']['accuracy'] - summary['test_accuracy']) < 1e-6
 
 
 def test_bare_command_makes_a_new_run_directory(tmp_path, mnist_small_dir):

@@ -1,0 +1,164 @@
+"""The notebook API: data -> model -> train -> predict in a few lines.
+
+  from mnist_jax import api
+  data = api.load_data('mnist', data_dir=...)          # a pipeline.Dataset (uint8)
+  state = api.create('lenet5', learning_rate=1e-3)      # a train.TrainState
+  state = api.fit(state, data, steps=200)               # a new TrainState
+  probs = api.predict(state, data.test_images[:10])     # numpy (10, 10), rows sum to 1
+
+Pure functions over ``mnist_jax.train``: every call takes what it needs and
+returns a new value; nothing is cached between calls. ``fit`` is mini-batch
+SGD with the state's optimizer: at global step s (= state.step) it uses batch
+s mod ⌊N/B⌋ of the permutation of epoch ⌊s / ⌊N/B⌋⌋, both drawn from ``seed``,
+so fit(fit(state, 100 steps), 100 steps) == fit(state, 200 steps).
+For long runs with checkpoints and metrics use ``python -m mnist_jax.main``;
+``load`` brings such a run into the notebook.
+"""
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from mnist_jax import defaults, models, runs, train
+from mnist_jax.data import idx, pipeline, preprocess
+from mnist_jax.errors import UserError
+from mnist_jax.evaluate import metrics as _metrics
+from mnist_jax.predict import load_image, prepare_image, probabilities
+
+__all__ = ['load_data', 'make_config', 'create', 'fit', 'predict', 'evaluate', 'load',
+           'load_image', 'prepare_image']
+
+
+def load_data(name: str = 'mnist', data_dir=None, *, val_size: int = 5000,
+              train_limit: int = 0, download: bool = True) -> pipeline.Dataset:
+  """Train/val/test splits. ``data_dir``: a folder with the four IDX files, or a
+  TFDS data_dir (None: TFDS's default, downloading ``name`` if needed)."""
+  config = defaults.get_config().data
+  has_idx = bool(data_dir) and any(
+      os.path.exists(os.path.join(data_dir, idx.FILES['train'][0] + ext))
+      for ext in ('', '.gz'))
+  config.update(name=name, data_dir=data_dir, source='idx' if has_idx else 'tfds',
+                val_size=val_size, train_limit=train_limit, download=download)
+  return pipeline.load(config)
+
+
+def make_config(model: str = None, config=None, **overrides) -> ml_collections.ConfigDict:
+  """A full config: ``config`` (default: defaults.get_config()) with the model
+  ``model`` and ``overrides``, each a top-level key (learning_rate, optimizer,
+  loss, augment=dict(rotate=10), ...) or an attribute of the model (features,
+  dropout_rate, activation, ...)."""
+  config = defaults.get_config() if config is None else ml_collections.ConfigDict(config)
+  if model is not None and model != config.model.name:
+    config.model = ml_collections.ConfigDict({'name': model})
+  fields = models.fields(models.get_class(config.model.name))
+  for key, value in overrides.items():
+    in_top, in_model = key in config and key != 'model', key in fields
+    if in_top and in_model:
+      raise UserError(f"'{key}' is both a config key and a model attribute; set it in "
+                      'a config and pass config=...')
+    if in_top and isinstance(config[key], ml_collections.ConfigDict):
+      config[key].update(value)
+    elif in_top:
+      config[key] = value
+    elif in_model:
+      config.model[key] = tuple(value) if isinstance(value, list) else value
+    else:
+      raise UserError(f"unknown option '{key}': not a config key (see "
+                      f"mnist_jax/defaults.py) nor an attribute of model "
+                      f"'{config.model.name}' ({', '.join(fields)})")
+  return config
+
+
+def create(model: str = None, *, config=None, seed=None, num_train=None,
+           num_classes: int = 10, **overrides) -> train.TrainState:
+  """A freshly initialized TrainState of ``make_config(model, config, **overrides)``
+  (default model: lenet5; ``seed`` defaults to config.seed; ``num_train`` sizes
+  epoch-based learning-rate schedules)."""
+  config = make_config(model, config, **overrides)
+  seed = config.seed if seed is None else seed
+  return train.create_train_state(config, jax.random.key(seed), num_train=num_train,
+                                   num_classes=num_classes)
+
+
+@functools.partial(jax.jit, static_argnums=(6, 7))
+def _step(state, images, labels, perm, i, rng, batch_size, standardize):
+  batch_idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
+  batch = {'image': preprocess.normalize(images[batch_idx], standardize=standardize),
+           'label': labels[batch_idx]}
+  return train.train_step(state, batch, rng)
+
+
+def _split(data):
+  """(images, labels) of the training split of a Dataset or an (x, y) pair."""
+  if isinstance(data, pipeline.Dataset):
+    return data.train_images, data.train_labels
+  images, labels = data
+  return images, labels
+
+
+def fit(state, data, *, steps: int, batch_size: int = 128, seed: int = 0,
+        standardize: bool = False) -> train.TrainState:
+  """``state`` after ``steps`` train steps on ``data`` (a Dataset: its train
+  split; or uint8 images (N, 28, 28[, 1]) and int labels as a pair)."""
+  images, labels = _split(data)
+  images = np.asarray(images)
+  images = images[..., None] if images.ndim == 3 else images
+  if images.dtype != np.uint8 or len(images) != len(labels):
+    raise UserError(f'fit needs uint8 images and one label per image, got '
+                    f'{images.dtype} {images.shape} and {np.shape(labels)}; pass a Dataset '
+                    'from api.load_data or (uint8 images, labels)')
+  if not 0 < batch_size <= len(labels):
+    raise UserError(f'batch_size {batch_size} must be in 1..{len(labels)} (the number '
+                    'of training images); pass a smaller batch_size')
+  per_epoch = len(labels) // batch_size
+  key = jax.random.key(seed)
+  perm_key, step_key = jax.random.split(key)
+  images, labels = jnp.asarray(images), jnp.asarray(labels, jnp.int32)
+  perms = {}
+  start = int(state.step)
+  for s in range(start, start + steps):
+    epoch, i = divmod(s, per_epoch)
+    if epoch not in perms:
+      perms = {epoch: jax.random.permutation(jax.random.fold_in(perm_key, epoch),
+                                             len(labels))}
+    state, _ = _step(state, images, labels, perms[epoch], i,
+                     jax.random.fold_in(step_key, s), batch_size, standardize)
+  return state
+
+
+def predict(state, images, *, standardize: bool = False, batch_size: int = 1000):
+  """Probabilities softmax(f(x)) as numpy: (N, K) for images (N, 28, 28[, 1]),
+  (K,) for one (28, 28) image. uint8 pixels 0..255, or floats already in [0, 1]."""
+  x = np.asarray(images)
+  single = x.ndim == 2
+  x = x[None] if single else x
+  x = x[..., None] if x.ndim == 3 else x
+  if x.dtype == np.uint8:
+    probs = probabilities(state, x, standardize=standardize, batch_size=batch_size)
+  else:
+    if standardize:
+      x = (x - preprocess.MNIST_MEAN) / preprocess.MNIST_STD
+    fn = jax.jit(train.predict)
+    probs = np.concatenate([np.asarray(fn(state, jnp.asarray(x[i:i + batch_size],
+                                                             jnp.float32)))
+                            for i in range(0, len(x), batch_size)])
+  return probs[0] if single else probs
+
+
+def evaluate(state, images, labels, *, standardize: bool = False,
+             batch_size: int = 1000) -> dict:
+  """{'loss', 'accuracy', 'count'} of uint8 images (N, 28, 28[, 1]) and labels (N,)."""
+  images = np.asarray(images)
+  images = images[..., None] if images.ndim == 3 else images
+  return _metrics(state, images, np.asarray(labels, np.int32), batch_size=batch_size,
+                  standardize=standardize)
+
+
+def load(workdir: str, which: str = 'best'):
+  """(config, state) of a run written by ``python -m mnist_jax.main``; predict
+  with ``standardize=config.data.standardize``."""
+  config, state, _ = runs.load_run(workdir, which)
+  return config, state

@@ -1,0 +1,155 @@
+"""Loading a run back from its workdir: config, restored train state, metrics.
+
+A workdir written by ``loop.train_and_evaluate`` holds
+
+  config.json              the run's ConfigDict (ConfigDict.to_json_best_effort)
+  metrics.jsonl            one JSON record per finished epoch
+  checkpoints/latest/<e>   the last checkpoints (orbax)
+  checkpoints/best/<e>     the epoch e* = argmax_e val_accuracy(e)
+
+``load_run(workdir, 'latest' | 'best')`` rebuilds the config (JSON lists become
+tuples, keys missing from an older run take today's defaults), makes a fresh
+TrainState as the template and restores the checkpoint into it. It works on an
+ongoing run too: orbax lists only checkpoints whose write has committed.
+"""
+import json
+import logging as logging_std
+import os
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from absl import logging
+
+from mnist_jax import checkpoint, defaults, train
+from mnist_jax.data import pipeline
+from mnist_jax.errors import UserError
+
+WHICH = ('latest', 'best')
+
+
+class _QuietOrbax(logging_std.Filter):
+  """Drops orbax's INFO chatter (a dozen lines per restore) from the absl log."""
+
+  def filter(self, record):
+    return record.levelno >= logging_std.WARNING or 'orbax' not in record.pathname
+
+
+def quiet_orbax_logs() -> None:
+  """For command lines: hide orbax's INFO lines (warnings still show)."""
+  handler = logging.get_absl_handler()
+  if not any(isinstance(f, _QuietOrbax) for f in handler.filters):
+    handler.addFilter(_QuietOrbax())
+
+
+def _tuples(value):
+  """JSON lists -> tuples, recursively (model fields such as features=(6, 16))."""
+  if isinstance(value, dict):
+    return {k: _tuples(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return tuple(_tuples(v) for v in value)
+  return value
+
+
+def _merge(base: ml_collections.ConfigDict, saved: dict) -> None:
+  """Writes ``saved`` into ``base`` (recursing into sub-configs, adding new keys)."""
+  for key, value in saved.items():
+    if isinstance(value, dict) and isinstance(base.get(key), ml_collections.ConfigDict):
+      _merge(base[key], value)
+    elif key in base:
+      try:
+        base[key] = value
+      except TypeError:   # the run stored another type (e.g. None -> str option)
+        del base[key]
+        base[key] = value
+    else:
+      base[key] = ml_collections.ConfigDict(value) if isinstance(value, dict) else value
+
+
+def config_from_json(saved: dict) -> ml_collections.ConfigDict:
+  """The ConfigDict of a run from its ``config.json`` contents."""
+  config = defaults.get_config()
+  _merge(config, _tuples(saved))
+  return config
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config recorded in ``workdir/config.json``."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.isfile(path):
+    raise UserError(f'{path} not found: {workdir} is not a training run directory; '
+                    'pass the --workdir a run of python -m mnist_jax.main wrote')
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (OSError, ValueError) as e:
+    raise UserError(f'cannot read {path} ({e}); it is damaged: rerun the training '
+                    'or restore that file') from None
+  return config_from_json(saved)
+
+
+def load_data(config, data_dir=None) -> pipeline.Dataset:
+  """The run's data (``config.data``), read from ``data_dir`` if given."""
+  if data_dir:
+    config.data.data_dir = data_dir
+  try:
+    return pipeline.load(config.data)
+  except UserError as e:
+    raise UserError(f'{e} (or pass --data_dir=DIR to read the data this run used '
+                    'from another place)') from None
+
+
+def load_history(workdir: str) -> list:
+  """The epoch records of ``workdir/metrics.jsonl`` ([] if there are none yet)."""
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def checkpoint_dir(workdir: str, which: str) -> str:
+  if which not in WHICH:
+    raise UserError(f"unknown checkpoint '{which}'; use --which=latest or --which=best")
+  return os.path.join(workdir, 'checkpoints', which)
+
+
+def _reader(directory: str, best: bool) -> ocp.CheckpointManager:
+  """A read-only manager: it never deletes or cleans up anything, so reading an
+  ongoing run leaves the trainer's in-progress (temporary) checkpoint alone."""
+  options = ocp.CheckpointManagerOptions(
+      read_only=True, create=False, cleanup_tmp_directories=False,
+      best_fn=(lambda m: m['val_accuracy']) if best else None, best_mode='max')
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options,
+                               item_names=('state', 'meta'))
+
+
+def load_run(workdir: str, which: str = 'latest', *, num_train=None, num_classes: int = 10):
+  """(config, state, meta) of the ``which`` checkpoint of the run in ``workdir``.
+
+  meta is the checkpoint's record ({'epoch', 'history', ['val_accuracy']}) plus
+  'which' and 'checkpoint' (its directory). ``num_train`` sets the optimizer's
+  schedule length when training is continued (default: from the config).
+  """
+  config = load_config(workdir)
+  directory = checkpoint_dir(workdir, which)
+  steps = sorted(int(s) for s in os.listdir(directory) if s.isdigit()) \
+      if os.path.isdir(directory) else []
+  if not steps:
+    hint = (' (the best checkpoint needs a validation split: config.data.val_size > 0)'
+            if which == 'best' else '')
+    raise UserError(f'no {which} checkpoint in {directory}{hint}; train first with '
+                    'python -m mnist_jax.main or pass another --workdir/--which')
+  template = train.create_train_state(config, jax.random.key(config.seed),
+                                      num_train=num_train, num_classes=num_classes)
+  mngr = _reader(directory, best=which == 'best')
+  try:
+    epoch = checkpoint.best_epoch(mngr) if which == 'best' else None
+    state, meta = checkpoint.restore(mngr, template, epoch)
+  finally:
+    mngr.close()
+  if meta is None:
+    raise UserError(f'no finished checkpoint in {directory}; wait for the first epoch '
+                    'to end or pass another --workdir')
+  meta.update(which=which, checkpoint=os.path.join(directory, str(meta['epoch'])))
+  return config, state, meta
