@@ -25,6 +25,9 @@ def manager(directory: str, keep: int = 2, *, best: bool = False) -> ocp.Checkpo
   """A manager keeping the last ``keep`` checkpoints (or the best by val accuracy)."""
   options = ocp.CheckpointManagerOptions(
       max_to_keep=keep, create=True, cleanup_tmp_directories=True,
+      # distinct multi-host barrier names, so 'latest' and 'best' can save the same epoch
+      multiprocessing_options=ocp.options.MultiprocessingOptions(
+          barrier_sync_key_prefix='best' if best else 'latest'),
       best_fn=(lambda m: m['val_accuracy']) if best else None, best_mode='max')
   return ocp.CheckpointManager(os.path.abspath(directory), options=options,
                                item_names=('state', 'meta'))

@@ -16,6 +16,7 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from mnist_jax import distributed
 from mnist_jax.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).',
@@ -24,6 +25,7 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (default: a new r
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
                           'train, or eval: test metrics of a checkpoint of --workdir.')
 _WHICH = flags.DEFINE_enum('which', 'best', ['best', 'latest'], 'Checkpoint for --mode=eval.')
+distributed.define_flags()  # --coordinator_address, --num_processes, --process_id
 
 
 def default_workdir(config_path: str) -> str:
@@ -66,6 +68,10 @@ def main(argv):
   logging.get_absl_handler().addFilter(_QuietLibraries())
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  try:
+    distributed.initialize_from_flags()  # multi-host: before any other JAX call
+  except UserError as e:
+    _fail(str(e))
   if _MODE.value == 'eval':
     return evaluate_checkpoint()
   if _CONFIG.value is None:

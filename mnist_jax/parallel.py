@@ -17,8 +17,14 @@ AXIS = 'batch'
 
 
 def make_mesh(num_devices: int = 0) -> Mesh:
-  """A mesh over the first ``num_devices`` local devices (0 = all)."""
+  """A mesh over the first ``num_devices`` local devices (0 = all); in a
+  multi-host run (distributed.py) over every process's devices."""
   devices = jax.local_devices()
+  if jax.process_count() > 1:
+    if num_devices:
+      raise UserError(f'num_devices={num_devices} is not supported with '
+                      f'{jax.process_count()} processes; set config.num_devices=0')
+    devices = jax.devices()
   if num_devices > len(devices):
     raise UserError(f'num_devices={num_devices} but only {len(devices)} local devices '
                     'exist; set config.num_devices=0 to use all of them')

@@ -29,6 +29,8 @@ batch = {'image': preprocess.normalize(jnp.asarray(images[:64])), 'label': jnp.a
 def max_diff(a, b):
   return max(float(jnp.max(jnp.abs(x - y))) for x, y in
              zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+def replicate(tree):  # a leading device axis for pmap
+  return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (8,) + x.shape), tree)
 def shard(tree):
   return jax.tree_util.tree_map(lambda x: x.reshape((8, -1) + x.shape[1:]), tree)
 '''
@@ -43,7 +45,7 @@ config.optimizer = 'momentum'; config.learning_rate = 0.1
 state = train.create_train_state(config, jax.random.key(0))
 single, m1 = jax.jit(train.train_step)(state, batch, jax.random.key(1))
 p_step = jax.pmap(functools.partial(train.train_step, axis_name='batch'), axis_name='batch')
-replicated = jax.device_put_replicated(state, jax.local_devices())
+replicated = replicate(state)
 multi, m8 = p_step(replicated, shard(batch), jax.random.split(jax.random.key(1), 8))
 first = jax.tree_util.tree_map(lambda x: x[0], multi)
 d = max_diff(single.params, first.params)
@@ -68,7 +70,7 @@ state = train.create_train_state(config, jax.random.key(0))
 assert state.batch_stats, 'cnn should have batch norm'
 single, _ = jax.jit(train.train_step)(state, batch, jax.random.key(1))
 p_step = jax.pmap(functools.partial(train.train_step, axis_name='batch'), axis_name='batch')
-multi, _ = p_step(jax.device_put_replicated(state, jax.local_devices()), shard(batch),
+multi, _ = p_step(replicate(state), shard(batch),
                   jax.random.split(jax.random.key(1), 8))
 first = jax.tree_util.tree_map(lambda x: x[0], multi)
 d = max_diff(single.params, first.params); s = max_diff(single.batch_stats, first.batch_stats)
