@@ -59,6 +59,9 @@ class Row:
   jump: Optional[tuple] = None
 
 
+# Same layer, other implementation: nn/conv.py's PatchConv computes nn.Conv's numbers.
+KIND_ALIASES = {'PatchConv': 'Conv'}
+
 def _size(tree):
   return sum(int(math.prod(x.shape)) for x in jax.tree_util.tree_leaves(tree))
 
@@ -84,7 +87,8 @@ def _capture(model, variables, x, rows):
       return out
     path = '/'.join(mod.path)
     shared = any(r is not None and r.name == path for r in rows)  # weights reused
-    row = Row(path, type(mod).__name__, _shape((args, kwargs)), _shape(out),
+    kind = KIND_ALIASES.get(type(mod).__name__, type(mod).__name__)
+    row = Row(path, kind, _shape((args, kwargs)), _shape(out),
               params=0 if shared else _size(own))
     kernel = own.get('kernel')
     if kernel is not None and kernel.ndim >= 2:

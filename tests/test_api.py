@@ -11,12 +11,11 @@ from mnist_jax.data import idx
 from mnist_jax.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-README_PART = '/tmp/readme_parts/see_and_use.md'   # until the lead merges it
 
 
 def readme_snippet() -> str:
   """The first ```python block of README.md that uses ``mnist_jax.api``."""
-  for path in (os.path.join(ROOT, 'README.md'), README_PART):
+  for path in (os.path.join(ROOT, 'README.md'),):
     if os.path.exists(path):
       with open(path) as f:
         blocks = re.findall(r'```python\n(.*?)```', f.read(), re.S)

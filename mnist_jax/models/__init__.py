@@ -27,6 +27,7 @@ REGISTRY = {
     'resnet': 'mnist_jax.models.resnet:ResNet',
     'densenet': 'mnist_jax.models.densenet:DenseNet',
     'efficientnet': 'mnist_jax.models.efficientnet:EfficientNet',
+    'speednet': 'mnist_jax.models.speednet:SpeedNet',
 }
 
 

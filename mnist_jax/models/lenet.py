@@ -23,6 +23,7 @@ import numpy as np
 from flax import linen as nn
 
 from mnist_jax.nn import activations
+from mnist_jax.nn import conv as conv_lib
 
 # LeCun et al. 1998, Table I: which S2 maps (rows 0..5) feed each C3 map (cols 0..15).
 C3_TABLE = np.array([
@@ -45,6 +46,7 @@ class LeNet5(nn.Module):
   dropout_rate: float = 0.0        # before F6 and the output (0 = paper)
   features: tuple = (6, 16, 120, 84)
   dtype: Any = jnp.float32
+  conv_impl: str = 'xla'           # 'xla' (nn.Conv) | 'patches' (im2col + matmul, nn/conv.py)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -54,19 +56,20 @@ class LeNet5(nn.Module):
     act = activations.get(self.activation or ('tanh' if classic else 'relu'),
                           leaky_alpha=self.leaky_alpha)
     pool = nn.avg_pool if classic else nn.max_pool
+    Conv = conv_lib.get(self.conv_impl)  # pylint: disable=invalid-name
     c1, c3, c5, f6 = self.features
     x = x.astype(self.dtype)
     # C1: the paper feeds 32x32 images; padding 28x28 by P=2 is the same thing.
-    x = act(nn.Conv(c1, (5, 5), padding=2, dtype=self.dtype, name='C1')(x))
+    x = act(Conv(c1, (5, 5), padding=2, dtype=self.dtype, name='C1')(x))
     x = pool(x, (2, 2), strides=(2, 2))                              # S2
     if self.c3_table:
       if (c1, c3) != (6, 16):
         raise ValueError('c3_table needs features[:2] == (6, 16)')
       mask = jnp.asarray(C3_TABLE)[None, None]                       # (1,1,6,16)
-      conv = nn.Conv(c3, (5, 5), padding='VALID', dtype=self.dtype, name='C3',
+      conv = Conv(c3, (5, 5), padding='VALID', dtype=self.dtype, name='C3',
                      mask=jnp.broadcast_to(mask, (5, 5, 6, 16)))
     else:
-      conv = nn.Conv(c3, (5, 5), padding='VALID', dtype=self.dtype, name='C3')
+      conv = Conv(c3, (5, 5), padding='VALID', dtype=self.dtype, name='C3')
     x = act(conv(x))
     x = pool(x, (2, 2), strides=(2, 2))                              # S4
     x = x.reshape((x.shape[0], -1))

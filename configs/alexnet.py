@@ -1,0 +1,31 @@
+"""AlexNet (2012) for 28x28 MNIST: 5 conv + 3 FC, ReLU, LRN, overlapping pools, dropout.
+
+  python -m mnist_jax.main --config=configs/alexnet.py
+  python -m mnist_jax.summary --config=configs/alexnet.py   # shapes, params, MACs
+  python -m mnist_jax.main --config=configs/alexnet.py --config.model.lrn=False
+
+Widths are the paper's (96, 256, 384, 384, 256) / ~6 and FC 4096 -> 256, so an
+epoch is CPU-affordable (~6.7 M MACs per image). Target >= 99.3 % test accuracy.
+"""
+from mnist_jax import defaults
+
+
+def get_config():
+  config = defaults.get_config()
+  config.model.name = 'alexnet'
+  config.model.features = (16, 48, 64, 64, 48)  # conv1..conv5 F
+  config.model.dense_features = (256, 256)      # FC6, FC7
+  config.model.stem_kernel = 7                  # conv1's large K (paper 11, stride 4)
+  config.model.lrn = True                       # local response normalization
+  config.model.activation = 'relu'
+  config.model.leaky_alpha = 0.01
+  config.model.dropout_rate = 0.5               # after FC6, FC7 (paper)
+  config.optimizer = 'adam'
+  config.learning_rate = 1e-3
+  config.schedule = 'warmup_cosine'
+  config.warmup_epochs = 0.5
+  config.batch_size = 128
+  config.num_epochs = 10
+  config.augment.translate = 1.0
+  config.augment.rotate = 10.0
+  return config

@@ -1,0 +1,34 @@
+"""GoogLeNet (2014) for 28x28 MNIST: the paper's nine Inception modules at 1/8 width.
+
+  python -m mnist_jax.main --config=configs/googlenet.py
+  python -m mnist_jax.main --config=configs/googlenet.py --config.model.plan=small
+  python -m mnist_jax.main --config=configs/googlenet.py --config.model.branch5=double3x3
+
+``plan`` is 'googlenet' (3a, 3b, pool, 4a-4e, pool, 5a, 5b) or 'small' (3a, 3b,
+pool, 4a, 4b); in a config file also a tuple of module names, 6-tuples (#1x1,
+#3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj) and 'M'. Batch norm is not in
+the paper (Inception-v2 added it). Target >= 99.3 % test accuracy.
+"""
+from mnist_jax import defaults
+
+
+def get_config():
+  config = defaults.get_config()
+  config.model.name = 'googlenet'
+  config.model.plan = 'googlenet'
+  config.model.width = 0.125          # multiplier on the paper's module widths
+  config.model.stem_features = 24     # paper: 192 maps before inception 3a
+  config.model.branch5 = '5x5'        # '5x5' | 'double3x3'
+  config.model.batch_norm = True
+  config.model.activation = 'relu'
+  config.model.leaky_alpha = 0.01
+  config.model.dropout_rate = 0.4     # before the classifier (paper)
+  config.optimizer = 'adam'
+  config.learning_rate = 2e-3
+  config.schedule = 'warmup_cosine'
+  config.warmup_epochs = 0.5
+  config.batch_size = 128
+  config.num_epochs = 10
+  config.augment.translate = 1.0
+  config.augment.rotate = 10.0
+  return config

@@ -1,0 +1,211 @@
+"""Building blocks shared by the zoo (AlexNet ... EfficientNet).
+
+Conv output size with kernel K, stride S, padding P on a W x W map:
+
+    W_out = floor((W - K + 2P) / S) + 1
+
+``ConvBNAct`` pads P = K // 2 by default, so a stride-1 conv keeps W and a
+stride-2 conv gives ceil(W / 2) (28 -> 14 -> 7 -> 4 -> 2 -> 1).
+
+| block          | formula                                                    |
+|----------------|------------------------------------------------------------|
+| ConvBNAct      | y = act(BN(W * x)); groups = C gives depthwise conv        |
+| DepthwiseConv  | y_c = Σ_{i,j} w_{ijc} x_{c}[S·h + i - P, S·w + j - P]      |
+| batch norm     | y = γ (x - μ_B) / sqrt(σ²_B + ε) + β, running μ, σ² (0.9)  |
+| SqueezeExcite  | s = σ(W₂ act(W₁ GAP(x))), y = s ⊙ x (channel gates)        |
+| max_pool       | y[h, w] = max over the K x K window at (S·h - P, S·w - P)  |
+| DropPath       | y = x · b / (1 - p), b ~ Bernoulli(1 - p) per example      |
+| ClassifierHead | pool/flatten -> [Dense -> act -> dropout]* -> Dense -> z   |
+
+All modules compute in ``dtype`` (bfloat16 for mixed precision) with float32
+parameters; batch norm uses ``axis_name`` for cross-device statistics.
+"""
+import functools
+from typing import Any, Callable, Optional, Union
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+
+def conv_output_size(w: int, k: int, s: int = 1, p: int = 0) -> int:
+  """W_out = floor((W - K + 2P) / S) + 1."""
+  return (w - k + 2 * p) // s + 1
+
+
+def max_pool(x, window: int, strides: Optional[int] = None,
+             padding: Union[int, str] = 0):
+  """Max-pooling over K x K windows, stride S, P rows/columns of -inf padding.
+
+  Output size floor((W - K + 2P)/S) + 1; ``padding='SAME'`` pads to ceil(W/S)
+  (odd extra on the bottom/right), ``'VALID'`` = 0. The same values as
+  ``nn.max_pool``, computed separably (max over K shifted rows, then K shifted
+  columns): XLA:CPU's gradient of ``reduce_window`` (select-and-scatter) is
+  ~4x slower than the element-wise maxima, and GoogLeNet pools in every module.
+  """
+  k, s = window, strides or window
+  pads = []
+  for w in x.shape[1:3]:
+    if padding == 'SAME':
+      total = max((-(-w // s) - 1) * s + k - w, 0)
+      pads.append((total // 2, total - total // 2))
+    else:
+      p = 0 if padding == 'VALID' else padding
+      pads.append((p, p))
+  if any(p for pair in pads for p in pair):
+    x = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
+  for axis in (1, 2):
+    n = (x.shape[axis] - k) // s + 1
+    taps = [jax.lax.slice_in_dim(x, i, i + s * (n - 1) + 1, s, axis) for i in range(k)]
+    x = functools.reduce(jnp.maximum, taps)
+  return x
+
+
+def batch_norm(train: bool, axis_name: Optional[str], dtype: Any,
+               name: Optional[str] = None, scale_init=nn.initializers.ones):
+  """nn.BatchNorm with the zoo's settings: running averages with momentum 0.9."""
+  return nn.BatchNorm(use_running_average=not train, axis_name=axis_name,
+                      momentum=0.9, epsilon=1e-5, dtype=dtype, name=name,
+                      scale_init=scale_init)
+
+
+class DepthwiseConv(nn.Module):
+  """Depthwise K x K conv (one filter per channel, groups = C), no bias.
+
+  y_c[h, w] = Σ_{i,j < K} w[i, j, 0, c] · x_pad,c[S·h + i, S·w + j], written as a
+  sum of K² shifted, strided slices: the same result and the same (K, K, 1, C)
+  kernel as nn.Conv(feature_group_count=C), but XLA's CPU backend runs it (and
+  its gradient) many times faster than a grouped convolution. K·K·C params.
+  """
+  kernel_size: int = 3
+  strides: int = 1
+  padding: Optional[int] = None     # None: P = K // 2
+  kernel_init: Callable = nn.initializers.kaiming_normal()
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    k, s, c = self.kernel_size, self.strides, x.shape[-1]
+    p = k // 2 if self.padding is None else self.padding
+    w = self.param('kernel', self.kernel_init, (k, k, 1, c)).astype(self.dtype)
+    x = jnp.pad(x, [(0, 0), (p, p), (p, p), (0, 0)])
+    ho = conv_output_size(x.shape[1], k, s)
+    wo = conv_output_size(x.shape[2], k, s)
+    y = 0
+    for i in range(k):
+      for j in range(k):
+        y = y + x[:, i:i + s * (ho - 1) + 1:s, j:j + s * (wo - 1) + 1:s] * w[i, j, 0]
+    return y
+
+
+class ConvBNAct(nn.Module):
+  """K x K conv (stride S, padding P, `groups` channel groups) + BN + activation.
+
+  ``order='conv_bn_act'`` is the usual post-activation; ``'bn_act_conv'`` is the
+  pre-activation DenseNet uses. Without BN the conv has a bias. Parameters:
+  K·K·(C_in/groups)·F weights (+ F bias without BN, + 2C BN γ, β).
+  """
+  features: int
+  kernel_size: int = 3
+  strides: int = 1
+  padding: Any = None               # None: P = K // 2
+  groups: int = 1                   # groups = C_in = F: depthwise conv
+  use_bn: bool = True
+  act: Optional[Callable] = None    # None: no activation (identity)
+  order: str = 'conv_bn_act'        # | 'bn_act_conv'
+  bn_scale_init: Callable = nn.initializers.ones
+  axis_name: Optional[str] = None
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    k, p = self.kernel_size, self.padding
+    p = k // 2 if p is None else p
+    if self.groups > 1 and self.groups == x.shape[-1] == self.features:
+      conv = DepthwiseConv(k, self.strides, p, dtype=self.dtype, name='conv')
+    else:                               # (no bias in the depthwise conv, BN or not)
+      kw = dict(strides=self.strides, use_bias=not self.use_bn, dtype=self.dtype,
+                padding=p if isinstance(p, str) else [(p, p), (p, p)],
+                kernel_init=nn.initializers.kaiming_normal(), name='conv')
+      conv = nn.Conv(self.features, (k, k), feature_group_count=self.groups, **kw)
+    act = self.act or (lambda z: z)
+    if self.order == 'bn_act_conv':
+      if self.use_bn:
+        x = batch_norm(train, self.axis_name, self.dtype, 'bn')(x)
+      return conv(act(x))
+    if self.order != 'conv_bn_act':
+      raise ValueError(f"ConvBNAct.order must be 'conv_bn_act' or 'bn_act_conv', "
+                       f'got {self.order!r}')
+    x = conv(x)
+    if self.use_bn:
+      x = batch_norm(train, self.axis_name, self.dtype, 'bn',
+                     self.bn_scale_init)(x)
+    return act(x)
+
+
+class SqueezeExcite(nn.Module):
+  """Squeeze-and-excitation (Hu et al. 2018): learned per-channel gates.
+
+  squeeze z = GAP(x) ∈ R^C; excite s = σ(W₂ act(W₁ z + b₁) + b₂) with
+  W₁: C -> r, W₂: r -> C; output s ⊙ x. Parameters: C·r + r + r·C + C.
+  """
+  reduced_features: int
+  act: Callable = nn.swish
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    s = jnp.mean(x, axis=(1, 2), keepdims=True)
+    s = self.act(nn.Dense(self.reduced_features, dtype=self.dtype,
+                          name='reduce')(s))
+    s = jax.nn.sigmoid(nn.Dense(c, dtype=self.dtype, name='expand')(s))
+    return x * s
+
+
+class DropPath(nn.Module):
+  """Stochastic depth (Huang et al. 2016): drop a residual branch per example.
+
+  In training y = x · b / (1 - p), b ~ Bernoulli(1 - p) for each example (the
+  'dropout' rng); so E[y] = x. In evaluation y = x.
+  """
+  rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    if not train or self.rate == 0.0:
+      return x
+    keep = 1.0 - self.rate
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    b = jax.random.bernoulli(self.make_rng('dropout'), keep, shape)
+    return jnp.where(b, x / keep, jnp.zeros_like(x))
+
+
+class ClassifierHead(nn.Module):
+  """Feature maps -> logits z (float32).
+
+  ``pool='avg'``: global average pooling (N, H, W, C) -> (N, C);
+  ``pool='flatten'``: (N, H·W·C). Then each hidden Dense -> act -> dropout (as
+  AlexNet's FC6, FC7), dropout on the pooled features if there is no hidden
+  layer (GoogLeNet), and the output Dense(num_classes).
+  """
+  num_classes: int = 10
+  hidden: tuple = ()
+  act: Callable = nn.relu
+  dropout_rate: float = 0.0
+  pool: str = 'avg'                  # | 'flatten'
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    if self.pool == 'avg':
+      x = jnp.mean(x, axis=(1, 2))
+    else:
+      x = x.reshape((x.shape[0], -1))
+    drop = nn.Dropout(self.dropout_rate, deterministic=not train)
+    for i, h in enumerate(self.hidden):
+      x = drop(self.act(nn.Dense(h, dtype=self.dtype, name=f'fc{i + 1}')(x)))
+    if not self.hidden:
+      x = drop(x)
+    x = nn.Dense(self.num_classes, dtype=self.dtype, name='logits')(x)
+    return x.astype(jnp.float32)

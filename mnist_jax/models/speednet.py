@@ -1,0 +1,75 @@
+"""SpeedNet: a small CNN shaped for time-to-99 % on a CPU (configs/speedrun.py).
+
+Per conv block b (F = features[b], K = kernel_sizes[b], P = paddings[b]):
+  conv K×K, stride 1 -> [BatchNorm] -> ReLU
+  -> max-pool 2×2 (reshape + max: ``max_pool_2x2``)
+then flatten -> [Dense -> ReLU] per ``dense`` width -> Dense num_classes.
+Default plan (conv output size (W − K + 2P)/S + 1, pool ⌊W/2⌋):
+
+  28x28x1 -C5,P2-> 28x28x16 -pool-> 14x14x16 -C5,P0-> 10x10x32 -pool-> 5x5x32
+  -> 800 -> Dense 128 -> 10
+
+It is LeNet-5 made wider (16/32 maps instead of 6/16: an AVX-512 register
+holds 16 float32, so a 6-wide matmul wastes most of it) with batch norm
+(x̂ = (x − μ_B)/√(σ²_B + ε), y = γx̂ + β) so that a high learning rate is stable
+and one or two epochs suffice. ``conv_impl='patches'`` (configs/speedrun.py)
+computes the convolutions as patches + matmul on the same parameters as
+nn.Conv (the default, which mnist_jax.summary can explain); see
+experiments/PERFORMANCE.md for why.
+"""
+from typing import Any, Optional
+
+import jax.numpy as jnp
+from flax import linen as nn
+
+from mnist_jax.nn import conv as conv_lib
+
+
+def max_pool_2x2(x):
+  """Max over non-overlapping 2×2 windows, output ⌊W/2⌋ per side, as reshape + max.
+
+  Same values as nn.max_pool(x, (2, 2), strides=(2, 2)). Its gradient is an
+  element-wise mask (x == max) instead of XLA:CPU's select-and-scatter, which
+  costs a variadic reduce-window with index outputs plus a scatter. Where a
+  window holds tied maxima the gradient is split between them (after a ReLU
+  the ties are zeros, whose gradient is 0 anyway).
+  """
+  n, h, w, c = x.shape
+  x = x[:, :h - h % 2, :w - w % 2, :]
+  return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+class SpeedNet(nn.Module):
+  """[conv -> BN? -> ReLU -> max-pool] per block, then a dense head."""
+  num_classes: int = 10
+  features: tuple = (16, 32)        # F per conv block
+  kernel_sizes: tuple = (5, 5)      # K per conv block
+  paddings: tuple = (2, 0)          # P per conv block
+  dense: tuple = (128,)             # hidden widths of the head
+  batch_norm: bool = True
+  bn_momentum: float = 0.9
+  conv_impl: str = 'xla'            # 'xla' (nn.Conv) | 'patches' (configs/speedrun.py)
+  axis_name: Optional[str] = None   # cross-device batch statistics under pmap
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    if not len(self.features) == len(self.kernel_sizes) == len(self.paddings):
+      raise ValueError('SpeedNet: features, kernel_sizes and paddings need one entry '
+                       f'per block, got {self.features}, {self.kernel_sizes}, '
+                       f'{self.paddings}')
+    Conv = conv_lib.get(self.conv_impl)  # pylint: disable=invalid-name
+    x = x.astype(self.dtype)
+    for i, (f, k, p) in enumerate(zip(self.features, self.kernel_sizes, self.paddings)):
+      x = Conv(f, (k, k), padding=p, use_bias=not self.batch_norm, dtype=self.dtype,
+               name=f'conv_{i}')(x)
+      if self.batch_norm:
+        x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                         epsilon=1e-5, axis_name=self.axis_name, dtype=self.dtype,
+                         name=f'bn_{i}')(x)
+      x = max_pool_2x2(nn.relu(x))
+    x = x.reshape((x.shape[0], -1))
+    for i, width in enumerate(self.dense):
+      x = nn.relu(nn.Dense(width, dtype=self.dtype, name=f'dense_{i}')(x))
+    x = nn.Dense(self.num_classes, dtype=self.dtype, name='output')(x)
+    return x.astype(jnp.float32)
