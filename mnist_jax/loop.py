@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from mnist_jax import checkpoint, parallel, plots, train, validate, writers
+from mnist_jax import checkpoint, parallel, train, validate, writers
 from mnist_jax.data import pipeline, preprocess
 from mnist_jax.errors import UserError
 
@@ -189,6 +189,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   summary = _summary(config, history, num_params, mesh, time.time() - start)
   writers.write_json_atomic(os.path.join(workdir, 'summary.json'), summary)
   if config.write_plots:
+    from mnist_jax import plots  # pylint: disable=g-import-not-at-top  (matplotlib: 0.6 s)
     plots.write_all(workdir, config, state, data)  # workdir/plots/*.png + TensorBoard
   return summary
 

@@ -8,7 +8,6 @@ an existing workdir with checkpoints is resumed. Expected errors print one line
 and exit with status 2.
 """
 import json
-import logging as logging_std
 import os
 import sys
 import time
@@ -16,7 +15,7 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mnist_jax import distributed
+from mnist_jax import distributed, runs
 from mnist_jax.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).',
@@ -57,15 +56,8 @@ def _fail(message: str):
   sys.exit(2)
 
 
-class _QuietLibraries(logging_std.Filter):
-  """Drops the INFO chatter of orbax (a dozen lines per checkpoint)."""
-
-  def filter(self, record):
-    return record.levelno >= logging_std.WARNING or 'orbax' not in record.pathname
-
-
 def main(argv):
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  runs.quiet_orbax_logs()
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   try:

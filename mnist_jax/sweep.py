@@ -27,7 +27,7 @@ import uuid
 
 from absl import app, flags, logging
 
-from mnist_jax import distributed, hyper
+from mnist_jax import distributed, hyper, runs
 from mnist_jax import main as main_lib
 from mnist_jax.errors import UserError
 
@@ -207,8 +207,7 @@ def _fail(message: str):
 
 
 def main(argv):
-  quiet = main_lib._QuietLibraries()  # pylint: disable=protected-access  (orbax chatter)
-  logging.get_absl_handler().addFilter(quiet)
+  runs.quiet_orbax_logs()
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   workdir = flags.FLAGS.workdir

@@ -1,0 +1,351 @@
+"""Speed of a config, end to end: from process start to the first evaluation at
+>= 99 % test accuracy, with compile time, steady-state images/s and FLOP/s.
+
+  python experiments/benchmark.py --config=configs/speedrun.py \
+      --data_dir=../shared/data/mnist --runs=3 --loops=scan,naive \
+      --out=experiments/results/benchmark.md
+
+Each run is a fresh process, timed by the parent from just before it starts:
+'scan' runs ``python -m mnist_jax.main`` (the on-device ``lax.scan`` loop),
+'naive' runs experiments/naive_loop.py (one host batch and one jit dispatch
+per step). The child logs with ``JAX_LOG_COMPILES=1``; the parent timestamps
+every line it prints and reads ``WORKDIR/metrics.jsonl`` at the end:
+
+  time to target  the 'epoch e/E:' line of the first epoch whose test accuracy
+                  is >= --target (imports, data, compiles, eval, checkpoint included;
+                  --stop_at_target ends the run there)
+  compile         Σ of JAX's 'Finished tracing / MLIR conversion / XLA
+                  compilation ... in t sec' lines (reported apart, also included above)
+  startup         process start -> the loop's 'Training ...' line
+                  (interpreter, imports, data load, model init)
+  steady img/s    median images/s of epochs >= 2; with one epoch, the rate
+                  between progress lines with no compile in between
+  GFLOP/s         steady img/s × XLA's cost analysis of jit(train_step) per
+                  image (≈ 6 × the model's forward MACs, mnist_jax.summary)
+  cores used      the child's CPU seconds (user + sys) / its wall time
+  load            the 1-minute load average as the run started (is the CPU shared?)
+
+Peak FLOP/s = cores × fp32 FMA per core per cycle × 2 FLOP × clock ('cpu MHz'
+of /proc/cpuinfo); the line printed says how it was computed. Medians over
+--runs. Device-agnostic: the children use JAX's default backend (set
+JAX_PLATFORMS=cuda on a GPU machine); the CPU peak is then not the right ceiling.
+"""
+import ast
+import importlib.util
+import json
+import os
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from absl import app, flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NAIVE = os.path.join(ROOT, 'experiments', 'naive_loop.py')
+FLAGS = flags.FLAGS
+COMPILE_RE = re.compile(r'Finished (?:tracing|jaxpr to MLIR module conversion|XLA '
+                        r'compilation)\b.* in ([0-9.eE+-]+) sec')
+PROGRESS_RE = re.compile(r'epoch (\d+): (\d+)/(\d+) steps')
+EPOCH_RE = re.compile(r'epoch (\d+)/(\d+): ')
+
+
+def cpu_peak(fma_per_cycle: int = 0) -> dict:
+  """Theoretical fp32 (and bf16) FLOP/s of this CPU, with the formula used."""
+  info = {}
+  with open('/proc/cpuinfo') as f:
+    for line in f:
+      key, _, value = line.partition(':')
+      info.setdefault(key.strip(), value.strip())
+  cpu_flags = set(info.get('flags', '').split())
+  cores, ghz = len(os.sched_getaffinity(0)), float(info.get('cpu MHz', 0)) / 1000
+  lanes = 16 if 'avx512f' in cpu_flags else 8 if 'avx2' in cpu_flags else 4
+  if not fma_per_cycle:  # two FMA pipes; AMD Zen 4 (family 25) splits 512-bit ops
+    amd_zen4 = info.get('vendor_id') == 'AuthenticAMD' and info.get('cpu family') == '25'
+    fma_per_cycle = 2 * (8 if amd_zen4 else lanes)
+  fp32 = cores * fma_per_cycle * 2 * ghz
+  bf16 = 2 * fp32 if 'avx512_bf16' in cpu_flags else None
+  how = (f"{info.get('model name')} (family {info.get('cpu family')}): {cores} cores x "
+         f'{fma_per_cycle} fp32 FMA/cycle (2 pipes x {lanes} AVX lanes) x 2 FLOP x '
+         f'{ghz:.3f} GHz = {fp32:.0f} GFLOP/s fp32'
+         + (f'; avx512_bf16 dot products: {bf16:.0f} GFLOP/s bf16' if bf16 else ''))
+  return {'fp32': fp32, 'bf16': bf16, 'how': how}
+
+
+def load_config(path: str, overrides):
+  """The config of ``path`` (``get_config()``) with 'key=value' overrides applied."""
+  spec = importlib.util.spec_from_file_location('bench_config', os.path.join(ROOT, path))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  for item in overrides:
+    key, value = item.split('=', 1)
+    try:
+      value = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      pass
+    config.update_from_flattened_dict({key: value})
+  return config
+
+
+def model_cost(config) -> dict:
+  """Forward MACs per image (summary.explain) and XLA's FLOPs of one train step."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from mnist_jax import models, summary, train  # pylint: disable=g-import-not-at-top
+  state = train.create_train_state(config, jax.random.key(0))
+  model = state.model
+  if 'conv_impl' in models.fields(type(model)):  # explain() recognises nn.Conv
+    model = model.clone(conv_impl='xla')
+  macs = sum(r.macs for r in summary.explain(model))
+  b = config.batch_size
+  batch = {'image': jnp.zeros((b, 28, 28, 1)), 'label': jnp.zeros((b,), jnp.int32)}
+  cost = jax.jit(train.train_step).lower(state, batch, jax.random.key(1)).compile()
+  cost = cost.cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  a = jnp.ones((2048, 2048))
+  mm = jax.jit(lambda a: a @ a)
+  mm(a).block_until_ready()
+  t = time.perf_counter()
+  for _ in range(5):
+    mm(a).block_until_ready()
+  matmul = 5 * 2 * 2048 ** 3 / (time.perf_counter() - t) / 1e9
+  return {'macs': macs, 'train_flops': cost['flops'] / b, 'matmul_gflops': matmul,
+          'backend': f'{jax.default_backend()} ({jax.devices()[0].device_kind})'}
+
+
+def _read_records(workdir: str) -> list:
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def run_once(loop: str, config_path: str, overrides, batch_size: int, target: float,
+             timeout: float = 900, stop_at_target: bool = False) -> dict:
+  """One fresh process of ``loop``; its timeline, parsed as it runs."""
+  workdir = tempfile.mkdtemp(prefix=f'bench_{loop}_')
+  cmd = ([sys.executable, '-m', 'mnist_jax.main'] if loop == 'scan'
+         else [sys.executable, NAIVE])
+  cmd += [f'--config={config_path}', f'--workdir={workdir}']
+  cmd += [f'--config.{o}' for o in overrides]
+  env = dict(os.environ, JAX_LOG_COMPILES='1', PYTHONUNBUFFERED='1')
+  usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+  load = os.getloadavg()[0]
+  t0 = time.perf_counter()
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+  compile_s, startup, epochs, progress, compiles, tail = 0.0, None, {}, [], [], []
+  stopped = False
+  timer = threading.Timer(timeout, proc.kill)
+  timer.start()
+  for line in proc.stdout:
+    now = time.perf_counter() - t0
+    tail = (tail + [line])[-20:]
+    if m := COMPILE_RE.search(line):
+      compile_s += float(m.group(1))
+      compiles.append(now)
+    elif m := PROGRESS_RE.search(line):
+      progress.append((now, int(m.group(1)), int(m.group(2))))
+    elif m := EPOCH_RE.search(line):
+      epochs[int(m.group(1))] = now
+      if stop_at_target and _read_records(workdir)[-1]['test_accuracy'] >= target:
+        stopped = True
+        proc.terminate()
+    elif startup is None and 'Training ' in line:
+      startup = now
+  returncode = proc.wait()
+  wall = time.perf_counter() - t0
+  timer.cancel()
+  usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+  if returncode != 0 and not stopped:
+    raise RuntimeError(f'{" ".join(cmd)} failed:\n{"".join(tail)}')
+  records = _read_records(workdir)
+  shutil.rmtree(workdir, ignore_errors=True)
+  hit = next((r for r in records if r['test_accuracy'] >= target), None)
+  rates = [r['images_per_s'] for r in records[1:]]
+  if not rates:  # one epoch: between progress lines that saw no compile
+    rates = [(s2 - s1) * batch_size / (t2 - t1)
+             for (t1, e1, s1), (t2, e2, s2) in zip(progress, progress[1:])
+             if e1 == e2 and not any(t1 < c <= t2 for c in compiles)]
+  cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
+  return {'time_to_target': epochs[hit['epoch']] if hit else None,
+          'epoch': hit['epoch'] if hit else None,
+          'test_accuracy': hit['test_accuracy'] if hit else records[-1]['test_accuracy'],
+          'val_accuracy': (hit or records[-1]).get('val_accuracy'),
+          'compile_s': compile_s, 'startup_s': startup, 'wall_s': wall,
+          'images_per_s': statistics.median(rates) if rates else None,
+          'cores_used': cpu / wall, 'load': load}
+
+
+def _median(runs, key):
+  values = [r[key] for r in runs if r[key] is not None]
+  return statistics.median(values) if values else None
+
+
+def _fmt(v, spec='.1f'):
+  return '—' if v is None else format(v, spec)
+
+
+def table(results, cost, peak, target) -> str:
+  """The markdown table (one row per loop, medians) and the scan/naive ratios."""
+  lines = [f'| loop | time to {100 * target:g} % (s) [min–max] | epoch | test acc. | '
+           'compile (s) | startup (s) | steady img/s | GFLOP/s | % of peak | cores '
+           'used | load | total wall (s) |', '|---|---|---|---|---|---|---|---|---|---|---|---|']
+  for loop, runs in results.items():
+    times = [r['time_to_target'] for r in runs if r['time_to_target'] is not None]
+    span = f' [{min(times):.1f}–{max(times):.1f}]' if times else ''
+    reached = f'{len(times)}/{len(runs)} runs' if len(times) < len(runs) else ''
+    ips = _median(runs, 'images_per_s')
+    gflops = ips * cost['train_flops'] / 1e9 if ips else None
+    lines.append(
+        f"| {loop} | {_fmt(statistics.median(times) if times else None)}{span} {reached} | "
+        f"{_fmt(_median(runs, 'epoch'), 'g')} | {_fmt(_median(runs, 'test_accuracy'), '.4f')} | "
+        f"{_fmt(_median(runs, 'compile_s'))} | {_fmt(_median(runs, 'startup_s'))} | "
+        f"{_fmt(ips, ',.0f')} | {_fmt(gflops)} | "
+        f"{_fmt(gflops and 100 * gflops / peak['fp32'])} | "
+        f"{_fmt(_median(runs, 'cores_used'), '.2f')} | {_fmt(_median(runs, 'load'))} | "
+        f"{_fmt(_median(runs, 'wall_s'))} |")
+  if {'scan', 'naive'} <= set(results):
+    s, n = results['scan'], results['naive']
+    for key, label, inverse in (('time_to_target', 'time to target', True),
+                                ('images_per_s', 'steady images/s', False)):
+      a, b = _median(s, key), _median(n, key)
+      if a and b:
+        lines.append(f'\nscan vs naive, {label}: {(b / a if inverse else a / b):.2f}x')
+  return '\n'.join(lines)
+
+
+def _category(op_name: str) -> str:
+  """'<layer>: <pass>' of an HLO op from its metadata op_name (jax's name stack):
+  'transpose(jvp(...))' is the backward pass, 'jvp(...)' the forward (+ linearization)."""
+  stage = 'backward' if 'transpose(' in op_name else 'forward'
+  model = re.search(r'jvp\((\w+)\)\)?/(.*)', op_name)
+  if not model:
+    return 'loss, optimizer, batch gather'
+  layer, _, op = model.group(2).partition('/')
+  if not op:  # an op between layers: pooling (its jvp: eq, reduce_sum) or relu
+    op, layer = layer, 'model (other)'
+    if op in ('reduce_max', 'eq', 'reduce_sum', 'convert_element_type') or 'window' in op:
+      layer = 'max-pool'
+  if 'relu' in layer or layer in ('gt', 'select_n'):
+    layer = 'relu'
+  return f'{layer}: {stage}'
+
+
+def profile(config, steps: int = 20) -> str:
+  """Where a train step's time goes: a jax.profiler trace of ``steps`` steps of
+  the loop's own compiled scan chunk, thunk times grouped by layer and pass."""
+  import collections  # pylint: disable=g-import-not-at-top
+  import glob  # pylint: disable=g-import-not-at-top
+  import gzip  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from mnist_jax import loop, parallel, train  # pylint: disable=g-import-not-at-top
+  mesh = parallel.make_mesh(config.num_devices)
+  state = parallel.replicate(train.create_train_state(config, jax.random.key(0)), mesh)
+  n, b = steps * config.batch_size, config.batch_size
+  rng = np.random.default_rng(0)
+  images, labels = parallel.replicate((rng.integers(0, 256, (n, 28, 28, 1), np.uint8),
+                                       rng.integers(0, 10, n).astype(np.int32)), mesh)
+  idx = jax.numpy.arange(n).reshape(steps, b)
+  chunk = loop._chunk_fn(mesh, config.data.standardize)  # pylint: disable=protected-access
+  args = (images, labels, idx, jax.random.key(1), 0)
+  jax.block_until_ready(chunk(state, *args))              # compile + warm up
+  hlo = chunk.lower(state, *args).compile().as_text()
+  names = dict(re.findall(r'%?([\w.-]+) = [^\n]*?op_name="([^"]*)"', hlo))
+  trace_dir = tempfile.mkdtemp(prefix='bench_trace_')
+  with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+    t = time.perf_counter()
+    jax.block_until_ready(chunk(state, *args))
+    wall = time.perf_counter() - t
+  path = glob.glob(os.path.join(trace_dir, '**', '*.trace.json.gz'), recursive=True)[0]
+  with gzip.open(path) as f:
+    events = json.load(f)
+  events = events['traceEvents'] if isinstance(events, dict) else events
+  by_op, by_cat = collections.Counter(), collections.Counter()
+  for e in events:
+    if e.get('ph') == 'X' and e['name'] in names:
+      by_op[e['name']] += e['dur'] / 1e3 / steps
+      by_cat[_category(names[e['name']])] += e['dur'] / 1e3 / steps
+  total = sum(by_cat.values())
+  lines = [f'{steps} steps of batch {b}: {1e3 * wall / steps:.1f} ms/step wall, '
+           f'{total:.1f} ms/step in HLO ops (both cores\' op time summed)', '',
+           '| layer, pass | ms/step | share |', '|---|---:|---:|']
+  lines += [f'| {k} | {v:.2f} | {100 * v / total:.0f} % |' for k, v in by_cat.most_common()]
+  lines += ['', '| top HLO ops | ms/step | op (jax name stack) |', '|---|---:|---|']
+  lines += [f"| {k} | {v:.2f} | {names[k].split('closed_call/')[-1][:70]} |"
+            for k, v in by_op.most_common(12)]
+  return '\n'.join(lines)
+
+
+def main(argv):
+  del argv
+  overrides = list(FLAGS.set)
+  if FLAGS.data_dir:
+    overrides += ['data.source=idx', f'data.data_dir={os.path.abspath(FLAGS.data_dir)}',
+                  'data.download=False']
+  config = load_config(FLAGS.config, overrides)
+  if FLAGS.profile:
+    report = f'### profile of {FLAGS.config} {" ".join(FLAGS.set)}\n\n{profile(config)}\n'
+    print(report)
+    if FLAGS.out:
+      with open(FLAGS.out, 'a') as f:
+        f.write(report + '\n')
+    return
+  peak = cpu_peak(FLAGS.fma_per_cycle)
+  cost = model_cost(config)
+  results = {loop: [] for loop in FLAGS.loops}
+  for i in range(FLAGS.runs):  # interleaved, so a change in the machine's load hits all
+    for loop in FLAGS.loops:
+      r = run_once(loop, FLAGS.config, overrides, config.batch_size, FLAGS.target,
+                   FLAGS.timeout, FLAGS.stop_at_target)
+      print(f"{loop} run {i + 1}: to target {_fmt(r['time_to_target'])} s (epoch "
+            f"{r['epoch']}, test {r['test_accuracy']:.4f}), compile {r['compile_s']:.1f} s, "
+            f"{_fmt(r['images_per_s'], ',.0f')} img/s, wall {r['wall_s']:.1f} s, load "
+            f"{r['load']:.1f}", flush=True)
+      results[loop].append(r)
+  command = ' '.join(['python', 'experiments/benchmark.py'] + sys.argv[1:])
+  report = '\n'.join([
+      f"### {FLAGS.config} {' '.join(FLAGS.set)} — {time.strftime('%Y-%m-%d %H:%M')}",
+      '', f'`{command}`', '',
+      f"- backend: {cost['backend']}; peak: {peak['how']}",
+      f"- model: {cost['macs']:,} forward MACs/image; XLA cost analysis of one train "
+      f"step: {cost['train_flops'] / 1e6:.2f} MFLOP/image (used for GFLOP/s)",
+      f"- a 2048x2048 fp32 matmul ran at {cost['matmul_gflops']:.0f} GFLOP/s just before "
+      '(what XLA:CPU reaches on this machine now; low = the CPU is shared)',
+      f'- medians of {FLAGS.runs} fresh processes per loop, run interleaved; load = the '
+      f'1-minute load average when a run started ({os.cpu_count()} cores: above '
+      f'{os.cpu_count()} the CPU was shared)', '',
+      table(results, cost, peak, FLAGS.target), ''])
+  print('\n' + report)
+  if FLAGS.out:
+    with open(FLAGS.out, 'a') as f:
+      f.write(report + '\n')
+
+
+def define_flags():
+  flags.DEFINE_string('config', 'configs/speedrun.py', 'Config file to time.')
+  flags.DEFINE_multi_string('set', [], "Config overrides 'key=value' (e.g. "
+                            '--set=batch_size=256), for every run.')
+  flags.DEFINE_string('data_dir', None, 'IDX folder: use data.source=idx (no '
+                      'TensorFlow import); else the config decides.')
+  flags.DEFINE_integer('runs', 3, 'Runs per loop (medians are reported).')
+  flags.DEFINE_list('loops', ['scan', 'naive'], "'scan' and/or 'naive'.")
+  flags.DEFINE_float('target', 0.99, 'Test accuracy to reach.')
+  flags.DEFINE_string('out', None, 'Markdown file to append the results to.')
+  flags.DEFINE_integer('timeout', 900, 'Seconds before a run is killed.')
+  flags.DEFINE_bool('stop_at_target', False, 'End each run at its first evaluation at '
+                    '>= --target (saves time on long configs; the rest is not timed).')
+  flags.DEFINE_bool('profile', False, 'Instead of timing runs, trace 20 train steps '
+                    'and print where the time goes (per layer and pass, top HLO ops).')
+  flags.DEFINE_integer('fma_per_cycle', 0, 'fp32 FMAs per core per cycle (0 = guess '
+                       'from /proc/cpuinfo).')
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

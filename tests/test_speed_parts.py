@@ -1,0 +1,181 @@
+"""Correctness of the speed work: the patches conv, SpeedNet, the naive loop and
+the benchmark's parsing. No timings are asserted anywhere."""
+import importlib.util
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from flax import linen as nn
+
+from mnist_jax import models, train
+from mnist_jax.data import pipeline
+from mnist_jax.errors import UserError
+from mnist_jax.models.lenet import LeNet5
+from mnist_jax.models.speednet import SpeedNet, max_pool_2x2
+from mnist_jax.nn import conv
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load(name):
+  path = os.path.join(ROOT, 'experiments', f'{name}.py')
+  spec = importlib.util.spec_from_file_location(f'speed_{name}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.mark.parametrize('k, s, p', [(5, 1, 2), (5, 1, 'VALID'), (3, 1, 'SAME'),
+                                     (3, 2, 'SAME'), (4, 2, 'SAME'), (3, 2, 1),
+                                     (1, 1, 'SAME'), (2, 3, ((1, 0), (0, 2)))])
+def test_patch_conv_equals_nn_conv(k, s, p):
+  x = jax.random.normal(jax.random.key(0), (2, 13, 11, 3))
+  ref, fast = nn.Conv(4, (k, k), strides=s, padding=p), conv.PatchConv(4, (k, k), strides=s, padding=p)
+  variables = ref.init(jax.random.key(1), x)
+  # Same parameter names, shapes and initial values (same initializers).
+  fast_vars = fast.init(jax.random.key(1), x)
+  assert jax.tree_util.tree_structure(fast_vars) == jax.tree_util.tree_structure(variables)
+  np.testing.assert_array_equal(fast_vars['params']['kernel'], variables['params']['kernel'])
+  y_ref, y_fast = ref.apply(variables, x), fast.apply(variables, x)
+  assert y_fast.shape == y_ref.shape
+  np.testing.assert_allclose(y_fast, y_ref, atol=1e-5)
+  # Gradients w.r.t. the parameters and the input agree as well.
+  loss = lambda m: (lambda v, x: jnp.sum(jnp.sin(m.apply(v, x))))
+  g_ref = jax.grad(loss(ref), argnums=(0, 1))(variables, x)
+  g_fast = jax.grad(loss(fast), argnums=(0, 1))(variables, x)
+  for a, b in zip(jax.tree_util.tree_leaves(g_fast), jax.tree_util.tree_leaves(g_ref)):
+    np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_patch_conv_mask_and_no_bias():
+  x = jax.random.normal(jax.random.key(0), (1, 8, 8, 2))
+  mask = jnp.zeros((3, 3, 2, 5)).at[:, :, 0, :].set(1.0)
+  ref = nn.Conv(5, (3, 3), use_bias=False, mask=mask)
+  fast = conv.PatchConv(5, (3, 3), use_bias=False, mask=mask)
+  variables = ref.init(jax.random.key(1), x)
+  assert 'bias' not in variables['params']
+  np.testing.assert_allclose(fast.apply(variables, x), ref.apply(variables, x), atol=1e-5)
+
+
+def test_same_padding_rule_matches_lax():
+  for size, k, s in [(28, 5, 1), (13, 3, 2), (14, 4, 2), (7, 1, 3)]:
+    ours = conv.explicit_padding('SAME', (size, size), (k, k), (s, s))
+    ref = jax.lax.padtype_to_pads((size, size), (k, k), (s, s), 'SAME')
+    assert [tuple(p) for p in ours] == [tuple(p) for p in ref]
+
+
+def test_extract_patches_layout():
+  x = jnp.arange(16.0).reshape(1, 4, 4, 1)
+  patches = conv.extract_patches(x, (2, 2))              # VALID, stride 1
+  assert patches.shape == (1, 3, 3, 4)
+  np.testing.assert_array_equal(patches[0, 1, 2], [6.0, 7.0, 10.0, 11.0])  # (u, v, c) order
+
+
+def test_unknown_conv_impl_is_a_user_error():
+  with pytest.raises(UserError, match='conv_impl'):
+    conv.get('winograd')
+
+
+@pytest.mark.parametrize('c3_table', [False, True])
+def test_lenet_patches_matches_xla(c3_table):
+  x = jax.random.uniform(jax.random.key(0), (3, 28, 28, 1))
+  ref, fast = LeNet5(c3_table=c3_table), LeNet5(c3_table=c3_table, conv_impl='patches')
+  variables = ref.init(jax.random.key(1), x)
+  assert (jax.tree_util.tree_structure(fast.init(jax.random.key(1), x))
+          == jax.tree_util.tree_structure(variables))
+  np.testing.assert_allclose(fast.apply(variables, x), ref.apply(variables, x), atol=1e-5)
+
+
+def test_max_pool_2x2_equals_nn_max_pool():
+  x = jax.random.normal(jax.random.key(0), (2, 11, 10, 3))   # odd height: last row dropped
+  ref = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
+  np.testing.assert_array_equal(max_pool_2x2(x), ref(x))
+  g_ref = jax.grad(lambda x: jnp.sum(ref(x) ** 2))(x)         # no ties in random floats
+  np.testing.assert_allclose(jax.grad(lambda x: jnp.sum(max_pool_2x2(x) ** 2))(x), g_ref)
+
+
+def test_speednet_contract_and_impls_agree():
+  model = models.build(ml_collections.ConfigDict({'name': 'speednet'}))
+  assert isinstance(model, SpeedNet)
+  x = jax.random.uniform(jax.random.key(0), (4, 28, 28, 1))
+  variables = model.init(jax.random.key(1), x)
+  assert set(variables) == {'params', 'batch_stats'}
+  logits = model.apply(variables, x)
+  assert logits.shape == (4, 10) and logits.dtype == jnp.float32
+  fast = model.clone(conv_impl='patches')
+  np.testing.assert_allclose(fast.apply(variables, x), logits, atol=1e-4)
+  out, updates = fast.apply(variables, x, train=True, mutable=['batch_stats'])
+  assert out.shape == (4, 10) and 'batch_stats' in updates
+
+
+def test_speedrun_config_trains_a_step():
+  config = _load_config()
+  state = train.create_train_state(config, jax.random.key(0))
+  assert state.model.conv_impl == 'patches'
+  batch = {'image': jnp.ones((8, 28, 28, 1)) * 0.5, 'label': jnp.arange(8) % 10}
+  new_state, metrics = jax.jit(train.train_step)(state, batch, jax.random.key(1))
+  assert np.isfinite(float(metrics['loss'])) and int(new_state.step) == 1
+
+
+def _load_config():
+  spec = importlib.util.spec_from_file_location(
+      'speedrun_config', os.path.join(ROOT, 'configs', 'speedrun.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def test_naive_loop_epoch_and_eval(small_config):
+  naive = _load('naive_loop')
+  small_config.data.train_limit, small_config.log_every_steps = 500, 4
+  data = pipeline.load(small_config.data)
+  state = train.create_train_state(small_config, jax.random.key(0), num_train=500)
+  record = naive.train_epoch(small_config, 1, state, jax.jit(train.train_step), data,
+                             jax.random.key(1))
+  assert int(record['state'].step) == 500 // small_config.batch_size
+  assert record['train_loss'] > 0 and 0 <= record['train_accuracy'] <= 1
+  result = naive.evaluate(record['state'], jax.jit(train.eval_step), data.test_images,
+                          data.test_labels, 300)                  # 1000 = 3 x 300 + 100
+  sums = train.eval_step(record['state'], naive.host_batch(
+      data.test_images, data.test_labels, np.arange(1000)))
+  assert result['accuracy'] == pytest.approx(float(sums['correct']) / 1000)
+
+
+def test_benchmark_parsing_and_peak():
+  bench = _load('benchmark')
+  line = 'W1125 dispatch.py:183] Finished XLA compilation of jit(run) in 2.5e-01 sec'
+  assert float(bench.COMPILE_RE.search(line).group(1)) == 0.25
+  assert bench.COMPILE_RE.search('Finished tracing + transforming f for pjit in 0.5 sec')
+  assert bench.PROGRESS_RE.search('epoch 1: 143/429 steps (33%), loss 0.3').groups() == (
+      '1', '143', '429')
+  assert bench.EPOCH_RE.search('epoch 2/3: train loss 0.1').group(1) == '2'
+  assert not bench.EPOCH_RE.search('epoch 1: 143/429 steps')
+  peak = bench.cpu_peak(fma_per_cycle=32)
+  cores = len(os.sched_getaffinity(0))
+  assert peak['fp32'] > 0 and f'{cores} cores x 32 fp32 FMA/cycle' in peak['how']
+  config = bench.load_config('configs/speedrun.py', ['batch_size=64', 'data.source=idx'])
+  assert config.batch_size == 64 and config.data.source == 'idx'
+
+
+def test_benchmark_profile_categories_and_table():
+  bench = _load('benchmark')
+  stack = 'jit(run)/while/body/closed_call/'
+  assert bench._category(stack + 'transpose(jvp(SpeedNet))/conv_1/dot_general') == (
+      'conv_1: backward')
+  assert bench._category(stack + 'jvp(LeNet5)/C1/concatenate') == 'C1: forward'
+  assert bench._category(stack + 'jvp(SpeedNet)/reduce_max') == 'max-pool: forward'
+  assert bench._category(stack + 'jvp(SpeedNet)/jit(relu)/max') == 'relu: forward'
+  assert bench._category(stack + 'mul') == 'loss, optimizer, batch gather'
+  run = {'time_to_target': 20.0, 'epoch': 1, 'test_accuracy': 0.991, 'compile_s': 5.0,
+         'startup_s': 3.0, 'images_per_s': 1000.0, 'cores_used': 1.0, 'load': 0.5,
+         'wall_s': 21.0}
+  slow = dict(run, time_to_target=40.0, images_per_s=500.0)
+  text = bench.table({'scan': [run, run], 'naive': [slow, dict(slow, time_to_target=None)]},
+                     {'train_flops': 1e7}, {'fp32': 100.0}, 0.99)
+  assert '| scan | 20.0 [20.0–20.0]  | 1 | 0.9910 |' in text
+  assert '1/2 runs' in text                          # one naive run never reached 99 %
+  assert '| 10.0 | 10.0 |' in text                   # 1000 img/s x 10 MFLOP = 10 GFLOP/s = 10 %
+  assert 'time to target: 2.00x' in text and 'steady images/s: 2.00x' in text
