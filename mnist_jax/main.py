@@ -40,19 +40,19 @@ def parse_flags(argv):
       flags.FLAGS['config'].value.keys()  # a bad config file raises only on access
     return rest
   except flags.Error as e:
-    _fail(f'{e}; run with --helpfull for the flags')
+    fail(f'{e}; run with --helpfull for the flags')
   except (KeyError, AttributeError) as e:  # unknown --config.<key>
     message = str(e).strip('"\'').replace('\\n', ' ').replace("\\'", "'")
-    _fail(f'unknown config key {message}; see mnist_jax/defaults.py '
+    fail(f'unknown config key {message}; see mnist_jax/defaults.py '
           'and the config file for the valid keys')
   except (OSError, ImportError, SyntaxError, TypeError, ValueError) as e:
-    _fail(f'cannot load the config ({type(e).__name__}: {e}); pass an existing '
+    fail(f'cannot load the config ({type(e).__name__}: {e}); pass an existing '
           'configs/*.py file with --config')
 
 
-def _fail(message: str):
+def fail(message: str):
   """Prints one line (whitespace collapsed) and exits with status 2."""
-  print(f"error: {' '.join(message.split())}", file=sys.stderr)
+  print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
   sys.exit(2)
 
 
@@ -63,11 +63,11 @@ def main(argv):
   try:
     distributed.initialize_from_flags()  # multi-host: before any other JAX call
   except UserError as e:
-    _fail(str(e))
+    fail(str(e))
   if _MODE.value == 'eval':
     return evaluate_checkpoint()
   if _CONFIG.value is None:
-    _fail('--config is required to train; pass e.g. --config=configs/lenet.py')
+    fail('--config is required to train; pass e.g. --config=configs/lenet.py')
   from mnist_jax import loop  # pylint: disable=g-import-not-at-top  (keeps --help fast)
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].config_filename)
   print(f'workdir: {workdir}', flush=True)
@@ -75,7 +75,7 @@ def main(argv):
     summary = loop.train_and_evaluate(_CONFIG.value, workdir)
   except UserError as e:
     logging.flush()
-    _fail(str(e))
+    fail(str(e))
   print(f"test accuracy {summary['test_accuracy']:.4f} after {summary['epochs']} epochs "
         f"({summary['train_time_s']:.1f} s training); summary: "
         f"{os.path.join(workdir, 'summary.json')}")
@@ -85,11 +85,11 @@ def evaluate_checkpoint():
   """--mode=eval: validation and test metrics of the best/latest checkpoint."""
   from mnist_jax import evaluate  # pylint: disable=g-import-not-at-top
   if not _WORKDIR.value:
-    _fail('--mode=eval needs --workdir=DIR of a run with checkpoints')
+    fail('--mode=eval needs --workdir=DIR of a run with checkpoints')
   try:
     result = evaluate.run(_WORKDIR.value, _WHICH.value)
   except UserError as e:
-    _fail(str(e))
+    fail(str(e))
   print(json.dumps(result, sort_keys=True))
   print(evaluate.format_line(result))
 

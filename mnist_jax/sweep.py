@@ -201,11 +201,6 @@ def run(configs, trials, workdir: str, indices=None, vectorize: bool = False) ->
   return ran
 
 
-def _fail(message: str):
-  print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
-  sys.exit(2)
-
-
 def main(argv):
   runs.quiet_orbax_logs()
   if len(argv) > 1:
@@ -235,7 +230,7 @@ def main(argv):
     table = write_table(workdir) if os.path.isdir(workdir) else None
   except UserError as e:
     logging.flush()
-    _fail(e)
+    main_lib.fail(e)
   failed = [name for name, error in ran if error is not None]
   print(f'ran {len(ran)} trial(s), {len(failed)} failed; results: {table}')
   for name, error in ran:

@@ -42,16 +42,6 @@ class MetricWriter:
         self._tb.add_scalar(key.replace('_', '/', 1), value, record['epoch'])
     self._tb.flush()
 
-  def write_scalars(self, step: int, scalars: dict) -> None:
-    if self.active:
-      for key, value in scalars.items():
-        self._tb.add_scalar(key, value, step)
-
-  def write_image(self, tag: str, image, step: int) -> None:
-    """``image`` is (H, W, 3) or (H, W) uint8/float."""
-    if self.active:
-      self._tb.add_image(tag, image, step, dataformats='HWC' if image.ndim == 3 else 'HW')
-
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
