@@ -31,12 +31,5 @@ def get_config():
   config.model.activation = 'swish'
   config.model.leaky_alpha = 0.01
   config.model.dropout_rate = 0.2       # before the classifier (B0)
-  config.optimizer = 'adam'
-  config.learning_rate = 2e-3
-  config.schedule = 'warmup_cosine'
-  config.warmup_epochs = 0.5
-  config.batch_size = 128
-  config.num_epochs = 10
-  config.augment.translate = 1.0
-  config.augment.rotate = 10.0
+  defaults.cnn_recipe(config)
   return config

@@ -63,3 +63,18 @@ def get_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 2
   c.write_plots = True            # curves, confusion matrix, filters... in workdir/plots
   return c
+
+
+def cnn_recipe(config, learning_rate: float = 2e-3) -> ml_collections.ConfigDict:
+  """The training recipe the CNN and the architecture zoo share: Adam with peak
+  η = ``learning_rate``, linear warmup over 0.5 epochs then cosine decay, B = 128,
+  E = 10, and light augmentation (shifts of ±1 px, rotations of ±10°)."""
+  config.optimizer = 'adam'
+  config.learning_rate = learning_rate
+  config.schedule = 'warmup_cosine'
+  config.warmup_epochs = 0.5
+  config.batch_size = 128
+  config.num_epochs = 10
+  config.augment.translate = 1.0
+  config.augment.rotate = 10.0
+  return config
