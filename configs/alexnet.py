@@ -20,5 +20,6 @@ def get_config():
   config.model.activation = 'relu'
   config.model.leaky_alpha = 0.01
   config.model.dropout_rate = 0.5               # after FC6, FC7 (paper)
+  config.model.conv_impl = 'auto'         # CPU: patches + matmul; GPU/TPU: nn.Conv
   defaults.cnn_recipe(config, learning_rate=1e-3)
   return config

@@ -6,7 +6,10 @@
 Compound scaling: depth α^φ, width β^φ, resolution γ^φ (α = 1.2, β = 1.1,
 γ = 1.15); φ = 1 gives stage repeats ceil(1.2 n), widths x1.1 and the 28x28
 input resized inside the model to round(28 · 1.15) = 32. ``width`` scales all
-channels down for the CPU. Target >= 99.3 % test accuracy.
+channels down for the CPU. Target >= 99.3 % test accuracy. With B0's own
+regularization (dropout 0.2, stochastic depth 0.2) and 10 epochs this quarter-
+width net underfit (train accuracy below validation, 99.12 % val); it trains
+20 epochs with both rates at 0.1.
 """
 from mnist_jax import defaults
 from mnist_jax.models import efficientnet
@@ -26,10 +29,12 @@ def get_config():
   config.model.head_features = 1280
   config.model.channel_divisor = 8
   config.model.se_ratio = 0.25          # squeeze-and-excitation r = C_in/4
-  config.model.drop_connect_rate = 0.2  # stochastic depth (last block)
+  config.model.drop_connect_rate = 0.1  # stochastic depth (last block; B0: 0.2)
   config.model.zero_init_residual = True  # γ = 0 in each skip block's last BN
   config.model.activation = 'swish'
   config.model.leaky_alpha = 0.01
-  config.model.dropout_rate = 0.2       # before the classifier (B0)
+  config.model.dropout_rate = 0.1       # before the classifier (B0: 0.2)
+  config.model.conv_impl = 'auto'         # CPU: patches + matmul; GPU/TPU: nn.Conv
   defaults.cnn_recipe(config)
+  config.num_epochs = 20                # 10 epochs underfit (first zoo run: 99.12 % val)
   return config

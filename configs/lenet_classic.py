@@ -22,11 +22,7 @@ def get_config():
   config.model.c3_table = True           # the paper's sparse S2 -> C3 connections
   config.model.dropout_rate = 0.0
   config.model.features = (6, 16, 120, 84)
-  config.model.conv_impl = 'xla'         # 'xla' | 'patches'
-  config.optimizer = 'adam'
-  config.learning_rate = 1e-3
-  config.schedule = 'warmup_cosine'
-  config.warmup_epochs = 0.5
-  config.batch_size = 128
-  config.num_epochs = 20
+  config.model.conv_impl = 'auto'        # CPU: patches + matmul; else nn.Conv
+  defaults.cnn_recipe(config)            # with distortions, as the paper's 0.8 %
+  config.num_epochs = 20                 # η 2e-3 over 1e-3 by validation: 99.36 vs 99.24 %
   return config

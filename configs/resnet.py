@@ -23,5 +23,6 @@ def get_config():
   config.model.activation = 'relu'
   config.model.leaky_alpha = 0.01
   config.model.dropout_rate = 0.0
+  config.model.conv_impl = 'auto'         # CPU: patches + matmul; GPU/TPU: nn.Conv
   defaults.cnn_recipe(config)
   return config

@@ -11,8 +11,9 @@ norm -> ReLU -> max-pool 2x2, then one Dense layer (29,178 parameters,
 
   28x28x1 -> 28x28x16 -> 14x14x16 -> 14x14x32 -> 7x7x32 -> 7x7x64 -> 3x3x64 -> 10
 
-Convolutions run as patches + matmul (mnist_jax/nn/conv.py): 12x the training
-throughput of XLA:CPU's convolutions for this net. ONE epoch of Adam with a
+On CPU the convolutions run as patches + matmul (mnist_jax/nn/conv.py): in the
+loop's lax.scan that is >10x the speed of XLA:CPU's convolutions for this net
+(experiments/results/conv_in_scan.md). ONE epoch of Adam with a
 one-cycle schedule (η from η/25 up to 2e-2 over the first 30 % of the steps,
 then cosine down), batch 60, float32 (bfloat16 is slower on XLA:CPU:
 experiments/PERFORMANCE.md), no augmentation (it slows a one-epoch fit).
@@ -34,7 +35,7 @@ def get_config():
   config.model.paddings = (1, 1, 1)        # P: output size (W - 3 + 2)/1 + 1 = W
   config.model.dense = ()                  # 3x3x64 -> 10 directly
   config.model.batch_norm = True
-  config.model.conv_impl = 'patches'
+  config.model.conv_impl = 'auto'         # CPU: patches + matmul; GPU/TPU: nn.Conv
   config.optimizer = 'adam'
   config.learning_rate = 2e-2
   config.schedule = 'onecycle'

@@ -25,6 +25,10 @@ every line it prints and reads ``WORKDIR/metrics.jsonl`` at the end:
   cores used      the child's CPU seconds (user + sys) / its wall time
   load            the 1-minute load average as the run started (is the CPU shared?)
 
+With ``--pytorch_python=PY`` (an interpreter with torch) the PyTorch
+examples/mnist recipe (experiments/pytorch_reference.py) is also timed to
+--target, once, after the runs, and the report gives the ratio.
+
 Peak FLOP/s = cores × fp32 FMA per core per cycle × 2 FLOP × clock ('cpu MHz'
 of /proc/cpuinfo); the line printed says how it was computed. Medians over
 --runs. Device-agnostic: the children use JAX's default backend (set
@@ -48,6 +52,8 @@ from absl import app, flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAIVE = os.path.join(ROOT, 'experiments', 'naive_loop.py')
+REFERENCE = os.path.join(ROOT, 'experiments', 'pytorch_reference.py')
+REFERENCE_RE = re.compile(r'epoch (\d+): test accuracy ([0-9.]+) %')
 FLAGS = flags.FLAGS
 COMPILE_RE = re.compile(r'Finished (?:tracing|jaxpr to MLIR module conversion|XLA '
                         r'compilation)\b.* in ([0-9.eE+-]+) sec')
@@ -179,6 +185,25 @@ def run_once(loop: str, config_path: str, overrides, batch_size: int, target: fl
           'compile_s': compile_s, 'startup_s': startup, 'wall_s': wall,
           'images_per_s': statistics.median(rates) if rates else None,
           'cores_used': cpu / wall, 'load': load}
+
+
+def run_reference(python: str, data_dir: str, target: float) -> dict:
+  """experiments/pytorch_reference.py in ``python`` (an interpreter with torch),
+  timed like run_once: from just before the process starts to the moment it
+  prints its first test evaluation at >= ``target``."""
+  cmd = [python, REFERENCE, f'--data_dir={os.path.abspath(data_dir)}', f'--target={target}']
+  t0 = time.perf_counter()
+  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, env=dict(os.environ, PYTHONUNBUFFERED='1'))
+  hit, last = None, ''
+  for line in proc.stdout:
+    last = line.strip() or last
+    m = REFERENCE_RE.search(line)
+    if m and hit is None and float(m.group(2)) >= 100 * target:
+      hit = {'time_to_target': time.perf_counter() - t0, 'epoch': int(m.group(1))}
+  if proc.wait() != 0:
+    raise RuntimeError(f'{" ".join(cmd)} failed: {last}')
+  return {**(hit or {'time_to_target': None, 'epoch': None}), 'summary': last}
 
 
 def _median(runs, key):
@@ -321,6 +346,15 @@ def main(argv):
       f'1-minute load average when a run started ({os.cpu_count()} cores: above '
       f'{os.cpu_count()} the CPU was shared)', '',
       table(results, cost, peak, FLAGS.target), ''])
+  if FLAGS.pytorch_python:
+    ref = run_reference(FLAGS.pytorch_python, FLAGS.data_dir, FLAGS.target)
+    ours = _median(results[FLAGS.loops[0]], 'time_to_target')
+    ratio = (f'; {FLAGS.loops[0]} median {ours:.1f} s is {ref["time_to_target"] / ours:.1f}x '
+             'faster' if ref['time_to_target'] and ours else '')
+    report += (f"\nPyTorch examples/mnist recipe (`experiments/pytorch_reference.py`, one "
+               f"run, after the runs above): {_fmt(ref['time_to_target'])} s from process "
+               f"start to >= {100 * FLAGS.target:g} % test (epoch {ref.get('epoch')}){ratio}. "
+               f"Its last line: {ref['summary']}\n")
   print('\n' + report)
   if FLAGS.out:
     with open(FLAGS.out, 'a') as f:
@@ -342,6 +376,9 @@ def define_flags():
                     '>= --target (saves time on long configs; the rest is not timed).')
   flags.DEFINE_bool('profile', False, 'Instead of timing runs, trace 20 train steps '
                     'and print where the time goes (per layer and pass, top HLO ops).')
+  flags.DEFINE_string('pytorch_python', None, 'A Python interpreter with torch: after '
+                      'the runs, also time experiments/pytorch_reference.py (the PyTorch '
+                      'examples/mnist recipe; needs --data_dir) once and report the ratio.')
   flags.DEFINE_integer('fma_per_cycle', 0, 'fp32 FMAs per core per cycle (0 = guess '
                        'from /proc/cpuinfo).')
 

@@ -20,7 +20,7 @@ import hardware  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax import loop, plots, runs  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_EPOCHS = flags.DEFINE_integer('epochs', 3, 'epochs (configs/lenet.py says 8)')
+_EPOCHS = flags.DEFINE_integer('epochs', 0, 'epochs (0 = the config\'s, 10)')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'folder with the MNIST IDX files '
                                 '(default: TFDS)')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'run directory (default: a new '
@@ -41,7 +41,7 @@ def main(argv):
   del argv
   runs.quiet_orbax_logs()
   config = lenet_config()
-  config.num_epochs = _EPOCHS.value
+  config.num_epochs = _EPOCHS.value or config.num_epochs
   if _DATA_DIR.value:
     config.data.source, config.data.data_dir = 'idx', _DATA_DIR.value
   workdir = _WORKDIR.value or os.path.join(

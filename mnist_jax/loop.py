@@ -1,7 +1,8 @@
 """The training loop: config -> data -> state -> epochs -> metrics/checkpoints.
 
 Speed comes from keeping the host out of the way: the whole dataset lives on
-the device as uint8 (60,000 x 784 B = 47 MB); each epoch draws a permutation
+the device as uint8 (60,000 x 784 B = 47 MB; with per-device shards each
+device holds only its 1/D, data/shards.py); each epoch draws a permutation
 on the device and runs its steps as ``lax.scan`` chunks — one dispatch per
 ``log_every_steps`` steps, no per-step host round trip. Batches are gathered,
 normalized (x = p/255) and sharded over the devices inside the compiled code.
@@ -9,6 +10,7 @@ normalized (x = p/255) and sharded over the devices inside the compiled code.
 Randomness is a pure function of (seed, epoch, step): a resumed run replays
 exactly what an uninterrupted one would have done.
 """
+import dataclasses
 import json
 import os
 import time
@@ -19,19 +21,24 @@ import numpy as np
 from absl import logging
 
 from mnist_jax import checkpoint, parallel, train, validate, writers
-from mnist_jax.data import pipeline, preprocess
+from mnist_jax.data import pipeline, preprocess, shards
 from mnist_jax.errors import UserError
 
 
-def _chunk_fn(mesh, standardize: bool):
-  """jit(scan(train_step)) over a (k, B) block of batch indices."""
+def _gather(images, labels, idx):
+  return images[idx], labels[idx]
+
+
+def _chunk_fn(mesh, standardize: bool, gather=_gather):
+  """jit(scan(train_step)) over a (k, B) block of batch indices; ``gather``
+  reads one batch of rows (shards.gather_fn for per-device shards)."""
   sharding = parallel.batch_sharded(mesh)
 
   def run(state, images, labels, idx, rng, first_step):
     def body(state, inputs):
       i, batch_idx = inputs
-      batch = {'image': preprocess.normalize(images[batch_idx], standardize=standardize),
-               'label': labels[batch_idx]}
+      x, y = gather(images, labels, batch_idx)
+      batch = {'image': preprocess.normalize(x, standardize=standardize), 'label': y}
       batch = jax.lax.with_sharding_constraint(batch, sharding)
       return train.train_step(state, batch, jax.random.fold_in(rng, first_step + i))
 
@@ -43,24 +50,19 @@ def _chunk_fn(mesh, standardize: bool):
 
 
 def make_eval_fn(mesh, standardize: bool, batch_size: int):
-  """jit(scan(eval_step)) over a padded split; returns summed loss/correct/count."""
+  """jit(eval_step) on one padded batch of ``batch_size``: one compilation serves
+  every split (val and test differ in length) and, unlike a scan over the
+  batches, it runs XLA:CPU's convolutions outside a while loop (PERFORMANCE.md)."""
   sharding = parallel.batch_sharded(mesh)
 
   @jax.jit
   def run(state, images, labels, mask):
-    shape = lambda a: a.reshape((-1, batch_size) + a.shape[1:])
+    batch = jax.lax.with_sharding_constraint(
+        {'image': images, 'label': labels, 'mask': mask}, sharding)
+    batch['image'] = preprocess.normalize(batch['image'], standardize=standardize)
+    return train.eval_step(state, batch)
 
-    def body(totals, batch):
-      batch = jax.lax.with_sharding_constraint(batch, sharding)
-      batch['image'] = preprocess.normalize(batch['image'], standardize=standardize)
-      sums = train.eval_step(state, batch)
-      return jax.tree_util.tree_map(jnp.add, totals, sums), None
-
-    zeros = {'loss': 0.0, 'correct': 0.0, 'count': 0.0}
-    batches = {'image': shape(images), 'label': shape(labels), 'mask': shape(mask)}
-    totals, _ = jax.lax.scan(body, jax.tree_util.tree_map(jnp.float32, zeros), batches)
-    return totals
-
+  run.batch_size = batch_size
   return run
 
 
@@ -75,8 +77,12 @@ def padded_split(images, labels, batch_size, mesh):
 
 
 def evaluate(state, split, eval_fn) -> dict:
-  """{'loss', 'accuracy'} means over a padded device split."""
-  sums = jax.device_get(eval_fn(state, *split))
+  """{'loss', 'accuracy'} means over a padded device split: the per-batch sums
+  are added on the device and fetched once."""
+  b = eval_fn.batch_size
+  parts = [eval_fn(state, *(a[i:i + b] for a in split))
+           for i in range(0, split[2].shape[0], b)]
+  sums = jax.device_get(jax.tree_util.tree_map(lambda *v: sum(v), *parts))
   return {'loss': float(sums['loss'] / sums['count']),
           'accuracy': float(sums['correct'] / sums['count'])}
 
@@ -129,6 +135,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if num_train < config.batch_size:
     raise UserError(f'batch_size {config.batch_size} exceeds the {num_train} training '
                     'images; lower config.batch_size')
+  sharded = bool(config.data.per_device_shards) or jax.process_count() > 1
+  if sharded:   # keep only this process's devices' rows (data/shards.py)
+    x, y, rows = shards.local_rows(data.train_images, data.train_labels, mesh)
+    data = dataclasses.replace(data, train_images=x, train_labels=y)
+    num_train = rows * num_devices
   rng = jax.random.key(config.seed)
   init_rng, train_rng = jax.random.split(rng)
   state = train.create_train_state(config, init_rng, num_train=num_train,
@@ -146,14 +157,21 @@ def train_and_evaluate(config, workdir: str) -> dict:
   state = parallel.replicate(state, mesh)
 
   standardize = config.data.standardize
-  images, labels = parallel.replicate((data.train_images, data.train_labels), mesh)
+  if sharded:
+    images, labels = shards.place(data.train_images, data.train_labels, rows, mesh)
+  else:
+    images, labels = parallel.replicate((data.train_images, data.train_labels), mesh)
   val = padded_split(data.val_images, data.val_labels, config.eval_batch_size, mesh)
   test = padded_split(data.test_images, data.test_labels, config.eval_batch_size, mesh)
-  chunk_fn = _chunk_fn(mesh, standardize)
   eval_fn = make_eval_fn(mesh, standardize, config.eval_batch_size)
   steps = train.steps_per_epoch(config, num_train)
-  permute = jax.jit(lambda key: jax.random.permutation(key, num_train)[
-      :steps * config.batch_size].reshape(steps, config.batch_size))
+  if sharded:
+    chunk_fn = _chunk_fn(mesh, standardize, shards.gather_fn(mesh))
+    permute = shards.permutation_fn(num_train, config.batch_size, mesh)
+  else:
+    chunk_fn = _chunk_fn(mesh, standardize)
+    permute = jax.jit(lambda key: jax.random.permutation(key, num_train)[
+        :steps * config.batch_size].reshape(steps, config.batch_size))
   writer = writers.MetricWriter(workdir, json.loads(config.to_json_best_effort()))
   writer.truncate_after(start_epoch)
   logging.info('Training %s (%d params) on %d %s device(s): %d train / %d val / %d '
@@ -187,6 +205,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     best.wait_until_finished()
     writer.close()
   summary = _summary(config, history, num_params, mesh, time.time() - start)
+  summary['train_images_in_process'] = len(data.train_labels)
   writers.write_json_atomic(os.path.join(workdir, 'summary.json'), summary)
   if config.write_plots:
     from mnist_jax import plots  # pylint: disable=g-import-not-at-top  (matplotlib: 0.6 s)

@@ -189,9 +189,6 @@ def run(configs, trials, workdir: str, indices=None, vectorize: bool = False) ->
       except UserError as e:
         results = [e]
     else:
-      if not vectorized.fast_path(configs[batch[0]]):
-        logging.warning('model %s has no conv_impl option: plain vmap, which can be '
-                        'slower than sequential trials on CPU', configs[batch[0]].model.name)
       results = vectorized.train_and_evaluate([configs[i] for i in batch], dirs)
     for i, d, r in zip(batch, dirs, results):
       error = r if isinstance(r, Exception) else None

@@ -24,10 +24,9 @@ unbatched and is shared: C1's input patches are computed once for all K trials.
 
 Speed: on XLA:CPU a vmapped nn.Conv whose input and kernel both carry the
 trial axis becomes a grouped convolution (slower than K separate steps), so
-models with a ``conv_impl`` option (lenet5, cnn, speednet) run with
-conv_impl='patches' (nn/conv.py: im2col + matmul, vmapped into batched
-matmuls) — the fast path. Dense-only models need nothing; the rest fall back
-to plain vmap. experiments/vectorized_speedup.py measures it.
+every conv model (all take ``conv_impl``) runs with conv_impl='patches'
+(nn/conv.py: im2col + matmul, vmapped into batched matmuls) on any backend.
+experiments/vectorized_speedup.py measures it.
 """
 import dataclasses
 import json
@@ -78,12 +77,6 @@ def groups(configs) -> List[List[int]]:
   for i, c in enumerate(configs):
     out.setdefault(signature(c), []).append(i)
   return list(out.values())
-
-
-def fast_path(config) -> bool:
-  """True when the model runs vectorized without grouped convolutions."""
-  cls = models.get_class(config.model.name)
-  return 'conv_impl' in models.fields(cls) or config.model.name in ('mlp', 'perceptron')
 
 
 def _dropout_interceptor(keep):

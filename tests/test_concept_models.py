@@ -159,7 +159,7 @@ def test_cnn_shapes_pooling_and_padding():
 
 
 def test_cnn_conv_impls_agree():
-  model = CNN(features=(4, 8), dense=(16,), padding=1)
+  model = CNN(features=(4, 8), dense=(16,), padding=1, conv_impl='xla')
   variables = model.init(jax.random.key(0), X)
   np.testing.assert_allclose(model.apply(variables, X),
                              model.clone(conv_impl='patches').apply(variables, X),

@@ -1,4 +1,5 @@
-"""Multi-host: 2 processes x 4 CPU devices train exactly like 1 process x 8."""
+"""Multi-host: 2 processes x 4 CPU devices train exactly like 1 process x 8,
+each process holding only its half of the training set."""
 import json
 import os
 import socket
@@ -27,6 +28,7 @@ c.data.source = 'idx'; c.data.data_dir = {data!r}; c.data.download = False
 c.data.val_size = 500; c.data.train_limit = 640; c.batch_size = 64
 c.eval_batch_size = 200; c.num_epochs = 2; c.log_every_steps = 5
 c.optimizer = 'momentum'; c.learning_rate = 0.05; c.write_plots = False
+c.data.per_device_shards = True   # what every multi-host run does (data/shards.py)
 print('SUMMARY', json.dumps(loop.train_and_evaluate(c, workdir)))
 '''
 
@@ -79,6 +81,8 @@ def test_two_processes_match_one_process_with_eight_devices(tmp_path, mnist_smal
     assert got[0][key] == pytest.approx(want[key], abs=1e-5), key
     assert got[1][key] == got[0][key], key
   assert want['devices'].startswith('8 x') and got[0]['devices'].startswith('8 x')
+  assert want['train_images_in_process'] == 640
+  assert [g['train_images_in_process'] for g in got] == [320, 320]
   with open(tmp_path / 'multi' / 'metrics.jsonl') as f:  # process 0 alone wrote it
     assert [json.loads(l)['epoch'] for l in f] == [1, 2]
   assert sorted(os.listdir(tmp_path / 'multi' / 'checkpoints' / 'latest')) == ['1', '2']

@@ -5,7 +5,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -97,5 +96,40 @@ print('acc', a['test_accuracy'], b['test_accuracy'], a['devices'], b['devices'])
 assert a['devices'].startswith('1 x') and b['devices'].startswith('8 x')
 assert abs(a['test_loss'] - b['test_loss']) < 1e-4, (a['test_loss'], b['test_loss'])
 assert abs(a['test_accuracy'] - b['test_accuracy']) <= 0.002
+''')
+  assert 'acc' in out
+
+
+def test_per_device_shards_each_device_reads_only_its_rows(tmp_path, mnist_small_dir):
+  """data.per_device_shards: the training set is split into D blocks of
+  M = ⌊N/D⌋ rows, device d samples only from block d, each row at most once
+  an epoch; the loop trains with it (tests/test_multihost.py checks 2 x 4 == 1 x 8)."""
+  out = run_with_devices(COMMON + f'''
+from mnist_jax import loop, parallel
+from mnist_jax.data import shards
+mesh = parallel.make_mesh()
+n, b = 1003, 64                                  # M = 125 rows per device, 8 per step
+idx = np.asarray(shards.permutation_fn(n, b, mesh)(jax.random.key(0)))
+assert idx.shape == (shards.steps_per_epoch(n, b, mesh), b) == (15, 64), idx.shape
+for d in range(8):
+  block = idx[:, 8 * d:8 * (d + 1)]
+  assert block.min() >= 125 * d and block.max() < 125 * (d + 1), d
+  assert len(np.unique(block)) == block.size
+x = np.arange(1003 * 2).reshape(1003, 2); y = np.arange(1003)
+lx, ly, m = shards.local_rows(x, y, mesh)
+assert m == 125 and len(ly) == 1000                # one process: all 8 blocks
+gx, gy = shards.place(lx, ly, m, mesh)
+assert gx.sharding.spec == parallel.batch_sharded(mesh).spec
+assert [s.data.shape for s in gy.addressable_shards] == [(125,)] * 8
+bx, by = jax.jit(shards.gather_fn(mesh))(gx, gy, jnp.asarray(idx[3]))
+np.testing.assert_array_equal(np.asarray(by), idx[3])
+np.testing.assert_array_equal(np.asarray(bx), x[idx[3]])
+c = defaults.get_config()
+c.data.source = 'idx'; c.data.data_dir = {mnist_small_dir!r}; c.data.val_size = 1000
+c.data.train_limit = 1024; c.data.per_device_shards = True; c.batch_size = 64
+c.eval_batch_size = 200; c.num_epochs = 1; c.log_every_steps = 8; c.write_plots = False
+s = loop.train_and_evaluate(c, {str(tmp_path / 'sharded')!r})
+print('acc', s['test_accuracy'], s['train_images_in_process'])
+assert s['train_images_in_process'] == 1024 and s['test_accuracy'] > 0.5
 ''')
   assert 'acc' in out

@@ -14,7 +14,8 @@ from mnist_jax import models, train
 from mnist_jax.data import pipeline
 from mnist_jax.errors import UserError
 from mnist_jax.models.lenet import LeNet5
-from mnist_jax.models.speednet import SpeedNet, max_pool_2x2
+from mnist_jax.models.blocks import max_pool
+from mnist_jax.models.speednet import SpeedNet
 from mnist_jax.nn import conv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,26 +80,37 @@ def test_unknown_conv_impl_is_a_user_error():
     conv.get('winograd')
 
 
+def test_auto_conv_impl_is_patches_on_cpu_nn_conv_elsewhere(monkeypatch):
+  assert conv.get('auto') is conv.PatchConv          # the tests run on CPU
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  assert conv.get('auto') is nn.Conv
+
+
+
 @pytest.mark.parametrize('c3_table', [False, True])
 def test_lenet_patches_matches_xla(c3_table):
   x = jax.random.uniform(jax.random.key(0), (3, 28, 28, 1))
-  ref, fast = LeNet5(c3_table=c3_table), LeNet5(c3_table=c3_table, conv_impl='patches')
+  ref = LeNet5(c3_table=c3_table, conv_impl='xla')
+  fast = ref.clone(conv_impl='patches')
   variables = ref.init(jax.random.key(1), x)
   assert (jax.tree_util.tree_structure(fast.init(jax.random.key(1), x))
           == jax.tree_util.tree_structure(variables))
   np.testing.assert_allclose(fast.apply(variables, x), ref.apply(variables, x), atol=1e-5)
 
 
-def test_max_pool_2x2_equals_nn_max_pool():
-  x = jax.random.normal(jax.random.key(0), (2, 11, 10, 3))   # odd height: last row dropped
-  ref = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
-  np.testing.assert_array_equal(max_pool_2x2(x), ref(x))
+@pytest.mark.parametrize('k', [2, 3])
+def test_non_overlapping_max_pool_equals_nn_max_pool(k):
+  """blocks.max_pool with S = K (reshape + max): nn.max_pool's values and gradient."""
+  x = jax.random.normal(jax.random.key(0), (2, 11, 10, 3))   # sizes not divisible: floor
+  ref = lambda x: nn.max_pool(x, (k, k), strides=(k, k))
+  assert max_pool(x, k).shape == (2, 11 // k, 10 // k, 3)
+  np.testing.assert_array_equal(max_pool(x, k), ref(x))
   g_ref = jax.grad(lambda x: jnp.sum(ref(x) ** 2))(x)         # no ties in random floats
-  np.testing.assert_allclose(jax.grad(lambda x: jnp.sum(max_pool_2x2(x) ** 2))(x), g_ref)
+  np.testing.assert_allclose(jax.grad(lambda x: jnp.sum(max_pool(x, k) ** 2))(x), g_ref)
 
 
 def test_speednet_contract_and_impls_agree():
-  model = models.build(ml_collections.ConfigDict({'name': 'speednet'}))
+  model = models.build(ml_collections.ConfigDict({'name': 'speednet', 'conv_impl': 'xla'}))
   assert isinstance(model, SpeedNet)
   x = jax.random.uniform(jax.random.key(0), (4, 28, 28, 1))
   variables = model.init(jax.random.key(1), x)
@@ -114,7 +126,7 @@ def test_speednet_contract_and_impls_agree():
 def test_speedrun_config_trains_a_step():
   config = _load_config()
   state = train.create_train_state(config, jax.random.key(0))
-  assert state.model.conv_impl == 'patches'
+  assert state.model.conv_impl == 'auto'
   batch = {'image': jnp.ones((8, 28, 28, 1)) * 0.5, 'label': jnp.arange(8) % 10}
   new_state, metrics = jax.jit(train.train_step)(state, batch, jax.random.key(1))
   assert np.isfinite(float(metrics['loss'])) and int(new_state.step) == 1

@@ -1,5 +1,4 @@
 """The public train API: state creation, pure steps, jit/vmap composition, L2."""
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -131,3 +130,23 @@ def test_bad_names_raise_user_errors():
   config.model.widht = 3
   with pytest.raises(UserError, match='no option widht'):
     train.create_train_state(config, jax.random.key(0))
+
+
+def test_loop_evaluation_is_exact_and_compiles_once(mnist_small_dir):
+  """loop.evaluate: padded batches count only real examples, equal a direct
+  eval_step over the split, and splits of different lengths share one compile."""
+  from mnist_jax import loop, parallel  # pylint: disable=g-import-not-at-top
+  config = defaults.get_config()
+  state = train.create_train_state(config, jax.random.key(0))
+  images, labels = idx.load_split(mnist_small_dir, 'test')
+  mesh = parallel.make_mesh()
+  eval_fn = loop.make_eval_fn(mesh, False, 128)
+  results = {}
+  for n in (300, 1000):                         # 3 and 8 padded batches
+    split = loop.padded_split(images[:n], labels[:n], 128, mesh)
+    results[n] = loop.evaluate(state, split, eval_fn)
+  want = train.eval_step(state, {'image': preprocess.normalize(jnp.asarray(images[:300])),
+                                 'label': jnp.asarray(labels[:300])})
+  assert results[300]['accuracy'] == pytest.approx(float(want['correct']) / 300)
+  assert results[300]['loss'] == pytest.approx(float(want['loss']) / 300, rel=1e-5)
+  assert eval_fn._cache_size() == 1   # pylint: disable=protected-access

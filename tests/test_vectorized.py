@@ -34,7 +34,6 @@ def test_groups_follow_the_per_trial_keys():
              _config(**{'model.name': 'vgg', 'model.dropout_rate': 0.1}),
              _config(**{'model.name': 'vgg', 'model.dropout_rate': 0.2})]
   assert vectorized.groups(configs) == [[0, 1, 2], [3], [4], [5], [6], [7]]
-  assert vectorized.fast_path(configs[0]) and not vectorized.fast_path(configs[6])
 
 
 def test_vmapped_trials_match_sequential_train_step(mnist_small_dir):

@@ -50,6 +50,7 @@ class AlexNet(nn.Module):
   leaky_alpha: float = 0.01
   dropout_rate: float = 0.5
   dtype: Any = jnp.float32
+  conv_impl: str = 'auto'            # 'auto' | 'patches' | 'xla' (nn/conv.py)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -60,6 +61,7 @@ class AlexNet(nn.Module):
     kernels = (self.stem_kernel, 5, 3, 3, 3)
     for i, (f, k) in enumerate(zip(self.features, kernels)):
       x = blocks.ConvBNAct(f, k, use_bn=False, act=act, dtype=self.dtype,
+                           conv_impl=self.conv_impl,
                            name=f'conv{i + 1}')(x)
       if i < 2 and self.lrn:
         x = local_response_norm(x)

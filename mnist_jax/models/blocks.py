@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from mnist_jax.nn import conv as conv_lib
+
 
 def conv_output_size(w: int, k: int, s: int = 1, p: int = 0) -> int:
   """W_out = floor((W - K + 2P) / S) + 1."""
@@ -39,11 +41,18 @@ def max_pool(x, window: int, strides: Optional[int] = None,
 
   Output size floor((W - K + 2P)/S) + 1; ``padding='SAME'`` pads to ceil(W/S)
   (odd extra on the bottom/right), ``'VALID'`` = 0. The same values as
-  ``nn.max_pool``, computed separably (max over K shifted rows, then K shifted
-  columns): XLA:CPU's gradient of ``reduce_window`` (select-and-scatter) is
-  ~4x slower than the element-wise maxima, and GoogLeNet pools in every module.
+  ``nn.max_pool``, computed as reshape + max when S = K (non-overlapping) and
+  otherwise separably (max over K shifted rows, then K shifted columns):
+  XLA:CPU's gradient of ``reduce_window`` (select-and-scatter) is ~4x slower
+  than the element-wise maxima, and GoogLeNet pools in every module.
   """
   k, s = window, strides or window
+  if s == k and padding in (0, 'VALID'):
+    # Non-overlapping windows: reshape + max, output ⌊W/K⌋; its gradient is an
+    # element-wise mask (ties, e.g. zeros after a ReLU, share it).
+    n, h, w, c = x.shape
+    x = x[:, :h - h % k, :w - w % k, :]
+    return x.reshape(n, h // k, k, w // k, k, c).max(axis=(2, 4))
   pads = []
   for w in x.shape[1:3]:
     if padding == 'SAME':
@@ -116,6 +125,7 @@ class ConvBNAct(nn.Module):
   bn_scale_init: Callable = nn.initializers.ones
   axis_name: Optional[str] = None
   dtype: Any = jnp.float32
+  conv_impl: str = 'auto'           # 'auto' | 'patches' | 'xla': nn/conv.py's get
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -127,7 +137,10 @@ class ConvBNAct(nn.Module):
       kw = dict(strides=self.strides, use_bias=not self.use_bn, dtype=self.dtype,
                 padding=p if isinstance(p, str) else [(p, p), (p, p)],
                 kernel_init=nn.initializers.kaiming_normal(), name='conv')
-      conv = nn.Conv(self.features, (k, k), feature_group_count=self.groups, **kw)
+      if self.groups > 1:
+        conv = nn.Conv(self.features, (k, k), feature_group_count=self.groups, **kw)
+      else:
+        conv = conv_lib.get(self.conv_impl)(self.features, (k, k), **kw)
     act = self.act or (lambda z: z)
     if self.order == 'bn_act_conv':
       if self.use_bn:

@@ -29,6 +29,7 @@ from typing import Any, Optional, Union
 import jax.numpy as jnp
 from flax import linen as nn
 
+from mnist_jax.models import blocks
 from mnist_jax.nn import activations
 from mnist_jax.nn import conv as conv_lib
 
@@ -50,7 +51,7 @@ class CNN(nn.Module):
   activation: str = 'relu'
   leaky_alpha: float = 0.01
   dropout_rate: float = 0.0
-  conv_impl: str = 'xla'              # 'xla' (nn.Conv) | 'patches' (im2col + matmul)
+  conv_impl: str = 'auto'  # 'auto' (CPU: patches) | 'xla' (nn.Conv) | 'patches' (nn/conv.py)
   axis_name: Optional[str] = None     # cross-device batch statistics under pmap
   dtype: Any = jnp.float32
 
@@ -74,7 +75,7 @@ class CNN(nn.Module):
                          name=f'bn_{i}')(x)
       x = act(x)
       if self.pool == 'max':
-        x = nn.max_pool(x, (w, w), strides=(w, w))
+        x = blocks.max_pool(x, w)   # nn.max_pool's values, faster gradient
       elif self.pool == 'avg':
         x = nn.avg_pool(x, (w, w), strides=(w, w))
     x = x.reshape((x.shape[0], -1))

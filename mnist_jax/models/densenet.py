@@ -39,11 +39,12 @@ class DenseLayer(nn.Module):
   act: Callable = nn.relu
   axis_name: Optional[str] = None
   dtype: Any = jnp.float32
+  conv_impl: str = 'auto'            # 'auto' | 'patches' | 'xla' (nn/conv.py)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     kw = dict(act=self.act, order='bn_act_conv', axis_name=self.axis_name,
-              dtype=self.dtype)
+              dtype=self.dtype, conv_impl=self.conv_impl)
     y = x
     if self.bottleneck:
       y = blocks.ConvBNAct(self.bn_size * self.growth_rate, 1, name='conv1x1',
@@ -58,13 +59,14 @@ class Transition(nn.Module):
   act: Callable = nn.relu
   axis_name: Optional[str] = None
   dtype: Any = jnp.float32
+  conv_impl: str = 'auto'            # 'auto' | 'patches' | 'xla' (nn/conv.py)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     out = int(self.compression * x.shape[-1])
     x = blocks.ConvBNAct(out, 1, act=self.act, order='bn_act_conv',
                          axis_name=self.axis_name, dtype=self.dtype,
-                         name='conv1x1')(x, train)
+                         conv_impl=self.conv_impl, name='conv1x1')(x, train)
     return nn.avg_pool(x, (2, 2), strides=(2, 2))
 
 
@@ -82,14 +84,17 @@ class DenseNet(nn.Module):
   dropout_rate: float = 0.0          # before the FC
   axis_name: Optional[str] = None
   dtype: Any = jnp.float32
+  conv_impl: str = 'auto'            # 'auto' | 'patches' | 'xla' (nn/conv.py)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     act = activations.get(self.activation, leaky_alpha=self.leaky_alpha)
-    kw = dict(act=act, axis_name=self.axis_name, dtype=self.dtype)
+    kw = dict(act=act, axis_name=self.axis_name, dtype=self.dtype,
+              conv_impl=self.conv_impl)
     x = x.astype(self.dtype)
     stem = self.stem_features or 2 * self.growth_rate
-    x = blocks.ConvBNAct(stem, 3, use_bn=False, name='stem', dtype=self.dtype)(x)
+    x = blocks.ConvBNAct(stem, 3, use_bn=False, name='stem', dtype=self.dtype,
+                         conv_impl=self.conv_impl)(x)
     x = blocks.max_pool(x, 2, 2)
     for i, n in enumerate(self.block_sizes):
       for j in range(n):

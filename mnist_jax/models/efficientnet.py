@@ -82,10 +82,11 @@ class MBConv(nn.Module):
   act: Callable = nn.swish
   axis_name: Optional[str] = None
   dtype: Any = jnp.float32
+  conv_impl: str = 'auto'            # 'auto' | 'patches' | 'xla' (nn/conv.py)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    kw = dict(axis_name=self.axis_name, dtype=self.dtype)
+    kw = dict(axis_name=self.axis_name, dtype=self.dtype, conv_impl=self.conv_impl)
     c_in = x.shape[-1]
     c_exp = c_in * self.expand_ratio
     y = x
@@ -126,11 +127,13 @@ class EfficientNet(nn.Module):
   dropout_rate: float = 0.2          # before the FC
   axis_name: Optional[str] = None
   dtype: Any = jnp.float32
+  conv_impl: str = 'auto'            # 'auto' | 'patches' | 'xla' (nn/conv.py)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     act = activations.get(self.activation, leaky_alpha=self.leaky_alpha)
-    kw = dict(act=act, axis_name=self.axis_name, dtype=self.dtype)
+    kw = dict(act=act, axis_name=self.axis_name, dtype=self.dtype,
+              conv_impl=self.conv_impl)
     d, w, _ = compound_scaling(self.phi, self.alpha, self.beta, self.gamma)
     w *= self.width
     side = resolution(self.phi, self.gamma, x.shape[1])

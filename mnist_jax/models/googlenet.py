@@ -73,13 +73,14 @@ class Inception(nn.Module):
   act: Any = nn.relu
   axis_name: Optional[str] = None
   dtype: Any = jnp.float32
+  conv_impl: str = 'auto'            # 'auto' | 'patches' | 'xla' (nn/conv.py)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     def conv(f, k, name):
       return blocks.ConvBNAct(f, k, use_bn=self.batch_norm, act=self.act,
                               axis_name=self.axis_name, dtype=self.dtype,
-                              name=name)
+                              conv_impl=self.conv_impl, name=name)
     b1 = conv(self.c1, 1, 'b1_1x1')(x, train)
     b2 = conv(self.c3_reduce, 1, 'b2_reduce')(x, train)
     b2 = conv(self.c3, 3, 'b2_3x3')(b2, train)
@@ -110,6 +111,7 @@ class GoogLeNet(nn.Module):
   dropout_rate: float = 0.4          # paper: 40 % before the classifier
   axis_name: Optional[str] = None
   dtype: Any = jnp.float32
+  conv_impl: str = 'auto'            # 'auto' | 'patches' | 'xla' (nn/conv.py)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -117,7 +119,7 @@ class GoogLeNet(nn.Module):
     x = x.astype(self.dtype)
     x = blocks.ConvBNAct(self.stem_features, 3, use_bn=self.batch_norm, act=act,
                          axis_name=self.axis_name, dtype=self.dtype,
-                         name='stem')(x, train)
+                         conv_impl=self.conv_impl, name='stem')(x, train)
     x = blocks.max_pool(x, 3, 2, 1)
     n = 0
     for m in resolve_plan(self.plan, self.width):
@@ -127,6 +129,6 @@ class GoogLeNet(nn.Module):
       n += 1
       x = Inception(*m, branch5=self.branch5, batch_norm=self.batch_norm,
                     act=act, axis_name=self.axis_name, dtype=self.dtype,
-                    name=f'inception{n}')(x, train)
+                    conv_impl=self.conv_impl, name=f'inception{n}')(x, train)
     return blocks.ClassifierHead(self.num_classes, (), act, self.dropout_rate,
                                  pool='avg', dtype=self.dtype, name='head')(x, train)

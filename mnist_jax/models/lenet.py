@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from mnist_jax.models import blocks
 from mnist_jax.nn import activations
 from mnist_jax.nn import conv as conv_lib
 
@@ -46,7 +47,7 @@ class LeNet5(nn.Module):
   dropout_rate: float = 0.0        # before F6 and the output (0 = paper)
   features: tuple = (6, 16, 120, 84)
   dtype: Any = jnp.float32
-  conv_impl: str = 'xla'           # 'xla' (nn.Conv) | 'patches' (im2col + matmul, nn/conv.py)
+  conv_impl: str = 'auto'  # 'auto' (CPU: patches) | 'xla' (nn.Conv) | 'patches' (nn/conv.py)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -55,13 +56,16 @@ class LeNet5(nn.Module):
     classic = self.variant == 'classic'
     act = activations.get(self.activation or ('tanh' if classic else 'relu'),
                           leaky_alpha=self.leaky_alpha)
-    pool = nn.avg_pool if classic else nn.max_pool
+    if classic:
+      pool = lambda x: nn.avg_pool(x, (2, 2), strides=(2, 2))
+    else:   # nn.max_pool's values, an element-wise gradient (blocks.max_pool)
+      pool = lambda x: blocks.max_pool(x, 2)
     Conv = conv_lib.get(self.conv_impl)  # pylint: disable=invalid-name
     c1, c3, c5, f6 = self.features
     x = x.astype(self.dtype)
     # C1: the paper feeds 32x32 images; padding 28x28 by P=2 is the same thing.
     x = act(Conv(c1, (5, 5), padding=2, dtype=self.dtype, name='C1')(x))
-    x = pool(x, (2, 2), strides=(2, 2))                              # S2
+    x = pool(x)                                                      # S2
     if self.c3_table:
       if (c1, c3) != (6, 16):
         raise ValueError('c3_table needs features[:2] == (6, 16)')
@@ -71,7 +75,7 @@ class LeNet5(nn.Module):
     else:
       conv = Conv(c3, (5, 5), padding='VALID', dtype=self.dtype, name='C3')
     x = act(conv(x))
-    x = pool(x, (2, 2), strides=(2, 2))                              # S4
+    x = pool(x)                                                      # S4
     x = x.reshape((x.shape[0], -1))
     x = act(nn.Dense(c5, dtype=self.dtype, name='C5')(x))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)

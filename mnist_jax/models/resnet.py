@@ -37,11 +37,12 @@ class BasicBlock(nn.Module):
   act: Callable = nn.relu
   axis_name: Optional[str] = None
   dtype: Any = jnp.float32
+  conv_impl: str = 'auto'            # 'auto' | 'patches' | 'xla' (nn/conv.py)
   expansion = 1
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    kw = dict(axis_name=self.axis_name, dtype=self.dtype)
+    kw = dict(axis_name=self.axis_name, dtype=self.dtype, conv_impl=self.conv_impl)
     y = blocks.ConvBNAct(self.features, 3, self.strides, act=self.act,
                          name='conv1', **kw)(x, train)
     y = blocks.ConvBNAct(self.features, 3, bn_scale_init=_last_gamma(self),
@@ -57,11 +58,12 @@ class BottleneckBlock(nn.Module):
   act: Callable = nn.relu
   axis_name: Optional[str] = None
   dtype: Any = jnp.float32
+  conv_impl: str = 'auto'            # 'auto' | 'patches' | 'xla' (nn/conv.py)
   expansion = 4
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    kw = dict(axis_name=self.axis_name, dtype=self.dtype)
+    kw = dict(axis_name=self.axis_name, dtype=self.dtype, conv_impl=self.conv_impl)
     out = self.features * self.expansion
     y = blocks.ConvBNAct(self.features, 1, act=self.act, name='conv1', **kw)(x, train)
     y = blocks.ConvBNAct(self.features, 3, self.strides, act=self.act,
@@ -102,6 +104,7 @@ class ResNet(nn.Module):
   dropout_rate: float = 0.0           # before the FC (the paper uses none)
   axis_name: Optional[str] = None
   dtype: Any = jnp.float32
+  conv_impl: str = 'auto'            # 'auto' | 'patches' | 'xla' (nn/conv.py)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -112,7 +115,8 @@ class ResNet(nn.Module):
       raise UserError(f'ResNet has {len(self.stage_sizes)} stage_sizes but '
                       f'{len(self.widths)} widths; give one width per stage')
     act = activations.get(self.activation, leaky_alpha=self.leaky_alpha)
-    kw = dict(act=act, axis_name=self.axis_name, dtype=self.dtype)
+    kw = dict(act=act, axis_name=self.axis_name, dtype=self.dtype,
+              conv_impl=self.conv_impl)
     x = x.astype(self.dtype)
     x = blocks.ConvBNAct(self.stem_features, 3, name='stem', **kw)(x, train)
     if self.stem_pool:

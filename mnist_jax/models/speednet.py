@@ -2,7 +2,7 @@
 
 Per conv block b (F = features[b], K = kernel_sizes[b], P = paddings[b]):
   conv K×K, stride 1 -> [BatchNorm] -> ReLU
-  -> max-pool 2×2 (reshape + max: ``max_pool_2x2``)
+  -> max-pool 2×2 (reshape + max: ``blocks.max_pool``)
 then flatten -> [Dense -> ReLU] per ``dense`` width -> Dense num_classes.
 Default plan (conv output size (W − K + 2P)/S + 1, pool ⌊W/2⌋), 29,178 parameters,
 1.92 M multiply-accumulates per image:
@@ -23,21 +23,8 @@ from typing import Any, Optional
 import jax.numpy as jnp
 from flax import linen as nn
 
+from mnist_jax.models import blocks
 from mnist_jax.nn import conv as conv_lib
-
-
-def max_pool_2x2(x):
-  """Max over non-overlapping 2×2 windows, output ⌊W/2⌋ per side, as reshape + max.
-
-  Same values as nn.max_pool(x, (2, 2), strides=(2, 2)). Its gradient is an
-  element-wise mask (x == max) instead of XLA:CPU's select-and-scatter, which
-  costs a variadic reduce-window with index outputs plus a scatter. Where a
-  window holds tied maxima the gradient is split between them (after a ReLU
-  the ties are zeros, whose gradient is 0 anyway).
-  """
-  n, h, w, c = x.shape
-  x = x[:, :h - h % 2, :w - w % 2, :]
-  return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
 class SpeedNet(nn.Module):
@@ -49,7 +36,7 @@ class SpeedNet(nn.Module):
   dense: tuple = ()                 # hidden widths of the head
   batch_norm: bool = True
   bn_momentum: float = 0.9
-  conv_impl: str = 'xla'            # 'xla' (nn.Conv) | 'patches' (configs/speedrun.py)
+  conv_impl: str = 'auto'  # 'auto' (CPU: patches) | 'xla' (nn.Conv) | 'patches' (nn/conv.py)
   axis_name: Optional[str] = None   # cross-device batch statistics under pmap
   dtype: Any = jnp.float32
 
@@ -68,7 +55,7 @@ class SpeedNet(nn.Module):
         x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                          epsilon=1e-5, axis_name=self.axis_name, dtype=self.dtype,
                          name=f'bn_{i}')(x)
-      x = max_pool_2x2(nn.relu(x))
+      x = blocks.max_pool(nn.relu(x), 2)
     x = x.reshape((x.shape[0], -1))
     for i, width in enumerate(self.dense):
       x = nn.relu(nn.Dense(width, dtype=self.dtype, name=f'dense_{i}')(x))

@@ -59,6 +59,7 @@ class VGG(nn.Module):
   dropout_rate: float = 0.5           # after FC6 and FC7, as in the paper
   axis_name: Optional[str] = None
   dtype: Any = jnp.float32
+  conv_impl: str = 'auto'            # 'auto' | 'patches' | 'xla' (nn/conv.py)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -72,7 +73,7 @@ class VGG(nn.Module):
         n += 1
         x = blocks.ConvBNAct(v, 3, use_bn=self.batch_norm, act=act,
                              axis_name=self.axis_name, dtype=self.dtype,
-                             name=f'conv{n}')(x, train)
+                             conv_impl=self.conv_impl, name=f'conv{n}')(x, train)
     return blocks.ClassifierHead(
         self.num_classes, tuple(self.dense_features), act, self.dropout_rate,
         pool='flatten', dtype=self.dtype, name='head')(x, train)

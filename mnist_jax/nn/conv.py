@@ -23,6 +23,7 @@ variables. Supported: 2-D, NHWC, padding 'SAME' | 'VALID' | int | ((lo, hi),
 """
 from typing import Any, Callable, Optional, Sequence, Union
 
+import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
@@ -112,10 +113,19 @@ class PatchConv(nn.Module):
 
 
 def get(impl: str) -> type:
-  """The conv Module class for ``impl``: 'xla' (nn.Conv) or 'patches' (PatchConv)."""
+  """The conv Module class for ``impl``: 'xla' (nn.Conv), 'patches' (PatchConv)
+  or 'auto': PatchConv on CPU, nn.Conv elsewhere (cuDNN / the TPU's conv units).
+
+  Why 'auto' picks patches on CPU: inside a while loop (``lax.scan``, how
+  loop.py runs an epoch) XLA:CPU's convolutions run 10-15x slower than the
+  same convolutions in a standalone jit; patches + matmul do not
+  (experiments/PERFORMANCE.md, ``experiments/conv_in_scan.py``).
+  """
+  if impl == 'auto':
+    impl = 'patches' if jax.default_backend() == 'cpu' else 'xla'
   if impl == 'xla':
     return nn.Conv
   if impl == 'patches':
     return PatchConv
-  raise UserError(f"unknown conv_impl '{impl}'; set config.model.conv_impl to 'xla' "
-                  "or 'patches'")
+  raise UserError(f"unknown conv_impl '{impl}'; set config.model.conv_impl to 'auto', "
+                  "'xla' or 'patches'")
