@@ -11,9 +11,9 @@ norm -> ReLU -> max-pool 2x2, then one Dense layer (29,178 parameters,
 
   28x28x1 -> 28x28x16 -> 14x14x16 -> 14x14x32 -> 7x7x32 -> 7x7x64 -> 3x3x64 -> 10
 
-On CPU the convolutions run as patches + matmul (mnist_jax/nn/conv.py): in the
-loop's lax.scan that is >10x the speed of XLA:CPU's convolutions for this net
-(experiments/results/conv_in_scan.md). ONE epoch of Adam with a
+The loop dispatches one jitted step at a time (loop_mode='step') with flax's
+nn.Conv: inside the default lax.scan loop XLA:CPU's convolutions run ~10x
+slower (experiments/results/conv_in_scan.md). ONE epoch of Adam with a
 one-cycle schedule (η from η/25 up to 2e-2 over the first 30 % of the steps,
 then cosine down), batch 60, float32 (bfloat16 is slower on XLA:CPU:
 experiments/PERFORMANCE.md), no augmentation (it slows a one-epoch fit).
@@ -35,7 +35,12 @@ def get_config():
   config.model.paddings = (1, 1, 1)        # P: output size (W - 3 + 2)/1 + 1 = W
   config.model.dense = ()                  # 3x3x64 -> 10 directly
   config.model.batch_norm = True
-  config.model.conv_impl = 'auto'         # CPU: patches + matmul; GPU/TPU: nn.Conv
+  # One dispatch per step, no lax.scan: then XLA's own convolutions are the
+  # fastest on CPU too (in a scan they are ~10x slower, jax#12868); 11.9 s vs
+  # 13.2 s for scan + patches (experiments/results/benchmark.md). On a GPU use
+  # --config.loop_mode=scan (fewer dispatches; nn.Conv is cuDNN there).
+  config.model.conv_impl = 'xla'
+  config.loop_mode = 'step'
   config.optimizer = 'adam'
   config.learning_rate = 2e-2
   config.schedule = 'onecycle'

@@ -60,6 +60,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.num_devices = 0               # data-parallel devices (0 = all local devices)
   c.compute_dtype = 'float32'     # 'float32' | 'bfloat16' (params stay float32)
   c.log_every_steps = 200         # progress line every N steps within an epoch
+  c.loop_mode = 'scan'            # 'scan': lax.scan per log_every_steps | 'step': a dispatch a step
   c.checkpoint_every_epochs = 1   # 0 = only at the end
   c.keep_checkpoints = 2
   c.write_plots = True            # curves, confusion matrix, filters... in workdir/plots

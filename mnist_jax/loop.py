@@ -11,6 +11,7 @@ Randomness is a pure function of (seed, epoch, step): a resumed run replays
 exactly what an uninterrupted one would have done.
 """
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -29,23 +30,43 @@ def _gather(images, labels, idx):
   return images[idx], labels[idx]
 
 
-def _chunk_fn(mesh, standardize: bool, gather=_gather):
-  """jit(scan(train_step)) over a (k, B) block of batch indices; ``gather``
-  reads one batch of rows (shards.gather_fn for per-device shards)."""
+def _chunk_fn(mesh, standardize: bool, gather=_gather, mode: str = 'scan'):
+  """Runs a (k, B) block of batch indices as k train steps, returning the state
+  and the metrics summed over the block. ``gather`` reads one batch of rows
+  (shards.gather_fn for per-device shards). ``mode`` 'scan': one dispatch of
+  jit(lax.scan(train_step)); 'step': k dispatches of jit(train_step), summed on
+  the device — no while loop, in which XLA:CPU's own convolutions run many
+  times slower (jax#12868, experiments/PERFORMANCE.md)."""
   sharding = parallel.batch_sharded(mesh)
+  donate = (0,) if jax.default_backend() != 'cpu' else ()
+
+  def step(state, images, labels, batch_idx, rng, i):
+    x, y = gather(images, labels, batch_idx)
+    batch = {'image': preprocess.normalize(x, standardize=standardize), 'label': y}
+    batch = jax.lax.with_sharding_constraint(batch, sharding)
+    return train.train_step(state, batch, jax.random.fold_in(rng, i))
+
+  if mode == 'step':
+    one, add = jax.jit(step, donate_argnums=donate), jax.jit(functools.partial(
+        jax.tree_util.tree_map, jnp.add))
+
+    def run_steps(state, images, labels, idx, rng, first_step):
+      totals = None
+      for i in range(idx.shape[0]):
+        state, metrics = one(state, images, labels, idx[i], rng, first_step + i)
+        totals = metrics if totals is None else add(totals, metrics)
+      return state, totals
+
+    return run_steps
 
   def run(state, images, labels, idx, rng, first_step):
     def body(state, inputs):
       i, batch_idx = inputs
-      x, y = gather(images, labels, batch_idx)
-      batch = {'image': preprocess.normalize(x, standardize=standardize), 'label': y}
-      batch = jax.lax.with_sharding_constraint(batch, sharding)
-      return train.train_step(state, batch, jax.random.fold_in(rng, first_step + i))
+      return step(state, images, labels, batch_idx, rng, first_step + i)
 
     state, metrics = jax.lax.scan(body, state, (jnp.arange(idx.shape[0]), idx))
     return state, jax.tree_util.tree_map(jnp.sum, metrics)
 
-  donate = (0,) if jax.default_backend() != 'cpu' else ()
   return jax.jit(run, donate_argnums=donate)
 
 
@@ -166,10 +187,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
   eval_fn = make_eval_fn(mesh, standardize, config.eval_batch_size)
   steps = train.steps_per_epoch(config, num_train)
   if sharded:
-    chunk_fn = _chunk_fn(mesh, standardize, shards.gather_fn(mesh))
+    chunk_fn = _chunk_fn(mesh, standardize, shards.gather_fn(mesh), config.loop_mode)
     permute = shards.permutation_fn(num_train, config.batch_size, mesh)
   else:
-    chunk_fn = _chunk_fn(mesh, standardize)
+    chunk_fn = _chunk_fn(mesh, standardize, mode=config.loop_mode)
     permute = jax.jit(lambda key: jax.random.permutation(key, num_train)[
         :steps * config.batch_size].reshape(steps, config.batch_size))
   writer = writers.MetricWriter(workdir, json.loads(config.to_json_best_effort()))

@@ -51,3 +51,5 @@ def check(config, num_devices: int = 1) -> None:
   _require(config.keep_checkpoints >= 1, 'keep_checkpoints must be >= 1, got '
            f'{config.keep_checkpoints}')
   _require(config.num_devices >= 0, 'num_devices must be >= 0 (0 = all local devices)')
+  _require(config.loop_mode in ('scan', 'step'), f"loop_mode must be 'scan' or 'step', "
+           f'got {config.loop_mode!r}')

@@ -117,10 +117,22 @@ def test_same_seed_same_metrics_in_process(tmp_path, mnist_small_dir):
   assert c['test_loss'] != a['test_loss']
 
 
+def test_step_loop_mode_trains_like_the_scan_loop(tmp_path, mnist_small_dir):
+  """loop_mode='step' (one dispatch per step) runs the same steps as 'scan'."""
+  config = small_config(mnist_small_dir)
+  config.data.train_limit = 1000
+  a = loop.train_and_evaluate(config, str(tmp_path / 'scan'))
+  config.loop_mode = 'step'
+  b = loop.train_and_evaluate(config, str(tmp_path / 'step'))
+  for key in ('test_loss', 'val_loss', 'test_accuracy'):
+    assert b[key] == pytest.approx(a[key], abs=1e-5), key
+
+
 @pytest.mark.parametrize('args, message', [
     (['--config.learnin_rate=0.1'], 'unknown config key'),
     (['--config.model.name=resnet9000'], "unknown model 'resnet9000'"),
     (['--config.learning_rate=-1'], 'learning_rate must be > 0'),
+    (['--config.loop_mode=while'], "loop_mode must be 'scan' or 'step'"),
     (['--config.optimizer=sgd', '--config.learning_rate=1e9',
       '--config.schedule=constant'], 'training loss became nan'),
 ])
