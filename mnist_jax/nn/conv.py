@@ -117,7 +117,7 @@ def get(impl: str) -> type:
   or 'auto': PatchConv on CPU, nn.Conv elsewhere (cuDNN / the TPU's conv units).
 
   Why 'auto' picks patches on CPU: inside a while loop (``lax.scan``, how
-  loop.py runs an epoch) XLA:CPU's convolutions run 10-15x slower than the
+  loop.py runs an epoch) XLA:CPU's convolutions run 5-14x slower than the
   same convolutions in a standalone jit; patches + matmul do not
   (experiments/PERFORMANCE.md, ``experiments/conv_in_scan.py``).
   """
