@@ -110,7 +110,7 @@ from mnist_jax.data import shards
 mesh = parallel.make_mesh()
 n, b = 1003, 64                                  # M = 125 rows per device, 8 per step
 idx = np.asarray(shards.permutation_fn(n, b, mesh)(jax.random.key(0)))
-assert idx.shape == (shards.steps_per_epoch(n, b, mesh), b) == (15, 64), idx.shape
+assert idx.shape == (15, 64), idx.shape      # ⌊M / b⌋ = ⌊125 / 8⌋ steps of B
 for d in range(8):
   block = idx[:, 8 * d:8 * (d + 1)]
   assert block.min() >= 125 * d and block.max() < 125 * (d + 1), d

@@ -27,11 +27,6 @@ def rows_per_device(num_train: int, mesh: Mesh) -> int:
   return num_train // mesh.devices.size
 
 
-def steps_per_epoch(num_train: int, batch_size: int, mesh: Mesh) -> int:
-  """⌊M / b⌋ with b = B / D."""
-  return rows_per_device(num_train, mesh) // (batch_size // mesh.devices.size)
-
-
 def _mine(mesh: Mesh) -> list:
   """Mesh positions of this process's devices."""
   return [i for i, d in enumerate(mesh.devices.flat) if d.process_index == jax.process_index()]
