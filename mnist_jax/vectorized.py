@@ -19,14 +19,19 @@ computes (same config, same seed), up to float rounding:
        TRACED_DROPOUT_MODELS; for others p is part of the group signature;
   seed_k  initial parameters and the rngs (dropout, augmentation, data order).
 
-Trials with equal seeds see the same batches; the batch then enters vmap
-unbatched and is shared: C1's input patches are computed once for all K trials.
+Trials with equal seeds (the usual sweep: one seed, many η) see the same
+batches and draw the same augmentations and dropout uniforms, so the batch and
+the step key enter vmap unbatched: the augmentation, the one-hot targets and
+C1's input patches are computed once for all K trials, and C1 becomes one
+matmul (B·H·W, 25) @ (25, K·6) (jax batches only what depends on the trial).
 
 Speed: on XLA:CPU a vmapped nn.Conv whose input and kernel both carry the
 trial axis becomes a grouped convolution (slower than K separate steps), so
 every conv model (all take ``conv_impl``) runs with conv_impl='patches'
 (nn/conv.py: im2col + matmul, vmapped into batched matmuls) on any backend.
-experiments/vectorized_speedup.py measures it.
+experiments/vectorized_speedup.py (training steps) and sweep_walltime.py (a
+whole sweep) measure it; vectorized_profile.py shows why the gain on a 2-core
+CPU is what the trials share, not the per-trial compute.
 """
 import dataclasses
 import json
@@ -102,14 +107,16 @@ def _dropout_interceptor(keep):
 
 def train_step(states, batch, rngs, keep):
   """``train.train_step`` for every trial. ``batch`` is shared ((B, 28, 28, 1)
-  images) or per trial ((K, B, 28, 28, 1)); ``keep`` = 1 − p_k, shape (K,)."""
+  images) or per trial ((K, B, 28, 28, 1)); ``rngs`` one key shared by all
+  trials (equal seeds) or (K,) keys; ``keep`` = 1 − p_k, shape (K,)."""
 
   def one(state, batch, rng, keep):
     with nn.intercept_methods(_dropout_interceptor(keep)):
       return train.train_step(state, batch, rng)
 
-  shared = None if batch['image'].ndim == 4 else 0
-  return jax.vmap(one, in_axes=(0, shared, 0, 0))(states, batch, rngs, keep)
+  shared_batch = None if batch['image'].ndim == 4 else 0
+  shared_key = None if rngs.ndim == 0 else 0
+  return jax.vmap(one, in_axes=(0, shared_batch, shared_key, 0))(states, batch, rngs, keep)
 
 
 def eval_step(states, batch):
@@ -128,7 +135,7 @@ class Group:
 
   @property
   def shared_data(self) -> bool:
-    """Equal seeds: one data order, so the batch is shared by all trials."""
+    """Equal seeds: one data order and one key per step, shared by all trials."""
     return len({c.seed for c in self.configs}) == 1
 
   def trial_state(self, k: int):
@@ -206,7 +213,8 @@ def create(configs, *, num_train=None, num_classes: int = 10) -> Group:
 
 
 def _chunk_fn(standardize: bool, shared: bool):
-  """jit(scan(train_step)) over a block of batch indices: (k, B) shared or (K, k, B)."""
+  """jit(scan(train_step)) over a block of batch indices and the step keys:
+  (k, B) indices and one key (shared), or (K, k, B) and (K,) keys."""
 
   def run(states, images, labels, idx, step_rngs, first_step, keep):
     idx = idx if shared else jnp.swapaxes(idx, 0, 1)  # scan over steps
@@ -215,7 +223,8 @@ def _chunk_fn(standardize: bool, shared: bool):
       i, batch_idx = inputs
       batch = {'image': preprocess.normalize(images[batch_idx], standardize=standardize),
                'label': labels[batch_idx]}
-      rngs = jax.vmap(jax.random.fold_in, (0, None))(step_rngs, first_step + i)
+      rngs = (jax.random.fold_in(step_rngs, first_step + i) if shared else
+              jax.vmap(jax.random.fold_in, (0, None))(step_rngs, first_step + i))
       return train_step(states, batch, rngs, keep)
 
     states, metrics = jax.lax.scan(body, states, (jnp.arange(idx.shape[0]), idx))
@@ -296,7 +305,8 @@ def train_and_evaluate(configs, workdirs) -> list:
       t0, done, totals = time.time(), 0, None
       for k in loop._chunks(steps, ref.log_every_steps):  # pylint: disable=protected-access
         block = idx[0, done:done + k] if group.shared_data else idx[:, done:done + k]
-        group.states, sums = chunk_fn(group.states, images, labels, block, keys[:, 1],
+        step_keys = keys[0, 1] if group.shared_data else keys[:, 1]
+        group.states, sums = chunk_fn(group.states, images, labels, block, step_keys,
                                       done, group.keep)
         sums = jax.device_get(sums)
         totals = sums if totals is None else jax.tree_util.tree_map(np.add, totals, sums)

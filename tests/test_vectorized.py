@@ -66,6 +66,35 @@ def test_vmapped_trials_match_sequential_train_step(mnist_small_dir):
   assert _max_diff(group.trial_state(0).params, group.trial_state(1).params) > 1e-3
 
 
+def test_one_shared_key_matches_sequential_twins_with_augmentation(mnist_small_dir):
+  """Equal seeds: one step key enters vmap unbatched (augmentation and dropout
+  uniforms drawn once); each trial still equals train.train_step on its own."""
+  aug = {'augment.translate': 1.0, 'augment.rotate': 10.0}
+  configs = [_config(learning_rate=lr, **aug, **{'model.dropout_rate': p})
+             for lr, p in ((1e-3, 0.0), (3e-3, 0.3), (2e-3, 0.1))]
+  group = vectorized.create(configs, num_train=4500)
+  assert group.shared_data
+  images, labels = idx.load_split(mnist_small_dir, 'train')
+  order = np.random.default_rng(1).integers(0, len(labels), (8, 32))
+  vstep, step = jax.jit(vectorized.train_step), jax.jit(train.train_step)
+  states, twins = group.states, list(group.templates)
+  for i, batch_idx in enumerate(order):
+    batch = {'image': preprocess.normalize(jnp.asarray(images[batch_idx])),
+             'label': jnp.asarray(labels[batch_idx])}
+    key = jax.random.fold_in(group.train_rngs[0], i)
+    states, metrics = vstep(states, batch, key, group.keep)
+    for k in range(3):
+      twins[k], twin_metrics = step(twins[k], batch, key)
+      assert float(metrics['loss'][k]) == pytest.approx(float(twin_metrics['loss']), abs=1e-5)
+  group.states = states
+  for k in range(3):
+    assert _max_diff(group.trial_state(k).params, twins[k].params) < 1e-5
+  # The key matters: another key gives other augmentations, hence other losses.
+  _, same = vstep(group.states, batch, key, group.keep)
+  _, other = vstep(group.states, batch, jax.random.key(123), group.keep)
+  assert float(jnp.max(jnp.abs(other['loss'] - same['loss']))) > 1e-4
+
+
 def test_vectorized_loop_equals_loop_and_isolates_a_diverging_trial(tmp_path, small_config):
   small_config.data.train_limit = 300
   small_config.write_plots = False
