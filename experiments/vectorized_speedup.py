@@ -12,7 +12,7 @@ excluded. Sequential time is K x the time of one trial (η does not change it):
                         conv_impl='auto' = im2col + matmul on CPU), loop._chunk_fn
   sequential, fastest   the fastest single-trial setting found for LeNet-5 on
                         this CPU: loop_mode='step' with conv_impl='xla' (nn.Conv)
-  vectorized            vectorized._chunk_fn: all K trials in one jit(scan(vmap))
+  vectorized            vectorized_loop.chunk_fn: all K trials in one jit(scan(vmap))
                         with one seed, as a sweep over η runs them (the batch and
                         the step key are shared: augmentation once per step)
   vectorized, K seeds   the same K trials with K different seeds: K batch orders
@@ -34,7 +34,7 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import hardware
-from mnist_jax import hyper, loop, parallel, train, vectorized
+from mnist_jax import hyper, loop, parallel, train, vectorized, vectorized_loop
 from mnist_jax.data import idx
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -73,9 +73,9 @@ def sequential(config, images, labels, order, key):
 
 
 def vectorized_fn(configs, images, labels, order, key):
-  """A no-argument fn running K trials' steps with vectorized.py's epoch code."""
+  """A no-argument fn running K trials' steps with vectorized_loop.py's epoch code."""
   group = vectorized.create(configs, num_train=len(labels))
-  run = vectorized._chunk_fn(configs[0].data.standardize, group.shared_data)  # pylint: disable=protected-access
+  run = vectorized_loop.chunk_fn(configs[0].data.standardize, group.shared_data)
   if group.shared_data:
     return lambda: run(group.states, images, labels, order, key, 0, group.keep)
   k = len(configs)

@@ -155,7 +155,7 @@ def _record(trial_dir: str, error) -> None:
 def run(configs, trials, workdir: str, indices=None, vectorize: bool = False) -> list:
   """Trains the unfinished trials among ``indices`` (default: all); returns
   [(name, error or None)] for those it ran. Rebuilds the table after each."""
-  from mnist_jax import loop, vectorized  # pylint: disable=g-import-not-at-top
+  from mnist_jax import loop, vectorized, vectorized_loop  # pylint: disable=g-import-not-at-top
   names = [hyper.trial_name(t) for t in trials]
   if len(set(names)) != len(names):
     raise UserError('get_hyper returned the same trial twice; make every trial\'s '
@@ -189,7 +189,7 @@ def run(configs, trials, workdir: str, indices=None, vectorize: bool = False) ->
       except UserError as e:
         results = [e]
     else:
-      results = vectorized.train_and_evaluate([configs[i] for i in batch], dirs)
+      results = vectorized_loop.train_and_evaluate([configs[i] for i in batch], dirs)
     for i, d, r in zip(batch, dirs, results):
       error = r if isinstance(r, Exception) else None
       _record(d, error)

@@ -97,6 +97,22 @@ def test_sweep_runs_each_trial_once_and_ranks_by_validation(tmp_path, small_conf
   assert '| 1 |' in (tmp_path / 'results.md').read_text()
 
 
+def test_vectorize_groups_trials_by_signature_and_skips_finished_ones(tmp_path, small_config):
+  """--vectorize: the two η trials train as one vmapped group, the batch-size
+  trial (another program) on its own; every trial gets its row and is done."""
+  trials = [{'learning_rate': 3e-3}, {'learning_rate': 1e-3}, {'batch_size': 64}]
+  configs = [hyper.apply(_tiny(small_config), t) for t in trials]
+  ran = sweep.run(configs, trials, str(tmp_path), vectorize=True)
+  assert sorted(name for name, error in ran if error is None) == sorted(
+      hyper.trial_name(t) for t in trials)
+  with open(tmp_path / 'results.csv') as f:
+    rows = {r['trial']: r for r in csv.DictReader(f)}
+  assert {n: rows[n]['vectorized_trials'] for n in rows} == {
+      'learning_rate=0.003': '2', 'learning_rate=0.001': '2', 'batch_size=64': '1'}
+  assert all(rows[n]['status'] == 'done' for n in rows)
+  assert sweep.run(configs, trials, str(tmp_path), vectorize=True) == []
+
+
 def test_concurrent_table_writers_never_corrupt_the_table(tmp_path):
   for i in range(30):
     d = tmp_path / f'trial{i:02d}'

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mnist_jax import defaults, hyper, loop, train, vectorized
+from mnist_jax import defaults, hyper, loop, train, vectorized, vectorized_loop
 from mnist_jax.data import idx, preprocess
 from mnist_jax.errors import UserError
 
@@ -102,7 +102,7 @@ def test_vectorized_loop_equals_loop_and_isolates_a_diverging_trial(tmp_path, sm
   small_config.num_epochs = 2
   configs = [hyper.apply(small_config, {'learning_rate': lr}) for lr in (0.1, 1e30)]
   dirs = [str(tmp_path / 'v0'), str(tmp_path / 'v1')]
-  results = vectorized.train_and_evaluate(configs, dirs)
+  results = vectorized_loop.train_and_evaluate(configs, dirs)
   assert isinstance(results[1], UserError) and 'nan' in str(results[1])
   assert not os.path.exists(os.path.join(dirs[1], 'summary.json'))
   twin = loop.train_and_evaluate(configs[0], str(tmp_path / 'seq'))
