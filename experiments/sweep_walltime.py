@@ -26,6 +26,7 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hardware  # pylint: disable=g-import-not-at-top,wrong-import-position
+import report  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = flags.DEFINE_string('config', 'configs/lenet.py', 'config file with get_hyper')
 _DATA_DIR = flags.DEFINE_string('data_dir', '../shared/data/mnist', 'IDX folder')
@@ -76,10 +77,7 @@ def main(argv):
             for t in trials]
   lines += ['', f'Largest per-trial difference in best validation accuracy: {gap:.4f} '
             '(float rounding between the vmapped and the single-trial program).']
-  os.makedirs(os.path.dirname(_OUT.value) or '.', exist_ok=True)
-  with open(_OUT.value, 'w') as f:
-    f.write('\n'.join(lines) + '\n')
-  print('\n'.join(lines))
+  report.write_markdown(_OUT.value, lines)
 
 
 if __name__ == '__main__':

@@ -36,6 +36,7 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import hardware
+import report
 from mnist_jax import hyper, train
 from mnist_jax.data import idx, preprocess
 from mnist_jax.nn import conv as conv_lib
@@ -138,10 +139,7 @@ def main(argv):
   for conv in models:
     s, v = ms[('sequential', conv)], ms[('vmapped', conv)]
     lines.append(f'| {conv} | {s:.2f} | {v:.2f} | {v / s:.2f} |')
-  os.makedirs(os.path.dirname(_OUT.value) or '.', exist_ok=True)
-  with open(_OUT.value, 'w') as f:
-    f.write('\n'.join(lines) + '\n')
-  print('\n'.join(lines))
+  report.write_markdown(_OUT.value, lines)
 
 
 if __name__ == '__main__':

@@ -34,6 +34,7 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import hardware
+import report
 from mnist_jax import hyper, loop, parallel, train, vectorized, vectorized_loop
 from mnist_jax.data import idx
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -133,10 +134,7 @@ def main(argv):
       'compile excluded. See the docstring of experiments/vectorized_speedup.py for '
       'what each column runs.', '']
   lines += table(rows)
-  os.makedirs(os.path.dirname(_OUT.value) or '.', exist_ok=True)
-  with open(_OUT.value, 'w') as f:
-    f.write('\n'.join(lines) + '\n')
-  print('\n'.join(lines))
+  report.write_markdown(_OUT.value, lines)
 
 
 if __name__ == '__main__':

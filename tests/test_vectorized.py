@@ -36,6 +36,27 @@ def test_groups_follow_the_per_trial_keys():
   assert vectorized.groups(configs) == [[0, 1, 2], [3], [4], [5], [6], [7]]
 
 
+def _train_with_twins(group, data_dir, steps, keys_for_step):
+  """``steps`` vectorized steps of batch 32 and, on the same batches and keys, each
+  trial's own train.train_step (``keys_for_step(i)``: one shared key or (K,) keys);
+  every step's losses must agree. Leaves the trained stack in ``group.states`` and
+  returns the twins."""
+  images, labels = idx.load_split(data_dir, 'train')
+  order = np.random.default_rng(steps).integers(0, len(labels), (steps, 32))
+  vstep, step = jax.jit(vectorized.train_step), jax.jit(train.train_step)
+  states, twins = group.states, list(group.templates)
+  for i, batch_idx in enumerate(order):
+    batch = {'image': preprocess.normalize(jnp.asarray(images[batch_idx])),
+             'label': jnp.asarray(labels[batch_idx])}
+    keys = keys_for_step(i)
+    states, metrics = vstep(states, batch, keys, group.keep)
+    for k, twin in enumerate(twins):
+      twins[k], twin_metrics = step(twin, batch, keys if keys.ndim == 0 else keys[k])
+      assert float(metrics['loss'][k]) == pytest.approx(float(twin_metrics['loss']), abs=1e-5)
+  group.states = states
+  return twins
+
+
 def test_vmapped_trials_match_sequential_train_step(mnist_small_dir):
   """K=3 trials (η, β, λ, dropout p and seed differ) for 24 steps: parameters and
   losses equal those of train.train_step run on each trial alone."""
@@ -45,19 +66,8 @@ def test_vmapped_trials_match_sequential_train_step(mnist_small_dir):
              _config(learning_rate=2e-3, weight_decay=1e-2, seed=1,
                      **{'model.dropout_rate': 0.1})]
   group = vectorized.create(configs, num_train=4500)
-  images, labels = idx.load_split(mnist_small_dir, 'train')
-  order = np.random.default_rng(0).integers(0, len(labels), (24, 32))
-  vstep, step = jax.jit(vectorized.train_step), jax.jit(train.train_step)
-  states, twins = group.states, list(group.templates)
-  for i, batch_idx in enumerate(order):
-    batch = {'image': preprocess.normalize(jnp.asarray(images[batch_idx])),
-             'label': jnp.asarray(labels[batch_idx])}
-    rngs = jax.vmap(jax.random.fold_in, (0, None))(group.train_rngs, i)
-    states, metrics = vstep(states, batch, rngs, group.keep)
-    for k in range(3):
-      twins[k], twin_metrics = step(twins[k], batch, rngs[k])
-      assert float(metrics['loss'][k]) == pytest.approx(float(twin_metrics['loss']), abs=1e-5)
-  group.states = states
+  twins = _train_with_twins(group, mnist_small_dir, 24, lambda i: jax.vmap(
+      jax.random.fold_in, (0, None))(group.train_rngs, i))
   for k in range(3):
     trial = group.trial_state(k)
     assert _max_diff(trial.params, group.templates[k].params) > 1e-3  # it trained
@@ -74,23 +84,16 @@ def test_one_shared_key_matches_sequential_twins_with_augmentation(mnist_small_d
              for lr, p in ((1e-3, 0.0), (3e-3, 0.3), (2e-3, 0.1))]
   group = vectorized.create(configs, num_train=4500)
   assert group.shared_data
-  images, labels = idx.load_split(mnist_small_dir, 'train')
-  order = np.random.default_rng(1).integers(0, len(labels), (8, 32))
-  vstep, step = jax.jit(vectorized.train_step), jax.jit(train.train_step)
-  states, twins = group.states, list(group.templates)
-  for i, batch_idx in enumerate(order):
-    batch = {'image': preprocess.normalize(jnp.asarray(images[batch_idx])),
-             'label': jnp.asarray(labels[batch_idx])}
-    key = jax.random.fold_in(group.train_rngs[0], i)
-    states, metrics = vstep(states, batch, key, group.keep)
-    for k in range(3):
-      twins[k], twin_metrics = step(twins[k], batch, key)
-      assert float(metrics['loss'][k]) == pytest.approx(float(twin_metrics['loss']), abs=1e-5)
-  group.states = states
+  twins = _train_with_twins(group, mnist_small_dir, 8,
+                            lambda i: jax.random.fold_in(group.train_rngs[0], i))
   for k in range(3):
     assert _max_diff(group.trial_state(k).params, twins[k].params) < 1e-5
   # The key matters: another key gives other augmentations, hence other losses.
-  _, same = vstep(group.states, batch, key, group.keep)
+  images, labels = idx.load_split(mnist_small_dir, 'train')
+  batch = {'image': preprocess.normalize(jnp.asarray(images[:32])),
+           'label': jnp.asarray(labels[:32])}
+  vstep = jax.jit(vectorized.train_step)
+  _, same = vstep(group.states, batch, jax.random.key(7), group.keep)
   _, other = vstep(group.states, batch, jax.random.key(123), group.keep)
   assert float(jnp.max(jnp.abs(other['loss'] - same['loss']))) > 1e-4
 
