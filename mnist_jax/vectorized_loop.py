@@ -112,12 +112,12 @@ def train_and_evaluate(configs, workdirs) -> list:
       keys = jax.vmap(lambda r: jax.random.split(jax.random.fold_in(r, epoch)))(
           group.train_rngs)                       # loop's (perm_rng, step_rng) per trial
       idx = permute(keys[:1, 0] if group.shared_data else keys[:, 0])
+      step_keys = keys[0, 1] if group.shared_data else keys[:, 1]
       t0, done, totals = time.time(), 0, None
       for k in loop._chunks(steps, ref.log_every_steps):  # pylint: disable=protected-access
         block = idx[0, done:done + k] if group.shared_data else idx[:, done:done + k]
-        step_keys = keys[0, 1] if group.shared_data else keys[:, 1]
         group.states, sums = run_chunk(group.states, images, labels, block, step_keys,
-                                      done, group.keep)
+                                       done, group.keep)
         sums = jax.device_get(sums)
         totals = sums if totals is None else jax.tree_util.tree_map(np.add, totals, sums)
         done += k
