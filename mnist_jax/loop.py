@@ -70,6 +70,13 @@ def _chunk_fn(mesh, standardize: bool, gather=_gather, mode: str = 'scan'):
   return jax.jit(run, donate_argnums=donate)
 
 
+def batch_order(key, num_train: int, steps: int, batch_size: int):
+  """An epoch's (steps, B) row indices: the first steps·B of a permutation of
+  0..N−1 (the remainder waits for another epoch's permutation)."""
+  return jax.random.permutation(key, num_train)[:steps * batch_size].reshape(
+      steps, batch_size)
+
+
 def make_eval_fn(mesh, standardize: bool, batch_size: int):
   """jit(eval_step) on one padded batch of ``batch_size``: one compilation serves
   every split (val and test differ in length) and, unlike a scan over the
@@ -191,8 +198,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     permute = shards.permutation_fn(num_train, config.batch_size, mesh)
   else:
     chunk_fn = _chunk_fn(mesh, standardize, mode=config.loop_mode)
-    permute = jax.jit(lambda key: jax.random.permutation(key, num_train)[
-        :steps * config.batch_size].reshape(steps, config.batch_size))
+    permute = jax.jit(functools.partial(batch_order, num_train=num_train, steps=steps,
+                                        batch_size=config.batch_size))
   writer = writers.MetricWriter(workdir, json.loads(config.to_json_best_effort()))
   writer.truncate_after(start_epoch)
   logging.info('Training %s (%d params) on %d %s device(s): %d train / %d val / %d '

@@ -9,6 +9,7 @@ Every epoch e, for the K trials of a group at once:
 in one jit(lax.scan(vmap(train_step))) per chunk of steps. A trial whose loss
 becomes non-finite stops alone (its UserError is returned); the others go on.
 """
+import functools
 import json
 import os
 import time
@@ -104,8 +105,8 @@ def train_and_evaluate(configs, workdirs) -> list:
   run_chunk = chunk_fn(ref.data.standardize, group.shared_data)
   run_eval = eval_fn(ref.data.standardize, ref.eval_batch_size)
   steps, batch = train.steps_per_epoch(ref, num_train), ref.batch_size
-  permute = jax.jit(jax.vmap(lambda key: jax.random.permutation(key, num_train)[
-      :steps * batch].reshape(steps, batch)))
+  permute = jax.jit(jax.vmap(functools.partial(
+      loop.batch_order, num_train=num_train, steps=steps, batch_size=batch)))
   errors = [None] * n
   try:
     for epoch in range(start_epoch + 1, ref.num_epochs + 1):
