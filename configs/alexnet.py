@@ -1,13 +1,13 @@
 """AlexNet (2012) for 28x28 MNIST: 5 conv + 3 FC, ReLU, LRN, overlapping pools, dropout.
 
   python -m mnist_jax.main --config=configs/alexnet.py
-  python -m mnist_jax.summary --config=configs/alexnet.py   # shapes, params, MACs
+  python -m mnist_jax.explain --config=configs/alexnet.py   # shapes, params, MACs
   python -m mnist_jax.main --config=configs/alexnet.py --config.model.lrn=False
 
 Widths are the paper's (96, 256, 384, 384, 256) / ~6 and FC 4096 -> 256, so an
 epoch is CPU-affordable (~6.7 M MACs per image). Target >= 99.3 % test accuracy.
 """
-from mnist_jax import defaults
+from mnist_jax.config import defaults
 
 
 def get_config():

@@ -1,14 +1,14 @@
 """A small CNN from the primer's blocks: 3 x [conv 3x3 -> BN -> ReLU -> max-pool 2].
 
   python -m mnist_jax.main --config=configs/cnn.py
-  python -m mnist_jax.summary --config=configs/cnn.py     # shapes, params, MACs, RF
+  python -m mnist_jax.explain --config=configs/cnn.py     # shapes, params, MACs, RF
 
 28x28x1 -> 28x28x32 -> 14x14x32 -> 14x14x64 -> 7x7x64 -> 7x7x128 -> 3x3x128
 -> Dense 128 -> 10, trained with defaults.cnn_recipe (10 epochs, Adam with a
 warmup-cosine schedule, ±1 px shifts, ±10° rotation): 99.56 % test accuracy
 (experiments/results/cnn.md, made by experiments/reproduce.py; 203 s on 2 CPU cores).
 """
-from mnist_jax import defaults
+from mnist_jax.config import defaults
 
 
 def get_config():

@@ -7,7 +7,7 @@
 Each layer sees the concatenation of all earlier maps, x_l = H_l([x_0..x_{l-1}]),
 and adds k = growth_rate maps. Target >= 99.3 % test accuracy.
 """
-from mnist_jax import defaults
+from mnist_jax.config import defaults
 
 
 def get_config():

@@ -11,7 +11,7 @@ regularization (dropout 0.2, stochastic depth 0.2) and 10 epochs this quarter-
 width net underfit (train accuracy below validation, 99.12 % val); it trains
 20 epochs with both rates at 0.1.
 """
-from mnist_jax import defaults
+from mnist_jax.config import defaults
 from mnist_jax.models import efficientnet
 
 

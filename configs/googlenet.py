@@ -9,7 +9,7 @@ pool, 4a, 4b); in a config file also a tuple of module names, 6-tuples (#1x1,
 #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj) and 'M'. Batch norm is not in
 the paper (Inception-v2 added it). Target >= 99.3 % test accuracy.
 """
-from mnist_jax import defaults
+from mnist_jax.config import defaults
 
 
 def get_config():

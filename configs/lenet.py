@@ -3,7 +3,7 @@
   python -m mnist_jax.main --config=configs/lenet.py
   python -m mnist_jax.sweep --config=configs/lenet.py --workdir=sweeps/lenet [--vectorize]
 """
-from mnist_jax import defaults
+from mnist_jax.config import defaults
 
 
 def get_config():

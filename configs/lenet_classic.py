@@ -10,7 +10,7 @@ test error without distortions (0.8 % with); aim: >= 99.0 % test accuracy.
 """
 from ml_collections import config_dict
 
-from mnist_jax import defaults
+from mnist_jax.config import defaults
 
 
 def get_config():

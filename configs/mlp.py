@@ -6,7 +6,7 @@
 
 Target: >= 98.0 % test accuracy (ReLU, dropout 0.2, Adam, 15 epochs).
 """
-from mnist_jax import defaults
+from mnist_jax.config import defaults
 
 
 def get_config():

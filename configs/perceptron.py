@@ -6,7 +6,7 @@ A linear classifier: about 92 % test accuracy is its ceiling on MNIST.
 The same layer trained with Rosenblatt's rule (step activation, no gradient):
   python experiments/perceptron_rule.py
 """
-from mnist_jax import defaults
+from mnist_jax.config import defaults
 
 
 def get_config():

@@ -8,7 +8,7 @@ Residual blocks y = act(F(x) + x), a 1x1 projection where the shape changes.
 Widths (16, 32, 64, 128) are the paper's (64, 128, 256, 512) / 4. Target
 >= 99.3 % test accuracy.
 """
-from mnist_jax import defaults
+from mnist_jax.config import defaults
 
 
 def get_config():

@@ -10,7 +10,7 @@ Widths are the paper's x ``width`` (1/8: 64..512 -> 8..64). Batch norm is the
 later VGG-BN variant: it lets 16 layers train from scratch in a few epochs.
 Target >= 99.3 % test accuracy.
 """
-from mnist_jax import defaults
+from mnist_jax.config import defaults
 
 
 def get_config():

@@ -21,7 +21,7 @@ every line it prints and reads ``WORKDIR/metrics.jsonl`` at the end:
   steady img/s    median images/s of epochs >= 2; with one epoch, the rate
                   between progress lines with no compile in between
   GFLOP/s         steady img/s × XLA's cost analysis of jit(train_step) per
-                  image (≈ 6 × the model's forward MACs, mnist_jax.summary)
+                  image (≈ 6 × the model's forward MACs, mnist_jax.inspection.explain)
   cores used      the child's CPU seconds (user + sys) / its wall time
   load            the 1-minute load average as the run started (is the CPU shared?)
 
@@ -100,15 +100,16 @@ def load_config(path: str, overrides):
 
 
 def model_cost(config) -> dict:
-  """Forward MACs per image (summary.explain) and XLA's FLOPs of one train step."""
+  """Forward MACs per image (explain.explain) and XLA's FLOPs of one train step."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from mnist_jax import models, summary, train  # pylint: disable=g-import-not-at-top
+  from mnist_jax import models, train  # pylint: disable=g-import-not-at-top
+  from mnist_jax.inspection import explain  # pylint: disable=g-import-not-at-top
   state = train.create_train_state(config, jax.random.key(0))
   model = state.model
   if 'conv_impl' in models.fields(type(model)):  # explain() recognises nn.Conv
     model = model.clone(conv_impl='xla')
-  macs = sum(r.macs for r in summary.explain(model))
+  macs = sum(r.macs for r in explain.explain(model))
   b = config.batch_size
   batch = {'image': jnp.zeros((b, 28, 28, 1)), 'label': jnp.zeros((b,), jnp.int32)}
   cost = jax.jit(train.train_step).lower(state, batch, jax.random.key(1)).compile()
@@ -269,23 +270,25 @@ def profile(config, steps: int = 20) -> str:
   import gzip  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from mnist_jax import loop, parallel, train  # pylint: disable=g-import-not-at-top
+  from mnist_jax import parallel  # pylint: disable=g-import-not-at-top
+  from mnist_jax.engine import driver, stacked  # pylint: disable=g-import-not-at-top
   mesh = parallel.make_mesh(config.num_devices)
-  state = parallel.replicate(train.create_train_state(config, jax.random.key(0)), mesh)
   n, b = steps * config.batch_size, config.batch_size
+  group = stacked.create([config], num_train=n)    # K = 1: the run's own state and step
+  state = parallel.replicate(group.state, mesh)
   rng = np.random.default_rng(0)
   images, labels = parallel.replicate((rng.integers(0, 256, (n, 28, 28, 1), np.uint8),
                                        rng.integers(0, 10, n).astype(np.int32)), mesh)
   idx = jax.numpy.arange(n).reshape(steps, b)
-  chunk = loop._chunk_fn(mesh, config.data.standardize)  # pylint: disable=protected-access
-  args = (images, labels, idx, jax.random.key(1), 0)
-  jax.block_until_ready(chunk(state, *args))              # compile + warm up
-  hlo = chunk.lower(state, *args).compile().as_text()
+  chunk = driver.chunk_fn(group.train_step, mesh)  # uint8 batches, as the driver feeds
+  args = (images, labels, idx, jax.random.key(1), group.keep)
+  state = jax.block_until_ready(chunk(state, *args))[0]   # compile + warm up (the
+  hlo = chunk.lower(state, *args).compile().as_text()     # state is donated off CPU)
   names = dict(re.findall(r'%?([\w.-]+) = [^\n]*?op_name="([^"]*)"', hlo))
   trace_dir = tempfile.mkdtemp(prefix='bench_trace_')
   with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
     t = time.perf_counter()
-    jax.block_until_ready(chunk(state, *args))
+    state = jax.block_until_ready(chunk(state, *args))[0]
     wall = time.perf_counter() - t
   path = glob.glob(os.path.join(trace_dir, '**', '*.trace.json.gz'), recursive=True)[0]
   with gzip.open(path) as f:

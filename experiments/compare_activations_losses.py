@@ -10,7 +10,8 @@ step, sigmoid, tanh, relu, leaky_relu, softmax. Two are odd on purpose:
 - softmax as a hidden activation: the 500 hidden units are forced to sum to 1
   (each ≈ 1/500), a bottleneck the primer lists only for the output layer.
 Part 2 trains configs/cnn.py once per loss: cce, bce, mse, mae.
-Every run uses the normal trainer (loop.train_and_evaluate) with the config's
+Every run uses the normal trainer (engine.driver.train, then the plots of
+inspection.figures if config.write_plots, as mnist_jax.main) with the config's
 hyperparameters; --epochs and --train_limit shrink the runs. Writes
 experiments/results/activations_losses.{md,png} with the command and hardware.
 """
@@ -27,7 +28,8 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hardware  # pylint: disable=g-import-not-at-top,wrong-import-position
-from mnist_jax import loop  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mnist_jax.engine import driver  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mnist_jax.inspection import figures  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 ACTIVATIONS = ('step', 'sigmoid', 'tanh', 'relu', 'leaky_relu', 'softmax')
 LOSSES = ('cce', 'bce', 'mse', 'mae')
@@ -60,7 +62,13 @@ def load_config(path):
 
 def run(config, workdir, label):
   print(f'== {label}', flush=True)
-  s = loop.train_and_evaluate(config, workdir)
+  results = driver.train([config], [workdir])
+  outcome = results.outcomes[0]
+  if outcome.error is not None:
+    raise outcome.error
+  s = outcome.summary
+  if config.write_plots:  # the engine draws none
+    figures.write_all(workdir, config, outcome.state, results.data)
   return {'test': s['test_accuracy'], 'val': s['val_accuracy'],
           'loss': s['test_loss'], 'seconds': s['train_time_s'], 'epochs': s['epochs']}
 

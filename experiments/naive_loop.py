@@ -3,13 +3,15 @@
   python experiments/naive_loop.py --config=configs/lenet.py --workdir=/tmp/naive \
       [--config.data.source=idx --config.data.data_dir=../shared/data/mnist]
 
-Same config, model, optimizer, train_step and eval_step as ``mnist_jax.loop``;
-only the feeding differs. Here every step is one Python iteration: the host
-draws the batch indices (numpy), gathers and normalizes x = p / 255 on the host,
-copies the float batch to the device and dispatches ``jit(train_step)`` — the
-pattern of most tutorials. ``mnist_jax.loop`` instead keeps the uint8 dataset
-on the device and runs ``log_every_steps`` steps per dispatch inside one
-``lax.scan``. Evaluation is the same: host batches through ``jit(eval_step)``.
+Same config, model, optimizer, train_step and eval_step as
+``mnist_jax.engine.driver``; only the feeding differs. Here every step is one
+Python iteration: the host draws the batch indices (numpy), gathers and
+normalizes x = p / 255 on the host, copies the float batch to the device and
+dispatches ``jit(train_step)`` — the pattern of most tutorials (the train state
+then augments and standardizes as the config says, as in the driver).
+``mnist_jax.engine.driver`` instead keeps the uint8 dataset on the device and
+runs ``log_every_steps`` steps per dispatch inside one ``lax.scan``. Evaluation
+is the same: host batches through ``jit(eval_step)``.
 
 Writes ``WORKDIR/metrics.jsonl`` with the loop's keys (epoch, train_loss,
 train_accuracy, train_time_s, images_per_s, val_*, test_*) and logs the loop's
@@ -25,7 +27,9 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mnist_jax import loop, train, validate
+from mnist_jax import train
+from mnist_jax.config import validate
+from mnist_jax.engine import workdir as workdir_lib
 from mnist_jax.data import pipeline
 
 
@@ -56,8 +60,8 @@ def train_epoch(config, epoch, state, train_step, data, rng) -> dict:
   pending, totals = [], {'loss': 0.0, 'accuracy': 0.0}
   for step in range(steps):
     idx = perm[step * config.batch_size:(step + 1) * config.batch_size]
-    state, metrics = train_step(state, host_batch(images, labels, idx),
-                                jax.random.fold_in(epoch_rng, step))
+    # the epoch's key, unchanged: train_step folds state.step into it
+    state, metrics = train_step(state, host_batch(images, labels, idx), epoch_rng)
     pending.append(metrics)
     if len(pending) == config.log_every_steps or step == steps - 1:
       for m in jax.device_get(pending):  # one host sync per log interval
@@ -77,7 +81,7 @@ def main(argv):
   del argv
   config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
   validate.check(config)
-  loop.prepare_workdir(workdir)
+  workdir_lib.prepare(workdir)
   data = pipeline.load(config.data)
   init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
   state = train.create_train_state(config, init_rng, num_train=len(data.train_labels),

@@ -3,7 +3,8 @@
   python experiments/plots_lenet.py --data_dir=/path/to/mnist_idx [--epochs=3]
 
 Trains configs/lenet.py (with --epochs overriding num_epochs; the schedule is
-stretched to fit) in --workdir, writes every plot of mnist_jax.plots there and
+stretched to fit) in --workdir (engine.driver.train), then draws every plot of
+mnist_jax.inspection.figures of the final state there (the engine draws none) and
 copies the chosen ones to experiments/results/lenet_<name>.png. Without
 --data_dir the data comes from TFDS. Prints the hardware and final metrics.
 """
@@ -16,8 +17,12 @@ import time
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import hardware  # pylint: disable=g-import-not-at-top,wrong-import-position
-from mnist_jax import loop, plots, runs  # pylint: disable=g-import-not-at-top,wrong-import-position
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import hardware
+from mnist_jax import cli
+from mnist_jax.engine import driver
+from mnist_jax.inspection import figures
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _EPOCHS = flags.DEFINE_integer('epochs', 0, 'epochs (0 = the config\'s, 10)')
@@ -39,17 +44,19 @@ def lenet_config():
 
 def main(argv):
   del argv
-  runs.quiet_orbax_logs()
+  cli.quiet_logs()  # orbax's INFO lines (and the libtpu probe)
   config = lenet_config()
   config.num_epochs = _EPOCHS.value or config.num_epochs
   if _DATA_DIR.value:
     config.data.source, config.data.data_dir = 'idx', _DATA_DIR.value
   workdir = _WORKDIR.value or os.path.join(
       'runs', f"plots_lenet_{time.strftime('%Y%m%d-%H%M%S')}")
-  summary = loop.train_and_evaluate(config, workdir)
-  if not os.path.exists(os.path.join(workdir, 'plots', 'curves.png')):
-    _, state, _ = runs.load_run(workdir, 'latest')   # loop.py did not plot: do it here
-    plots.write_all(workdir, config, state, runs.load_data(config))
+  results = driver.train([config], [workdir])
+  outcome = results.outcomes[0]
+  if outcome.error is not None:
+    raise outcome.error
+  summary = outcome.summary
+  figures.write_all(workdir, config, outcome.state, results.data)  # = the latest checkpoint
   out = os.path.join(ROOT, 'experiments', 'results')
   os.makedirs(out, exist_ok=True)
   for name in _COPY.value:

@@ -17,7 +17,8 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hardware  # pylint: disable=g-import-not-at-top,wrong-import-position
-from mnist_jax import loop  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mnist_jax.engine import driver  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mnist_jax.inspection import figures  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Folder with the IDX files (else TFDS).')
@@ -34,7 +35,13 @@ def main(argv):
   if _DATA_DIR.value:
     config.data.source, config.data.data_dir = 'idx', _DATA_DIR.value
   workdir = _WORKDIR.value or tempfile.mkdtemp(prefix='reproduce_')
-  s = loop.train_and_evaluate(config, workdir)
+  results = driver.train([config], [workdir])
+  outcome = results.outcomes[0]
+  if outcome.error is not None:
+    raise outcome.error
+  s = outcome.summary
+  if config.write_plots:  # as python -m mnist_jax.main does (the engine draws none)
+    figures.write_all(workdir, config, outcome.state, results.data)
   command = 'python ' + ' '.join(shlex.quote(a) for a in sys.argv)
   row = (f"| {flags.FLAGS['config'].config_filename} | {100 * s['test_accuracy']:.2f} % | "
          f"{s['best_epoch']}: {100 * s['test_accuracy_at_best_val']:.2f} % | {s['epochs']} | "

@@ -3,7 +3,7 @@
   python experiments/speedrun_seeds.py --data_dir=../shared/data/mnist \
       [--seeds=0,1,2,3,4] [--out=experiments/results/benchmark_speedrun_seeds.md]
 
-Each seed trains the config once with ``mnist_jax.loop`` (in this process) and
+Each seed trains the config once with ``mnist_jax.engine.driver`` (in this process) and
 reports, after the last epoch, the validation accuracy (the last 5,000 train
 images, by which the config was chosen) and the test accuracy, then the mean
 and the minimum over seeds. The seed changes the initialization, the batch
@@ -22,7 +22,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hardware  # pylint: disable=g-import-not-at-top,wrong-import-position
-from mnist_jax import loop  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mnist_jax.engine import driver  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 
@@ -34,7 +34,7 @@ def run_seeds(config, seeds) -> list:
     config.seed = seed
     with tempfile.TemporaryDirectory(prefix='speedrun_seed_') as workdir:
       t = time.perf_counter()
-      summary = loop.train_and_evaluate(config, workdir)
+      summary = driver.train_and_evaluate(config, workdir)
     rows.append({'seed': seed, 'val': summary['val_accuracy'],
                  'test': summary['test_accuracy'], 'epochs': summary['epochs'],
                  'wall_s': time.perf_counter() - t})
@@ -58,7 +58,7 @@ def report(rows, command: str, target: float = 0.99) -> str:
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)  # the loop's and orbax's per-epoch INFO lines
+  logging.set_verbosity(logging.WARNING)  # the driver's and orbax's per-epoch INFO lines
   config = FLAGS.config
   if FLAGS.data_dir:
     config.data.source, config.data.download = 'idx', False

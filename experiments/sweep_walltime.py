@@ -11,7 +11,8 @@ Runs the config's own ``get_hyper`` sweep (configs/lenet.py: 3 η x 2 dropout p,
 
 and times each process from start to exit (start-up, data loading, every
 compilation, training, evaluation and checkpoints included). Plots are off in
-both because vectorized trials write none. It then compares each trial's best
+both (the sweep draws them after training, for either mode; that is not what is
+timed here). It then compares each trial's best
 validation accuracy between the two runs (they train the same function).
 """
 import csv

@@ -3,11 +3,11 @@
   python experiments/vectorized_profile.py [--k=16] [--steps=10] [--repeats=3]
 
 Times the forward + backward pass alone (no augmentation, no optimizer: one
-SGD update w ← w − 10⁻⁴ g per step inside a lax.scan, as the loop runs it) of
+SGD update w ← w − 10⁻⁴ g per step inside a lax.scan, as engine/driver.py runs it) of
 
   sequential   one LeNet-5 (configs/lenet.py) on a batch of 128
   vmapped      K LeNet-5s on the same batch, jax.vmap over stacked parameters
-               (what vectorized.py runs), reported per trial
+               (what engine/stacked.py runs), reported per trial
 
 with C3 (6 -> 16 channels, 5x5, VALID) computed two ways:
 
@@ -37,9 +37,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import hardware
 import report
-from mnist_jax import hyper, train
+from mnist_jax import train
 from mnist_jax.data import idx, preprocess
 from mnist_jax.nn import conv as conv_lib
+from mnist_jax.search import hyper
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/lenet.py', 'LeNet config')
@@ -86,7 +87,7 @@ def loss_fn(model, params, x, y):
 
 
 def scanned(loss, steps):
-  """jit(scan) of `steps` SGD steps on one batch: the loop's structure."""
+  """jit(scan) of `steps` SGD steps on one batch: the driver's structure."""
   @jax.jit
   def run(params, x, y):
     def body(p, i):

@@ -3,18 +3,21 @@
   python experiments/vectorized_speedup.py [--ks=1,4,8,16] [--steps=30] [--repeats=3]
 
 The K trials differ in their learning rate η_k = η · 2^(k/4 − 2). Every side runs
-the product's own epoch code on ``--steps`` steps of batch 128 (the same batch
-order) and takes the best of ``--repeats`` interleaved runs; compilation is
-excluded. Sequential time is K x the time of one trial (η does not change it):
+the product's own epoch code (``engine.driver.chunk_fn``, uint8 batches) on
+``--steps`` steps of batch 128 (the same batch order) and takes the best of
+``--repeats`` interleaved runs; compilation is excluded. Sequential time is
+K x the time of one trial (η does not change it):
 
   sequential, sweep     what ``mnist_jax.sweep`` without --vectorize runs per
                         trial: the config as it is (configs/lenet.py: scan loop,
-                        conv_impl='auto' = im2col + matmul on CPU), loop._chunk_fn
+                        conv_impl='auto' = im2col + matmul on CPU), driver.chunk_fn
+                        of the one-model group step (stacked.create([config]))
   sequential, fastest   the fastest single-trial setting found for LeNet-5 on
                         this CPU: loop_mode='step' with conv_impl='xla' (nn.Conv)
-  vectorized            vectorized_loop.chunk_fn: all K trials in one jit(scan(vmap))
-                        with one seed, as a sweep over η runs them (the batch and
-                        the step key are shared: augmentation once per step)
+  vectorized            driver.chunk_fn of the K-model group step (engine/stacked.py):
+                        all K trials in one jit(scan(vmap)) with one seed, as a
+                        sweep over η runs them (the batch and the step key are
+                        shared: augmentation once per step)
   vectorized, K seeds   the same K trials with K different seeds: K batch orders
                         and K augmentations, nothing shared
 
@@ -35,8 +38,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import hardware
 import report
-from mnist_jax import hyper, loop, parallel, train, vectorized, vectorized_loop
+from mnist_jax import parallel
 from mnist_jax.data import idx
+from mnist_jax.engine import driver, stacked
+from mnist_jax.search import hyper
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/lenet.py', 'LeNet config',
@@ -64,26 +69,42 @@ def best_times(fns: dict, repeats: int) -> dict:
   return times
 
 
-def sequential(config, images, labels, order, key):
-  """A no-argument fn running one trial's steps with loop.py's epoch code."""
-  state = train.create_train_state(config, jax.random.key(config.seed),
-                                   num_train=len(labels))
-  run = loop._chunk_fn(parallel.make_mesh(1), config.data.standardize,  # pylint: disable=protected-access
-                       mode=config.loop_mode)
-  return lambda: run(state, images, labels, order, key, 0)
+def _runner(run, state, *args):
+  """A no-argument fn: one chunk from the state the previous call left (the
+  driver donates the state off CPU, so it is never reused)."""
+  box = [state]
+
+  def fn():
+    box[0], metrics = run(box[0], *args)
+    return metrics
+
+  return fn
 
 
-def vectorized_fn(configs, images, labels, order, key):
-  """A no-argument fn running K trials' steps with vectorized_loop.py's epoch code."""
-  group = vectorized.create(configs, num_train=len(labels))
-  run = vectorized_loop.chunk_fn(configs[0].data.standardize, group.shared_data)
+def group_fn(configs, images, labels, order, key, mode='scan'):
+  """A no-argument fn running the steps of a group of K ≥ 1 trials with the
+  driver's epoch code (driver.chunk_fn of stacked.create(configs).train_step)."""
+  group, mesh = stacked.create(configs, num_train=len(labels)), parallel.make_mesh(1)
+  state = parallel.replicate(group.state, mesh)  # placed as the driver places it (a
+  run = driver.chunk_fn(group.train_step, mesh,  # host state would recompile on call 2)
+                        shared=group.shared_data, mode=mode)
   if group.shared_data:
-    return lambda: run(group.states, images, labels, order, key, 0, group.keep)
+    return _runner(run, state, images, labels, order, key, group.keep)
   k = len(configs)
   orders = np.stack([np.random.default_rng(i).permutation(order.ravel()).reshape(order.shape)
                      for i in range(k)])
   keys = jax.random.split(key, k)
-  return lambda: run(group.states, images, labels, orders, keys, 0, group.keep)
+  return _runner(run, state, images, labels, orders, keys, group.keep)
+
+
+def sequential(config, images, labels, order, key):
+  """One trial's steps, as a sequential run trains it (K = 1, the config's loop_mode)."""
+  return group_fn([config], images, labels, order, key, mode=config.loop_mode)
+
+
+def vectorized_fn(configs, images, labels, order, key):
+  """K trials' steps in one program (as ``mnist_jax.sweep --vectorize`` trains them)."""
+  return group_fn(configs, images, labels, order, key)
 
 
 def table(rows) -> list:

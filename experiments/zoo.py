@@ -4,10 +4,11 @@
   python experiments/zoo.py --models=resnet,densenet --epochs=2      # a subset, shorter
   python experiments/zoo.py --models=alexnet --epochs=1 --train_limit=2000   # smoke test
 
-Each model trains with its ``configs/<config>.py`` through ``loop.train_and_evaluate``.
+Each model trains with its ``configs/<config>.py`` through ``engine.driver.train``
+(its plots then drawn by ``inspection.figures`` if config.write_plots, as mnist_jax.main).
 Results accumulate in ``<out>.json`` (a later run of some models replaces only
 their rows) and are rendered to ``<out>`` (markdown: year, parameters,
-multiply-accumulates per image from ``mnist_jax.summary``, seconds per epoch
+multiply-accumulates per image from ``mnist_jax.inspection.explain``, seconds per epoch
 (median over epochs 2..E: epoch 1 includes compilation),
 images/s, epochs, test accuracy) and ``<out minus .md>.png`` (test accuracy
 against parameters, log scale).
@@ -23,8 +24,12 @@ import numpy as np
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import hardware  # pylint: disable=g-import-not-at-top,wrong-import-position
-from mnist_jax import loop, runs, summary, train  # pylint: disable=wrong-import-position
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import hardware
+from mnist_jax import cli, train
+from mnist_jax.engine import driver, rundir
+from mnist_jax.inspection import explain, figures
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # key -> (config file, label, year, key innovation[, config overrides])
@@ -94,15 +99,21 @@ def _load(path):
 
 def cost(config):
   """(parameters, MACs per 28x28 image) from the model explainer."""
-  rows = summary.explain(train.build_model(config), (1, 28, 28, 1))
+  rows = explain.explain(train.build_model(config), (1, 28, 28, 1))
   return sum(r.params for r in rows), sum(r.macs for r in rows)
 
 
 def run_one(key, workdir):
   config = config_for(key)
   params, macs = cost(config)
-  s = loop.train_and_evaluate(config, os.path.join(workdir, key))
-  times = [h['train_time_s'] for h in runs.load_history(os.path.join(workdir, key))]
+  results = driver.train([config], [os.path.join(workdir, key)])
+  outcome = results.outcomes[0]
+  if outcome.error is not None:
+    raise outcome.error
+  s = outcome.summary
+  if config.write_plots:  # the engine draws none
+    figures.write_all(os.path.join(workdir, key), config, outcome.state, results.data)
+  times = [h['train_time_s'] for h in rundir.load_history(os.path.join(workdir, key))]
   epoch_s = float(np.median(times[1:] or times))   # epoch 1 includes the compile
   return {
       'key': key, 'model': ZOO[key][1], 'year': ZOO[key][2], 'innovation': ZOO[key][3],
@@ -162,7 +173,7 @@ def main(argv):
   if os.path.exists(json_path):
     with open(json_path) as f:
       results = json.load(f)
-  runs.quiet_orbax_logs()
+  cli.quiet_logs()  # orbax's INFO lines (and the libtpu probe)
   workdir = _WORKDIR.value or tempfile.mkdtemp(prefix='zoo_')
   os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
   for key in _MODELS.value:

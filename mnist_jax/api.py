@@ -22,11 +22,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mnist_jax import defaults, models, runs, train
-from mnist_jax.data import idx, pipeline, preprocess
+from mnist_jax import models, train
+from mnist_jax.config import defaults
+from mnist_jax.data import idx, pipeline
+from mnist_jax.engine import evaluation, rundir
 from mnist_jax.errors import UserError
-from mnist_jax.evaluate import metrics as _metrics
-from mnist_jax.predict import load_image, prepare_image, probabilities
+from mnist_jax.inspection.image import load_image, prepare_image
 
 __all__ = ['load_data', 'make_config', 'create', 'fit', 'predict', 'evaluate', 'load',
            'load_image', 'prepare_image']
@@ -83,12 +84,11 @@ def create(model: str = None, *, config=None, seed=None, num_train=None,
                                    num_classes=num_classes)
 
 
-@functools.partial(jax.jit, static_argnums=(6, 7))
-def _step(state, images, labels, perm, i, rng, batch_size, standardize):
+@functools.partial(jax.jit, static_argnums=5)
+def _step(state, images, labels, perm, i, batch_size, rng):
   batch_idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
-  batch = {'image': preprocess.normalize(images[batch_idx], standardize=standardize),
-           'label': labels[batch_idx]}
-  return train.train_step(state, batch, rng)
+  return train.train_step(state, {'image': images[batch_idx], 'label': labels[batch_idx]},
+                          rng)
 
 
 def _split(data):
@@ -99,10 +99,23 @@ def _split(data):
   return images, labels
 
 
-def fit(state, data, *, steps: int, batch_size: int = 128, seed: int = 0,
-        standardize: bool = False) -> train.TrainState:
+def _batch_size(state, batch_size):
+  """``batch_size``, by default the one the state's learning-rate schedule was sized for."""
+  sized_for = getattr(state.tx, 'batch_size', None)
+  if batch_size is None:
+    return sized_for or 128
+  if sized_for and batch_size != sized_for and getattr(state.tx, 'schedule', '') != 'constant':
+    raise UserError(f'batch_size {batch_size} differs from the {sized_for} the state\'s '
+                    f"'{state.tx.schedule}' schedule was sized for; omit batch_size or "
+                    f'create the state with batch_size={batch_size}')
+  return batch_size
+
+
+def fit(state, data, *, steps: int, batch_size=None, seed: int = 0) -> train.TrainState:
   """``state`` after ``steps`` train steps on ``data`` (a Dataset: its train
-  split; or uint8 images (N, 28, 28[, 1]) and int labels as a pair)."""
+  split; or uint8 images (N, 28, 28[, 1]) and int labels as a pair). The
+  batch size is the state's (config.batch_size) unless given; preprocessing
+  and augmentation are the state's own."""
   images, labels = _split(data)
   images = np.asarray(images)
   images = images[..., None] if images.ndim == 3 else images
@@ -110,12 +123,12 @@ def fit(state, data, *, steps: int, batch_size: int = 128, seed: int = 0,
     raise UserError(f'fit needs uint8 images and one label per image, got '
                     f'{images.dtype} {images.shape} and {np.shape(labels)}; pass a Dataset '
                     'from api.load_data or (uint8 images, labels)')
+  batch_size = _batch_size(state, batch_size)
   if not 0 < batch_size <= len(labels):
     raise UserError(f'batch_size {batch_size} must be in 1..{len(labels)} (the number '
                     'of training images); pass a smaller batch_size')
   per_epoch = len(labels) // batch_size
-  key = jax.random.key(seed)
-  perm_key, step_key = jax.random.split(key)
+  perm_key, step_key = jax.random.split(jax.random.key(seed))
   images, labels = jnp.asarray(images), jnp.asarray(labels, jnp.int32)
   perms = {}
   start = int(state.step)
@@ -124,41 +137,31 @@ def fit(state, data, *, steps: int, batch_size: int = 128, seed: int = 0,
     if epoch not in perms:
       perms = {epoch: jax.random.permutation(jax.random.fold_in(perm_key, epoch),
                                              len(labels))}
-    state, _ = _step(state, images, labels, perms[epoch], i,
-                     jax.random.fold_in(step_key, s), batch_size, standardize)
+    state, _ = _step(state, images, labels, perms[epoch], i, batch_size, step_key)
   return state
 
 
-def predict(state, images, *, standardize: bool = False, batch_size: int = 1000):
+def predict(state, images, *, batch_size: int = 1000):
   """Probabilities softmax(f(x)) as numpy: (N, K) for images (N, 28, 28[, 1]),
-  (K,) for one (28, 28) image. uint8 pixels 0..255, or floats already in [0, 1]."""
+  (K,) for one (28, 28) image; uint8 pixels 0..255, or floats already in
+  [0, 1]. The state applies the preprocessing it was trained with."""
   x = np.asarray(images)
   single = x.ndim == 2
   x = x[None] if single else x
-  x = x[..., None] if x.ndim == 3 else x
-  if x.dtype == np.uint8:
-    probs = probabilities(state, x, standardize=standardize, batch_size=batch_size)
-  else:
-    if standardize:
-      x = (x - preprocess.MNIST_MEAN) / preprocess.MNIST_STD
-    fn = jax.jit(train.predict)
-    probs = np.concatenate([np.asarray(fn(state, jnp.asarray(x[i:i + batch_size],
-                                                             jnp.float32)))
-                            for i in range(0, len(x), batch_size)])
+  probs = evaluation.probabilities(state, x, batch_size=batch_size)
   return probs[0] if single else probs
 
 
-def evaluate(state, images, labels, *, standardize: bool = False,
-             batch_size: int = 1000) -> dict:
+def evaluate(state, images, labels, *, batch_size: int = 1000) -> dict:
   """{'loss', 'accuracy', 'count'} of uint8 images (N, 28, 28[, 1]) and labels (N,)."""
   images = np.asarray(images)
   images = images[..., None] if images.ndim == 3 else images
-  return _metrics(state, images, np.asarray(labels, np.int32), batch_size=batch_size,
-                  standardize=standardize)
+  return evaluation.metrics(state, images, np.asarray(labels, np.int32),
+                            batch_size=batch_size)
 
 
 def load(workdir: str, which: str = 'best'):
-  """(config, state) of a run written by ``python -m mnist_jax.main``; predict
-  with ``standardize=config.data.standardize``."""
-  config, state, _ = runs.load_run(workdir, which)
+  """(config, state) of a run written by ``python -m mnist_jax.main``; the state
+  carries the run's preprocessing, so ``predict``/``evaluate`` apply it."""
+  config, state, _ = rundir.load_run(workdir, which)
   return config, state

@@ -1,324 +1,35 @@
-"""Pictures of a run, as PNG files in ``WORKDIR/plots/`` and in TensorBoard.
+"""Command line: pictures of a run, as PNG files in ``WORKDIR/plots/`` and in TensorBoard.
 
   python -m mnist_jax.plots --workdir=DIR [--which=latest|best] [--data_dir=DIR]
 
-  curves.png            loss and accuracy per epoch: train (mean over the epoch's
-                        steps), validation and test (metrics.jsonl)
-  confusion.png         C[i, j] = #{test digits of class i predicted as j}
-  misclassified.png     the wrong test predictions with the highest p(ŷ)
-  filters.png           first-layer weights: conv kernels K×K (or, without
-                        convolutions, each first Dense unit's 784 weights as 28×28)
-  feature_maps*.png     every conv layer's output FM = K ∗ x + b for one test
-                        digit (before the activation); 12 layers per file
-  augmented.png         training digits and random augmentations (if enabled)
-
-Layer outputs are grabbed with flax's ``nn.intercept_methods``: every call of
-a module owning a 4-D 'kernel' (K, K, C, F) is a conv layer (nn.Conv or a
-custom one), in call order, so any registered model works; models without
-convolutions (mlp, perceptron) have no feature maps (logged).
+What each picture shows: inspection/figures.py.
 """
-import os
+from absl import app, flags
 
-import jax
-import jax.numpy as jnp
-import matplotlib
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-import numpy as np
-from matplotlib import ticker
-from absl import logging
-from flax import linen as nn
-
-from mnist_jax import predict, runs
-from mnist_jax.data import preprocess
-
-LAYERS_PER_PAGE = 12
-MAX_MAPS = 16
-
-
-def _save(fig, path):
-  fig.savefig(path, dpi=90, bbox_inches='tight')
-  plt.close(fig)
-  return path
-
-
-def curves(history, path, name=''):
-  """Loss and accuracy per epoch for train / val / test (``name``: the run's)."""
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-  epochs = [h['epoch'] for h in history]
-  for ax, metric in zip(axes, ('loss', 'accuracy')):
-    for split, style in (('train', 'o-'), ('val', 's--'), ('test', '^-')):
-      key = f'{split}_{metric}'
-      if any(key in h for h in history):
-        ax.plot(epochs, [h.get(key, np.nan) for h in history], style, label=split)
-    with_val = [h for h in history if 'val_accuracy' in h]
-    if with_val:
-      best = max(with_val, key=lambda h: h['val_accuracy'])['epoch']
-      ax.axvline(best, color='gray', lw=0.8, ls=':', label=f'best val (epoch {best})')
-    ax.set(xlabel='epoch', ylabel=metric, title=f'{metric} per epoch')
-    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
-    ax.legend()
-  axes[0].set_yscale('log')
-  axes[0].yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
-  axes[0].yaxis.set_major_formatter(ticker.FormatStrFormatter('%g'))
-  axes[0].yaxis.set_minor_formatter(ticker.NullFormatter())
-  fig.suptitle(f'{name}{": " if name else ""}train = mean over the epoch\'s steps, '
-               'val/test = after the epoch', y=1.02)
-  return _save(fig, path)
-
-
-def confusion_matrix(labels, preds, num_classes=10) -> np.ndarray:
-  """C[i, j] = number of examples of true class i predicted as class j."""
-  matrix = np.zeros((num_classes, num_classes), np.int64)
-  np.add.at(matrix, (np.asarray(labels), np.asarray(preds)), 1)
-  return matrix
-
-
-def confusion(matrix, path):
-  n = matrix.shape[0]
-  fig, ax = plt.subplots(figsize=(6.5, 5.5))
-  im = ax.imshow(np.log1p(matrix), cmap='Blues')
-  for i in range(n):
-    for j in range(n):
-      if matrix[i, j]:
-        ax.text(j, i, matrix[i, j], ha='center', va='center', fontsize=8,
-                color='white' if i == j else 'black')
-  acc = np.trace(matrix) / max(1, matrix.sum())
-  ax.set(xticks=range(n), yticks=range(n), xlabel='predicted digit', ylabel='true digit',
-         title=f'Test confusion matrix\n{matrix.sum():,} digits, accuracy {acc:.2%}')
-  fig.colorbar(im, ax=ax, label='log(1 + count)')
-  return _save(fig, path)
-
-
-def mistakes(labels, probs, count=24) -> np.ndarray:
-  """Indices of the ``count`` wrong predictions ŷ = argmax p with the highest p(ŷ)."""
-  preds = probs.argmax(-1)
-  wrong = np.flatnonzero(preds != labels)
-  return wrong[np.argsort(-probs[wrong, preds[wrong]], kind='stable')][:count]
-
-
-def misclassified(images, labels, probs, path, count=24):
-  """A gallery of ``mistakes``: image, true label, prediction and its p(ŷ)."""
-  preds = probs.argmax(-1)
-  wrong = mistakes(labels, probs, count)
-  cols = 8
-  rows = max(1, -(-len(wrong) // cols))
-  fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.4, rows * 1.6 + 0.4), squeeze=False)
-  for ax in axes.flat:
-    ax.axis('off')
-  for ax, i in zip(axes.flat, wrong):
-    ax.imshow(images[i].squeeze(), cmap='gray_r', vmin=0, vmax=255)
-    ax.set_title(f'true {labels[i]} → {preds[i]}\np={probs[i, preds[i]]:.2f}', fontsize=8)
-  fig.suptitle(f'Most confident mistakes on test ({len(np.flatnonzero(preds != labels))} '
-               'wrong in all)' if len(wrong) else 'No misclassified test digits')
-  return _save(fig, path)
-
-
-def _kernel(module):
-  """The module's own 'kernel' parameter (None for containers and kernel-less layers)."""
-  params = module.variables.get('params', {})
-  kernel = params.get('kernel') if hasattr(params, 'get') else None
-  return None if kernel is None or hasattr(kernel, 'keys') else kernel
-
-
-def capture_layers(state, images, kinds=('conv', 'dense')):
-  """[(name, kind, output)] of every layer call, in call order (jitted). A layer
-  is a module with its own 'kernel' parameter: 4-D (K, K, C, F) = 'conv' (nn.Conv,
-  depthwise or im2col variants alike), 2-D (in, out) = 'dense'."""
-  names = []
-
-  def run(variables, x):
-    outs = []
-
-    def interceptor(next_fun, args, kwargs, context):
-      out = next_fun(*args, **kwargs)
-      kernel = _kernel(context.module) if context.method_name == '__call__' else None
-      kind = {4: 'conv', 2: 'dense'}.get(getattr(kernel, 'ndim', 0))
-      if kind in kinds:
-        names.append(('/'.join(context.module.path), kind))
-        outs.append(out)
-      return out
-
-    with nn.intercept_methods(interceptor):
-      state.model.apply(variables, x, train=False)
-    return outs
-
-  outs = jax.jit(run)(state.variables, jnp.asarray(images, jnp.float32))
-  return [(name, kind, np.asarray(o, np.float32)) for (name, kind), o in zip(names, outs)]
-
-
-def _layer_params(state, name):
-  params = state.params
-  for part in name.split('/'):
-    params = params[part]
-  return np.asarray(params['kernel'], np.float32)
-
-
-def filters(state, path):
-  """First-layer weights: conv kernels, or Dense units as 28×28 templates."""
-  name, kind, _ = capture_layers(state, np.zeros((1, 28, 28, 1)))[0]
-  kernel = _layer_params(state, name)
-  if kind == 'conv':
-    maps = np.moveaxis(kernel[:, :, 0, :], -1, 0)          # (F, K, K), input channel 0
-    what = f'{name}: {maps.shape[0]} conv filters {maps.shape[1]}×{maps.shape[2]}'
-  else:
-    maps = kernel.T.reshape(-1, 28, 28)                     # (units, 28, 28)
-    what = f'{name}: weights of each of {maps.shape[0]} units on the 28×28 pixels'
-  if len(maps) > 64:
-    what += ' (the first 64)'
-    maps = maps[:64]
-  cols = min(len(maps), 8 if len(maps) > 10 else len(maps))
-  rows = -(-len(maps) // cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.2, rows * 1.2 + 0.6), squeeze=False)
-  for ax in axes.flat:
-    ax.axis('off')
-  for k, (ax, m) in enumerate(zip(axes.flat, maps)):
-    lim = np.abs(m).max() or 1.0
-    ax.imshow(m, cmap='RdBu_r', vmin=-lim, vmax=lim)
-    ax.set_title(str(k), fontsize=7)
-  fig.suptitle(f'First layer, {what}\n(red > 0 > blue, each scaled to its own range)',
-               fontsize=9, y=1.0 + 0.25 / (rows * 1.2 + 0.6))
-  return _save(fig, path)
-
-
-def feature_maps(state, image, label, prefix, standardize=False) -> list:
-  """One PNG per 12 conv layers: up to 16 output maps of each for ``image``."""
-  x = preprocess.normalize(jnp.asarray(image[None]), standardize=standardize)
-  layers = [(n, o[0]) for n, _, o in capture_layers(state, x, ('conv',))]
-  if not layers:
-    logging.info('No feature maps: model %s has no conv layer.', type(state.model).__name__)
-    return []
-  paths = []
-  for page in range(0, len(layers), LAYERS_PER_PAGE):
-    chunk = layers[page:page + LAYERS_PER_PAGE]
-    cols = 1 + min(MAX_MAPS, max(o.shape[-1] for _, o in chunk))
-    fig, axes = plt.subplots(len(chunk) + 1, cols, squeeze=False,
-                             figsize=(cols * 0.9, len(chunk) * 1.0 + 1.6))
-    for ax in axes.flat:
-      ax.axis('off')
-    axes[0, 1].imshow(image.squeeze(), cmap='gray_r', vmin=0, vmax=255)
-    axes[0, 1].set_title('input', fontsize=8)
-    for row, (name, out) in zip(axes[1:], chunk):
-      row[0].text(1.0, 0.5, f'{name}\n{"×".join(map(str, out.shape))}', fontsize=7,
-                  ha='right', va='center', transform=row[0].transAxes)
-      for k in range(min(MAX_MAPS, out.shape[-1])):
-        lim = np.abs(out[..., k]).max() or 1.0
-        row[k + 1].imshow(out[..., k], cmap='RdBu_r', vmin=-lim, vmax=lim)
-    number = page // LAYERS_PER_PAGE + 1
-    total = -(-len(layers) // LAYERS_PER_PAGE)
-    fig.suptitle(f'Conv outputs for a test "{label}" (before the activation; red > 0 > '
-                 f'blue), first {MAX_MAPS} maps per layer — page {number}/{total}', fontsize=9)
-    paths.append(_save(fig, f'{prefix}{"" if number == 1 else f"_{number}"}.png'))
-  return paths
-
-
-def augmented(state, images, path, seed=0, copies=4):
-  """Row 0: training digits; rows 1..copies: state.augment_fn of them."""
-  x = jnp.asarray(images, jnp.float32) / 255.0
-  rows = [np.asarray(x)] + [np.asarray(state.augment_fn(jax.random.key(seed + i), x))
-                            for i in range(copies)]
-  fig, axes = plt.subplots(len(rows), len(x), figsize=(len(x) * 1.0, len(rows) * 1.1 + 0.5),
-                           squeeze=False)
-  for r, (axrow, batch) in enumerate(zip(axes, rows)):
-    for ax, img in zip(axrow, batch):
-      ax.imshow(img.squeeze(), cmap='gray_r', vmin=0, vmax=1)
-      ax.set_xticks([]), ax.set_yticks([])
-    axrow[0].set_ylabel('original' if r == 0 else f'augmented {r}', fontsize=8)
-  fig.suptitle('Training augmentation (config.augment)')
-  return _save(fig, path)
-
-
-def write_all(workdir, config, state, data, *, tensorboard=True) -> list:
-  """All plots of the run into ``workdir/plots`` (and TensorBoard); their paths."""
-  if jax.process_index() != 0:
-    return []
-  out = os.path.join(workdir, 'plots')
-  os.makedirs(out, exist_ok=True)
-  history = runs.load_history(workdir)
-  std = config.data.standardize
-  paths = ([curves(history, os.path.join(out, 'curves.png'), config.model.name)]
-           if history else [])
-  probs = predict.probabilities(state, data.test_images, standardize=std,
-                                batch_size=config.eval_batch_size)
-  paths.append(confusion(confusion_matrix(data.test_labels, probs.argmax(-1),
-                                          probs.shape[-1]), os.path.join(out, 'confusion.png')))
-  paths.append(misclassified(data.test_images, data.test_labels, probs,
-                             os.path.join(out, 'misclassified.png')))
-  paths.append(filters(state, os.path.join(out, 'filters.png')))
-  paths += feature_maps(state, data.test_images[0], data.test_labels[0],
-                        os.path.join(out, 'feature_maps'), std)
-  if state.augment_fn is not None:
-    paths.append(augmented(state, data.train_images[:8], os.path.join(out, 'augmented.png'),
-                           config.seed))
-  else:
-    logging.info('No augmentation plot: config.augment is off.')
-  if tensorboard:
-    write_tensorboard(workdir, paths, config, history)
-  return paths
-
-
-def _flat(tree, prefix=''):
-  items = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      items.update(_flat(value, f'{prefix}{key}.'))
-    else:
-      items[prefix + key] = value if isinstance(value, (int, float, str, bool)) else str(value)
-  return items
-
-
-def write_tensorboard(workdir, paths, config, history) -> None:
-  """The PNGs as TensorBoard images and the config as hparams with the final
-  metrics, in an event file of their own (suffix '.plots': two writers opened
-  in the same second would otherwise share a file name)."""
-  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-  from tensorboardX.summary import hparams  # pylint: disable=g-import-not-at-top
-  step = history[-1]['epoch'] if history else 0
-  with SummaryWriter(os.path.join(workdir, 'tensorboard'), filename_suffix='.plots') as tb:
-    for path in paths:
-      image = (plt.imread(path)[..., :3] * 255).astype(np.uint8)
-      tb.add_image('plots/' + os.path.splitext(os.path.basename(path))[0], image, step,
-                   dataformats='HWC')
-    if not history:
-      return
-    final = history[-1]
-    metrics = {f'final/{k}': final[k] for k in ('test_accuracy', 'test_loss',
-                                                 'val_accuracy', 'val_loss') if k in final}
-    with_val = [h for h in history if 'val_accuracy' in h]
-    if with_val:
-      best = max(with_val, key=lambda h: h['val_accuracy'])
-      metrics.update({'best/val_accuracy': best['val_accuracy'],
-                      'best/test_accuracy': best['test_accuracy']})
-    for summary in hparams(_flat(config.to_dict()), metrics):  # the HParams dashboard
-      tb.file_writer.add_summary(summary)
-    for key, value in metrics.items():
-      tb.add_scalar(key, value, step)
+from mnist_jax import cli
+from mnist_jax.errors import UserError
 
 
 def main(argv):
-  import sys  # pylint: disable=g-import-not-at-top
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from mnist_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   del argv
+  from mnist_jax.engine import rundir  # pylint: disable=g-import-not-at-top
+  from mnist_jax.inspection import figures  # pylint: disable=g-import-not-at-top  (matplotlib)
   fl = flags.FLAGS
-  runs.quiet_orbax_logs()
+  cli.quiet_logs()
   try:
-    data = runs.load_data(runs.load_config(fl.workdir), fl.data_dir)
-    config, state, meta = runs.load_run(fl.workdir, fl.which, num_classes=data.num_classes)
-    paths = write_all(fl.workdir, config, state, data, tensorboard=fl.tensorboard)
+    data = rundir.load_data(rundir.load_config(fl.workdir), fl.data_dir)
+    config, state, meta = rundir.load_run(fl.workdir, fl.which, num_classes=data.num_classes)
+    paths = figures.write_all(fl.workdir, config, state, data, tensorboard=fl.tensorboard)
   except UserError as e:
-    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-    sys.exit(2)
+    cli.fail(e)
   print(f"{len(paths)} plots of the {fl.which} checkpoint (epoch {meta['epoch']}):")
   print('\n'.join(paths))
 
 
 if __name__ == '__main__':
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
   flags.DEFINE_string('workdir', None, 'Run directory written by mnist_jax.main.')
   flags.DEFINE_enum('which', 'latest', ['latest', 'best'], 'Checkpoint to plot.')
   flags.DEFINE_string('data_dir', None, "Override the run's config.data.data_dir.")
   flags.DEFINE_bool('tensorboard', True, 'Also add the plots to the TensorBoard run.')
   flags.mark_flags_as_required(['workdir'])
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -1,57 +1,89 @@
 """The train state and the pure train/eval steps — the public research API.
 
 One step of mini-batch gradient descent on a batch {x_i, y_i}, i = 1..B:
-  L(w) = (1/B) Σ_i ℓ(f(x_i; w), onehot(y_i))  [+ λ‖w‖² if weight_decay_mode='l2']
+  x_i = prepare(p_i)   (data/preprocess.py: p/255 → augment → standardize, the
+                        settings recorded in the state)
+  L(w) = (1/B) Σ_i ℓ(f(x_i; w), onehot(y_i))  + λ‖w‖² if weight_decay_mode='l2'
   g = ∇_w L (backpropagation: the chain rule, output layer back to the input),
-  w ← optimizer(w, g)  (optim.py).
+  w ← optimizer(w, g)  (nn/optim.py).
+The metrics report the data loss (1/B) Σ ℓ — the number eval_step reports —
+and, with 'l2', the penalty λ‖w‖² apart ('l2_penalty').
+Randomness: the step's key is fold_in(rng, state.step), so a research loop that
+passes one key still gets new dropout masks and augmentations every step.
 Under ``axis_name`` (pmap / shard_map) each device holds B/D examples and
 g, the batch-norm statistics and the metrics are averaged with lax.pmean, so
 D devices compute the same update as one device on the whole batch.
 
-No I/O here: research code can import this module and jit/pmap/vmap the steps.
+``TrainState`` is flax's ``flax.training.train_state.TrainState`` (step,
+apply_fn, params, tx, opt_state, ``apply_gradients``) plus batch_stats and a
+few static settings. Every static field is a hashable, comparable setting, so
+two states built from equal configs compile once and ``tree_map`` over two
+states works. No I/O here: import it, jit/pmap/vmap the steps.
 
   state = create_train_state(config, jax.random.key(0))
   state, metrics = jax.jit(train_step)(state, batch, rng)
   p_step = jax.pmap(functools.partial(train_step, axis_name='batch'), axis_name='batch')
 """
+import dataclasses
 import functools
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import linen as nn
 from flax import struct
+from flax.training import train_state
 
-from mnist_jax import models, optim
-from mnist_jax.data import augment, preprocess
+from mnist_jax import models
+from mnist_jax.data import preprocess
 from mnist_jax.errors import UserError
-from mnist_jax.nn import losses
+from mnist_jax.nn import losses, optim
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 MNIST_TRAIN_IMAGES = 60000
 
 
-class TrainState(struct.PyTreeNode):
-  """Everything a step reads and writes. Arrays are pytree leaves; the model,
-  optimizer, loss and augmentation are static (they define the computation)."""
-  step: jax.Array
-  params: Any
-  batch_stats: Any
-  opt_state: Any
-  model: nn.Module = struct.field(pytree_node=False)
-  tx: optax.GradientTransformation = struct.field(pytree_node=False)
-  loss_fn: Callable = struct.field(pytree_node=False)
+@dataclasses.dataclass(frozen=True)
+class ModelApply:
+  """``model.apply``, equal for equal models (a bound method is equal only to itself)."""
+  model: nn.Module
+
+  def __call__(self, *args, **kwargs):
+    return self.model.apply(*args, **kwargs)
+
+
+class TrainState(train_state.TrainState):
+  """flax's TrainState + batch-norm statistics + the static settings of the step.
+
+  loss_name     config.loss ('cce', 'bce', 'mse', 'mae')
+  l2_weight     λ of weight_decay_mode='l2' (0: no penalty in the loss)
+  augment       data/preprocess.augment_settings(config.augment); () = off
+  standardize   config.data.standardize: x' = (x − μ)/σ after augmentation
+  """
+  batch_stats: Any = struct.field(pytree_node=True, default_factory=dict)
+  loss_name: str = struct.field(pytree_node=False, default='cce')
   l2_weight: float = struct.field(pytree_node=False, default=0.0)
-  augment_fn: Optional[Callable] = struct.field(pytree_node=False, default=None)
-  num_classes: int = struct.field(pytree_node=False, default=10)
+  augment: tuple = struct.field(pytree_node=False, default=())
+  standardize: bool = struct.field(pytree_node=False, default=False)
+
+  @property
+  def model(self) -> Optional[nn.Module]:
+    """The flax module behind ``apply_fn`` (None for a plain function)."""
+    return getattr(self.apply_fn, 'model', getattr(self.apply_fn, '__self__', None))
 
   @property
   def variables(self):
-    """The flax variables {'params', 'batch_stats'?} for ``model.apply``."""
+    """The flax variables {'params', 'batch_stats'?} for ``apply_fn``."""
     if self.batch_stats:
       return {'params': self.params, 'batch_stats': self.batch_stats}
     return {'params': self.params}
+
+  def inputs(self, images, rng=None):
+    """The model's input for uint8 pixels or floats x in [0, 1]: the recorded
+    preprocessing (augmentation only when ``rng`` is given)."""
+    return preprocess.prepare(images, rng, augment=self.augment if rng is not None else (),
+                              standardize_inputs=self.standardize)
 
 
 def steps_per_epoch(config, num_train: Optional[int] = None) -> int:
@@ -76,34 +108,43 @@ def build_model(config, num_classes: int = 10) -> nn.Module:
   return models.build(config.model, **overrides)
 
 
+def l2_weight(config) -> float:
+  """λ of the loss penalty λ‖w‖² (0 unless weight_decay_mode='l2')."""
+  mode = config.weight_decay_mode
+  if mode not in ('l2', 'decoupled'):
+    raise UserError(f"unknown weight_decay_mode '{mode}'; use 'l2' or 'decoupled'")
+  if mode == 'l2' and config.optimizer == 'adamw':
+    raise UserError("optimizer='adamw' decays weights itself and would drop the "
+                    "weight_decay_mode='l2' penalty; use optimizer='adam' with 'l2', "
+                    "or weight_decay_mode='decoupled' with 'adamw'")
+  return float(config.weight_decay) if mode == 'l2' else 0.0
+
+
 def create_train_state(config, rng, *, num_train: Optional[int] = None,
                        num_classes: int = 10, input_shape=(1, 28, 28, 1)) -> TrainState:
   """Initializes the model (flax ``init``) and the optax chain from ``config``."""
   model = build_model(config, num_classes)
+  weight = l2_weight(config)
+  loss_name = config.loss
+  losses.get(loss_name)  # unknown names fail here, not inside jit
   variables = jax.jit(functools.partial(model.init, train=False))(
       {'params': rng, 'dropout': rng}, jnp.zeros(input_shape, jnp.float32))
-  params = variables['params']
   tx = optim.create_optimizer(config, steps_per_epoch(config, num_train))
-  aug = dict(config.augment)
-  l2 = config.weight_decay if config.weight_decay_mode == 'l2' else 0.0
-  if config.weight_decay_mode not in ('l2', 'decoupled'):
-    raise UserError(f"unknown weight_decay_mode '{config.weight_decay_mode}'; "
-                    "use 'l2' or 'decoupled'")
-  return TrainState(
-      step=jnp.zeros((), jnp.int32), params=params,
-      batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
-      model=model, tx=tx, loss_fn=losses.get(config.loss),
-      l2_weight=0.0 if config.optimizer == 'adamw' else l2,
-      augment_fn=(functools.partial(augment.augment, cfg=aug)
-                  if augment.is_enabled(aug) else None),
-      num_classes=num_classes)
+  state = TrainState.create(
+      apply_fn=ModelApply(model), params=variables['params'], tx=tx,
+      batch_stats=variables.get('batch_stats', {}), loss_name=loss_name,
+      l2_weight=weight, augment=preprocess.augment_settings(config.augment),
+      standardize=bool(config.data.standardize))
+  return state.replace(step=jnp.zeros((), jnp.int32))
 
 
-def _model_for(state, axis_name):
-  """The model with batch norm reducing over ``axis_name`` (if it has BN)."""
-  if axis_name is not None and 'axis_name' in models.fields(type(state.model)):
-    return state.model.clone(axis_name=axis_name)
-  return state.model
+def _apply_fn(state, axis_name):
+  """``apply_fn``, with batch norm reducing over ``axis_name`` (if the model has BN)."""
+  model = state.model
+  if (axis_name is not None and isinstance(model, nn.Module)
+      and 'axis_name' in models.fields(type(model))):
+    return model.clone(axis_name=axis_name).apply
+  return state.apply_fn
 
 
 def l2_penalty(params):
@@ -114,57 +155,54 @@ def l2_penalty(params):
 
 
 def train_step(state: TrainState, batch, rng, *, axis_name: Optional[str] = None):
-  """One gradient step. batch = {'image': (B,28,28,1) float in [0,1], 'label': (B,) int}.
+  """One gradient step. batch = {'image': (B, 28, 28, 1) uint8 pixels or floats x
+  in [0, 1], 'label': (B,) int}.
 
-  Returns (new_state, {'loss', 'accuracy', 'grad_norm'}); ``rng`` drives dropout
-  and augmentation (folded with the device index under ``axis_name``).
+  Returns (new_state, {'loss', 'accuracy', 'grad_norm'[, 'l2_penalty']}); the
+  step's randomness is fold_in(rng, state.step) (and the device index under
+  ``axis_name``), split into augmentation and dropout keys.
   """
+  rng = jax.random.fold_in(rng, state.step)
   if axis_name is not None:
     rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
   aug_rng, dropout_rng = jax.random.split(rng)
-  images, labels = batch['image'], batch['label']
-  if state.augment_fn is not None:
-    images = state.augment_fn(aug_rng, images)
-  targets = preprocess.one_hot(labels, state.num_classes)
-  model = _model_for(state, axis_name)
+  images, labels = state.inputs(batch['image'], aug_rng), batch['label']
+  apply_fn = _apply_fn(state, axis_name)
 
   def loss_fn(params):
     variables = {**state.variables, 'params': params}
-    logits, updates = model.apply(variables, images, train=True,
-                                  rngs={'dropout': dropout_rng},
-                                  mutable=['batch_stats'])
-    loss = jnp.mean(state.loss_fn(logits, targets))
-    if state.l2_weight:
-      loss = loss + state.l2_weight * l2_penalty(params)
-    return loss, (logits, updates)
+    logits, updates = apply_fn(variables, images, train=True,
+                               rngs={'dropout': dropout_rng}, mutable=['batch_stats'])
+    targets = preprocess.one_hot(labels, logits.shape[-1])
+    data_loss = jnp.mean(losses.get(state.loss_name)(logits, targets))
+    penalty = state.l2_weight * l2_penalty(params) if state.l2_weight else 0.0
+    return data_loss + penalty, (data_loss, penalty, logits, updates)
 
-  (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state.params)
-  metrics = {'loss': loss,
-             'accuracy': jnp.mean(jnp.argmax(logits, -1) == labels)}
+  (_, (loss, penalty, logits, updates)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(state.params)
+  metrics = {'loss': loss, 'accuracy': jnp.mean(jnp.argmax(logits, -1) == labels)}
+  if state.l2_weight:
+    metrics['l2_penalty'] = penalty
   batch_stats = updates.get('batch_stats', state.batch_stats)
   if axis_name is not None:
     grads = jax.lax.pmean(grads, axis_name)
     metrics = jax.lax.pmean(metrics, axis_name)
     batch_stats = jax.lax.pmean(batch_stats, axis_name)
   metrics['grad_norm'] = optax.tree.norm(grads)
-  param_updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-  new_state = state.replace(step=state.step + 1,
-                            params=optax.apply_updates(state.params, param_updates),
-                            batch_stats=batch_stats, opt_state=opt_state)
-  return new_state, metrics
+  return state.apply_gradients(grads=grads, batch_stats=batch_stats), metrics
 
 
 def eval_step(state: TrainState, batch, *, axis_name: Optional[str] = None):
   """Sums over a batch: {'loss', 'correct', 'count'} (divide to get means).
 
-  batch may carry 'mask' (1 = real example, 0 = padding) so the last partial
-  batch counts exactly; under ``axis_name`` the sums are psum'ed across devices.
+  batch as in train_step; it may carry 'mask' (1 = real example, 0 = padding)
+  so the last partial batch counts exactly; under ``axis_name`` the sums are
+  psum'ed across devices. The loss is the data loss (no penalty).
   """
-  images, labels = batch['image'], batch['label']
+  labels = batch['label']
   mask = batch.get('mask', jnp.ones(labels.shape, jnp.float32))
-  logits = state.model.apply(state.variables, images, train=False)
-  loss = state.loss_fn(logits, preprocess.one_hot(labels, state.num_classes))
+  logits = state.apply_fn(state.variables, state.inputs(batch['image']), train=False)
+  loss = losses.get(state.loss_name)(logits, preprocess.one_hot(labels, logits.shape[-1]))
   correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
   sums = {'loss': jnp.sum(loss * mask), 'correct': jnp.sum(correct * mask),
           'count': jnp.sum(mask)}
@@ -174,5 +212,6 @@ def eval_step(state: TrainState, batch, *, axis_name: Optional[str] = None):
 
 
 def predict(state: TrainState, images):
-  """Class probabilities softmax(f(x)) for float images (N, 28, 28, 1) in [0, 1]."""
-  return jax.nn.softmax(state.model.apply(state.variables, images, train=False))
+  """Class probabilities softmax(f(x)) for images (N, 28, 28, 1): uint8 pixels or
+  floats x in [0, 1], preprocessed as the state was trained."""
+  return jax.nn.softmax(state.apply_fn(state.variables, state.inputs(images), train=False))

@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from mnist_jax import defaults
+from mnist_jax.config import defaults
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures')
 FULL_DATA_ENV = 'MNIST_JAX_FULL_DATA'

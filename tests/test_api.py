@@ -65,7 +65,7 @@ def test_create_routes_options_to_the_config_or_the_model():
                      learning_rate=3e-3, optimizer='sgd', augment=dict(rotate=5.0))
   assert state.model.features == (4, 8) and state.model.dropout_rate == 0.1
   assert float(state.opt_state.hyperparams['learning_rate']) == pytest.approx(3e-3)
-  assert state.augment_fn is not None
+  assert state.augment
   config = api.make_config('cnn', features=(4,), num_epochs=3)
   assert config.model.to_dict() == {'name': 'cnn', 'features': (4,)}
   assert config.num_epochs == 3

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mnist_jax import defaults
+from mnist_jax.config import defaults
 from mnist_jax.data import augment
 from mnist_jax.errors import UserError
 

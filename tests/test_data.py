@@ -3,13 +3,16 @@ import dataclasses
 import gzip
 import os
 import shutil
+import socket
+import threading
+import time
 import types
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mnist_jax import defaults
+from mnist_jax.config import defaults
 from mnist_jax.data import idx
 from mnist_jax.data import pipeline
 from mnist_jax.data import preprocess
@@ -267,7 +270,7 @@ def test_normalize():
   x = preprocess.normalize(pixels)
   assert x.dtype == jnp.float32
   np.testing.assert_allclose(x, [0.0, 0.2, 1.0], rtol=1e-6)
-  z = preprocess.normalize(pixels, standardize=True)
+  z = preprocess.standardize(preprocess.normalize(pixels))
   np.testing.assert_allclose(z, (np.array([0, 0.2, 1]) - 0.1307) / 0.3081, rtol=1e-5)
   assert preprocess.normalize(pixels, dtype=jnp.bfloat16).dtype == jnp.bfloat16
 
@@ -277,3 +280,74 @@ def test_one_hot():
   assert y.shape == (3, 10) and y.dtype == jnp.float32
   np.testing.assert_array_equal(y.sum(-1), 1.0)
   np.testing.assert_array_equal(y.argmax(-1), [0, 3, 9])
+
+
+# --- TFDS offline check ---------------------------------------------------------
+
+def _offline_builder(urls=('https://storage.googleapis.com/cvdf-datasets/mnist/x.gz',)):
+  """A builder stand-in whose download must never be reached."""
+  def download():
+    raise AssertionError('download_and_prepare reached')
+  return types.SimpleNamespace(is_prepared=lambda: False, data_dir_root='/d',
+                               url_infos=dict.fromkeys(urls),
+                               download_and_prepare=download)
+
+
+def test_tfds_download_hosts(monkeypatch):
+  for var in ('http_proxy', 'https_proxy', 'all_proxy', 'no_proxy'):
+    monkeypatch.delenv(var, raising=False)
+    monkeypatch.delenv(var.upper(), raising=False)
+  b = _offline_builder(('http://codh.rois.ac.jp/kmnist/a.gz',
+                        'http://codh.rois.ac.jp/kmnist/b.gz'))
+  assert tfds_source.download_hosts(b) == ['codh.rois.ac.jp', 'storage.googleapis.com']
+  monkeypatch.setenv('https_proxy', 'proxy.example:3128')
+  monkeypatch.setenv('no_proxy', 'localhost')
+  assert 'proxy.example' in tfds_source.download_hosts(b)
+  assert tfds_source.download_hosts(types.SimpleNamespace()) is None  # URLs unknown
+
+
+def test_tfds_offline_unresolvable_host_fails_fast(monkeypatch):
+  def no_dns(host, *args, **kwargs):
+    raise socket.gaierror(-2, 'Name or service not known')
+  monkeypatch.setattr(tfds_source.socket, 'getaddrinfo', no_dns)
+  start = time.monotonic()
+  with pytest.raises(UserError, match="cannot resolve storage.googleapis.com to "
+                     "download TFDS dataset 'mnist' .*TFDS_DATA_DIR.*source='idx'"):
+    tfds_source.prepare(_offline_builder(), 'mnist', download=True)
+  assert time.monotonic() - start < 1
+
+
+def test_tfds_offline_resolver_timeout_is_bounded(monkeypatch):
+  release = threading.Event()
+  monkeypatch.setattr(tfds_source.socket, 'getaddrinfo',
+                      lambda *args, **kwargs: release.wait(30))  # a hung lookup
+  start = time.monotonic()
+  try:
+    assert not tfds_source.any_resolves(['a.example', 'b.example'], timeout=0.3)
+  finally:
+    release.set()
+  assert time.monotonic() - start < 1
+
+
+def test_tfds_resolve_any_host_is_enough(monkeypatch):
+  def only_b(host, *args, **kwargs):
+    if host != 'b.example':
+      raise socket.gaierror(-2, 'Name or service not known')
+    return []
+  monkeypatch.setattr(tfds_source.socket, 'getaddrinfo', only_b)
+  assert tfds_source.any_resolves(['a.example', 'b.example'], timeout=2)
+  assert not tfds_source.any_resolves(['a.example'], timeout=2)
+  assert not tfds_source.any_resolves([], timeout=2)
+
+
+def test_tfds_offline_real_download_fails_in_seconds(tmp_path, monkeypatch):
+  """Real builder, real DNS; skipped where the download host resolves (it would download)."""
+  b = tfds_source.builder('mnist', str(tmp_path))
+  if tfds_source.any_resolves(tfds_source.download_hosts(b)):
+    pytest.skip('the TFDS download hosts resolve here: prepare would download')
+  monkeypatch.setattr(b, 'download_and_prepare', _offline_builder().download_and_prepare)
+  start = time.monotonic()
+  with pytest.raises(UserError, match="cannot resolve .* 'mnist' \\(no network\\?\\)"):
+    tfds_source.prepare(b, 'mnist', download=True)
+  assert time.monotonic() - start < tfds_source.RESOLVE_TIMEOUT_S + 2
+  assert not os.listdir(tmp_path)

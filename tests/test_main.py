@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from mnist_jax import defaults, loop
+from mnist_jax.config import defaults
+from mnist_jax.engine import driver
 from mnist_jax.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -109,11 +110,11 @@ def test_sigkill_and_resume_give_the_same_metrics(tmp_path, mnist_small_dir):
 def test_same_seed_same_metrics_in_process(tmp_path, mnist_small_dir):
   config = small_config(mnist_small_dir)
   config.data.train_limit = 1000
-  a = loop.train_and_evaluate(config, str(tmp_path / 'a'))
-  b = loop.train_and_evaluate(config, str(tmp_path / 'b'))
+  a = driver.train_and_evaluate(config, str(tmp_path / 'a'))
+  b = driver.train_and_evaluate(config, str(tmp_path / 'b'))
   assert (a['test_loss'], a['val_loss']) == (b['test_loss'], b['val_loss'])
   config.seed = 1
-  c = loop.train_and_evaluate(config, str(tmp_path / 'c'))
+  c = driver.train_and_evaluate(config, str(tmp_path / 'c'))
   assert c['test_loss'] != a['test_loss']
 
 
@@ -121,9 +122,9 @@ def test_step_loop_mode_trains_like_the_scan_loop(tmp_path, mnist_small_dir):
   """loop_mode='step' (one dispatch per step) runs the same steps as 'scan'."""
   config = small_config(mnist_small_dir)
   config.data.train_limit = 1000
-  a = loop.train_and_evaluate(config, str(tmp_path / 'scan'))
+  a = driver.train_and_evaluate(config, str(tmp_path / 'scan'))
   config.loop_mode = 'step'
-  b = loop.train_and_evaluate(config, str(tmp_path / 'step'))
+  b = driver.train_and_evaluate(config, str(tmp_path / 'step'))
   for key in ('test_loss', 'val_loss', 'test_accuracy'):
     assert b[key] == pytest.approx(a[key], abs=1e-5), key
 
@@ -154,32 +155,33 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path, mnist_small_dir, args, me
 ])
 def test_impossible_hyperparameters(tmp_path, mnist_small_dir, overrides, message):
   with pytest.raises(UserError, match=message):
-    loop.train_and_evaluate(small_config(mnist_small_dir, **overrides), str(tmp_path / 'w'))
+    driver.train_and_evaluate(small_config(mnist_small_dir, **overrides), str(tmp_path / 'w'))
 
 
 def test_missing_and_corrupt_data_files(tmp_path, mnist_small_dir):
   with pytest.raises(UserError, match='not found|no such|missing'):
-    loop.train_and_evaluate(small_config(str(tmp_path / 'nowhere')), str(tmp_path / 'w'))
+    driver.train_and_evaluate(small_config(str(tmp_path / 'nowhere')), str(tmp_path / 'w'))
+  assert not (tmp_path / 'w').exists()       # a failed start leaves no run directory
   broken = tmp_path / 'broken'
   shutil.copytree(mnist_small_dir, broken)
   path = broken / 'train-images-idx3-ubyte.gz'
   data = gzip.decompress(path.read_bytes())
   path.write_bytes(gzip.compress(data[: len(data) // 2]))
   with pytest.raises(UserError, match='truncated|re-download'):
-    loop.train_and_evaluate(small_config(str(broken)), str(tmp_path / 'w'))
+    driver.train_and_evaluate(small_config(str(broken)), str(tmp_path / 'w'))
 
 
 def test_unwritable_workdir(tmp_path, mnist_small_dir):
   blocker = tmp_path / 'file'
   blocker.write_text('not a directory')
   with pytest.raises(UserError, match='cannot write to workdir'):
-    loop.train_and_evaluate(small_config(mnist_small_dir), str(blocker / 'run'))
+    driver.train_and_evaluate(small_config(mnist_small_dir), str(blocker / 'run'))
 
 
 def test_resuming_with_a_different_config_is_refused(tmp_path, mnist_small_dir):
   config = small_config(mnist_small_dir)
   config.data.train_limit = 500
-  loop.train_and_evaluate(config, str(tmp_path / 'w'))
+  driver.train_and_evaluate(config, str(tmp_path / 'w'))
   config.learning_rate = 0.5
   with pytest.raises(UserError, match='different config .*learning_rate'):
-    loop.train_and_evaluate(config, str(tmp_path / 'w'))
+    driver.train_and_evaluate(config, str(tmp_path / 'w'))

@@ -9,19 +9,20 @@ import textwrap
 
 import pytest
 
-from mnist_jax import distributed
+from mnist_jax.parallel import distributed
 from mnist_jax.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPT = '''
 import json, sys
-from mnist_jax import distributed
+from mnist_jax.parallel import distributed
 address, count, index, workdir = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 if count > 1:
   assert distributed.initialize(address, count, index)
 import jax
-from mnist_jax import defaults, loop
+from mnist_jax.config import defaults
+from mnist_jax.engine import driver
 assert jax.device_count() == 8, jax.devices()
 c = defaults.get_config()
 c.data.source = 'idx'; c.data.data_dir = {data!r}; c.data.download = False
@@ -29,7 +30,7 @@ c.data.val_size = 500; c.data.train_limit = 640; c.batch_size = 64
 c.eval_batch_size = 200; c.num_epochs = 2; c.log_every_steps = 5
 c.optimizer = 'momentum'; c.learning_rate = 0.05; c.write_plots = False
 c.data.per_device_shards = True   # what every multi-host run does (data/shards.py)
-print('SUMMARY', json.dumps(loop.train_and_evaluate(c, workdir)))
+print('SUMMARY', json.dumps(driver.train_and_evaluate(c, workdir)))
 '''
 
 

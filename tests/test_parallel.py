@@ -20,7 +20,8 @@ def run_with_devices(code: str, n: int = 8) -> str:
 
 COMMON = '''
 import functools, jax, jax.numpy as jnp, numpy as np
-from mnist_jax import defaults, train
+from mnist_jax import train
+from mnist_jax.config import defaults
 from mnist_jax.data import idx, preprocess
 assert jax.device_count() == 8, jax.devices()
 images, labels = idx.load_split('tests/fixtures/mnist_small', 'train')
@@ -83,15 +84,15 @@ def test_sharded_loop_matches_one_device(tmp_path, mnist_small_dir):
   """The default training loop on 8 devices (jit + NamedSharding) reaches the
   same parameters and metrics as on 1 device."""
   out = run_with_devices(COMMON + f'''
-from mnist_jax import loop
+from mnist_jax.engine import driver
 def cfg(n):
   c = defaults.get_config()
   c.data.source = 'idx'; c.data.data_dir = {mnist_small_dir!r}; c.data.val_size = 1000
   c.data.train_limit = 1024; c.batch_size = 64; c.eval_batch_size = 200
   c.num_epochs = 1; c.num_devices = n; c.log_every_steps = 8
   return c
-a = loop.train_and_evaluate(cfg(1), {str(tmp_path / 'one')!r})
-b = loop.train_and_evaluate(cfg(8), {str(tmp_path / 'eight')!r})
+a = driver.train_and_evaluate(cfg(1), {str(tmp_path / 'one')!r})
+b = driver.train_and_evaluate(cfg(8), {str(tmp_path / 'eight')!r})
 print('acc', a['test_accuracy'], b['test_accuracy'], a['devices'], b['devices'])
 assert a['devices'].startswith('1 x') and b['devices'].startswith('8 x')
 assert abs(a['test_loss'] - b['test_loss']) < 1e-4, (a['test_loss'], b['test_loss'])
@@ -105,8 +106,9 @@ def test_per_device_shards_each_device_reads_only_its_rows(tmp_path, mnist_small
   M = ⌊N/D⌋ rows, device d samples only from block d, each row at most once
   an epoch; the loop trains with it (tests/test_multihost.py checks 2 x 4 == 1 x 8)."""
   out = run_with_devices(COMMON + f'''
-from mnist_jax import loop, parallel
-from mnist_jax.data import shards
+from mnist_jax import parallel
+from mnist_jax.engine import driver
+from mnist_jax.parallel import shards
 mesh = parallel.make_mesh()
 n, b = 1003, 64                                  # M = 125 rows per device, 8 per step
 idx = np.asarray(shards.permutation_fn(n, b, mesh)(jax.random.key(0)))
@@ -128,8 +130,31 @@ c = defaults.get_config()
 c.data.source = 'idx'; c.data.data_dir = {mnist_small_dir!r}; c.data.val_size = 1000
 c.data.train_limit = 1024; c.data.per_device_shards = True; c.batch_size = 64
 c.eval_batch_size = 200; c.num_epochs = 1; c.log_every_steps = 8; c.write_plots = False
-s = loop.train_and_evaluate(c, {str(tmp_path / 'sharded')!r})
+s = driver.train_and_evaluate(c, {str(tmp_path / 'sharded')!r})
 print('acc', s['test_accuracy'], s['train_images_in_process'])
 assert s['train_images_in_process'] == 1024 and s['test_accuracy'] > 0.5
 ''')
   assert 'acc' in out
+
+
+def test_a_group_of_models_uses_the_devices_and_shards_like_a_run(tmp_path, mnist_small_dir):
+  """K = 2 models (other seeds: one data order each) on 8 devices with per-device
+  shards and loop_mode='step': each equals its own K = 1 run with those settings
+  (vectorized trials used to ignore num_devices, per_device_shards and loop_mode)."""
+  out = run_with_devices(COMMON + f'''
+from mnist_jax.engine import driver
+from mnist_jax.search import hyper
+c = defaults.get_config()
+c.data.source = 'idx'; c.data.data_dir = {mnist_small_dir!r}; c.data.val_size = 1000
+c.data.train_limit = 1024; c.data.per_device_shards = True; c.batch_size = 64
+c.eval_batch_size = 200; c.num_epochs = 1; c.log_every_steps = 8; c.loop_mode = 'step'
+configs = [hyper.apply(c, {{'seed': s, 'learning_rate': lr}}) for s, lr in ((0, 1e-3), (1, 3e-3))]
+group = driver.train(configs, [{str(tmp_path)!r} + f'/g{{k}}' for k in range(2)]).outcomes
+for k, cfg in enumerate(configs):
+  alone = driver.train_and_evaluate(cfg, {str(tmp_path)!r} + f'/a{{k}}')
+  got = group[k].summary
+  print('model', k, got['test_loss'], alone['test_loss'], got['devices'])
+  assert got['devices'].startswith('8 x') and got['train_images_in_process'] == 1024
+  assert abs(got['test_loss'] - alone['test_loss']) < 1e-4, (got, alone)
+''')
+  assert out.count('model') == 2

@@ -1,21 +1,24 @@
 """The plots of a run (PNG files + TensorBoard) and the layer capture behind them.
 
 One run per module: 1 epoch of LeNet-5 with augmentation on the real-MNIST
-fixture, then ``plots.write_all``; the other tests use freshly initialized models.
+fixture, then ``figures.write_all``; the other tests use freshly initialized models.
 """
 import logging
 import os
 import subprocess
 import sys
-import types
 
 import jax
 import numpy as np
+import optax
 import pytest
 from flax import linen as nn
 from PIL import Image
 
-from mnist_jax import defaults, loop, plots, runs, train
+from mnist_jax import train
+from mnist_jax.inspection import figures
+from mnist_jax.config import defaults
+from mnist_jax.engine import driver, rundir
 from mnist_jax.data import pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,10 +34,10 @@ def run(tmp_path_factory, mnist_small_dir):
   config.augment.translate, config.augment.rotate = 1.0, 10.0
   config.write_plots = False  # written explicitly below / not needed
   workdir = str(tmp_path_factory.mktemp('plots_run'))
-  loop.train_and_evaluate(config, workdir)
-  config, state, _ = runs.load_run(workdir)
+  driver.train_and_evaluate(config, workdir)
+  config, state, _ = rundir.load_run(workdir)
   data = pipeline.load(config.data)
-  paths = plots.write_all(workdir, config, state, data)
+  paths = figures.write_all(workdir, config, state, data)
   return workdir, config, paths, state
 
 
@@ -78,7 +81,7 @@ def test_tensorboard_has_scalars_plot_images_and_hparams(run):
   assert start.hparams['model.name'].string_value == 'lenet5'
   assert start.hparams['augment.rotate'].number_value == 10.0
   final = acc.Scalars('final/test_accuracy')[-1].value
-  assert final == pytest.approx(runs.load_history(workdir)[-1]['test_accuracy'])
+  assert final == pytest.approx(rundir.load_history(workdir)[-1]['test_accuracy'])
 
 
 def test_plots_cli_rebuilds_the_run_from_its_workdir(run):
@@ -94,32 +97,32 @@ def test_plots_cli_rebuilds_the_run_from_its_workdir(run):
 
 
 def test_confusion_matrix_counts_true_by_predicted():
-  m = plots.confusion_matrix([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 2, 0], 3)
+  m = figures.confusion_matrix([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 2, 0], 3)
   np.testing.assert_array_equal(m, [[1, 1, 0], [0, 1, 0], [1, 0, 2]])
 
 
 def test_most_confident_mistakes_come_first():
   probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.2, 0.8], [0.6, 0.4], [0.05, 0.95]])
   labels = np.array([0, 0, 0, 1, 1])
-  np.testing.assert_array_equal(plots.mistakes(labels, probs), [2, 1, 3])
+  np.testing.assert_array_equal(figures.mistakes(labels, probs), [2, 1, 3])
 
 
 def test_feature_maps_capture_lenets_conv_layers(tmp_path, run):
   state = run[-1]
-  layers = plots.capture_layers(state, np.zeros((1, 28, 28, 1)), ('conv',))
+  layers = figures.capture_layers(state, np.zeros((1, 28, 28, 1)), ('conv',))
   assert [(n, o.shape) for n, _, o in layers] == [('C1', (1, 28, 28, 6)),
                                                   ('C3', (1, 10, 10, 16))]
-  paths = plots.feature_maps(state, np.full((28, 28, 1), 9, np.uint8), 7,
+  paths = figures.feature_maps(state, np.full((28, 28, 1), 9, np.uint8), 7,
                              str(tmp_path / 'fm'))
   assert paths == [str(tmp_path / 'fm.png')] and os.path.exists(paths[0])
 
 
 def test_feature_maps_of_a_deep_cnn_take_one_page_per_12_layers(tmp_path):
   state = fresh_state('cnn', features=(2,) * 13, pool='none', batch_norm=False, dense=())
-  layers = plots.capture_layers(state, np.zeros((1, 28, 28, 1)), ('conv',))
+  layers = figures.capture_layers(state, np.zeros((1, 28, 28, 1)), ('conv',))
   assert [n for n, _, _ in layers] == [f'conv_{i}' for i in range(13)]
   assert all(o.shape == (1, 28, 28, 2) for _, _, o in layers)
-  paths = plots.feature_maps(state, np.full((28, 28, 1), 200, np.uint8), 3,
+  paths = figures.feature_maps(state, np.full((28, 28, 1), 200, np.uint8), 3,
                              str(tmp_path / 'fm'))
   assert [os.path.basename(p) for p in paths] == ['fm.png', 'fm_2.png']
 
@@ -146,14 +149,15 @@ class Custom(nn.Module):
 def test_custom_conv_modules_count_as_conv_layers(tmp_path):
   model = Custom()
   variables = model.init(jax.random.key(0), np.zeros((1, 28, 28, 1), np.float32))
-  state = types.SimpleNamespace(model=model, variables=variables, params=variables['params'])
-  layers = plots.capture_layers(state, np.zeros((2, 28, 28, 1)))
+  state = train.TrainState.create(apply_fn=model.apply, params=variables['params'],
+                                  tx=optax.identity())
+  layers = figures.capture_layers(state, np.zeros((2, 28, 28, 1)))
   assert [(n, k, o.shape) for n, k, o in layers] == [
       ('first', 'conv', (2, 28, 28, 3)), ('depthwise', 'conv', (2, 28, 28, 3)),
       ('head', 'dense', (2, 10))]
-  assert len(plots.feature_maps(state, np.zeros((28, 28, 1), np.uint8), 0,
+  assert len(figures.feature_maps(state, np.zeros((28, 28, 1), np.uint8), 0,
                                 str(tmp_path / 'fm'))) == 1
-  assert os.path.exists(plots.filters(state, str(tmp_path / 'filters.png')))
+  assert os.path.exists(figures.filters(state, str(tmp_path / 'filters.png')))
 
 
 @pytest.mark.parametrize('name', ['mlp', 'perceptron'])
@@ -161,9 +165,9 @@ def test_models_without_conv_skip_feature_maps_but_show_dense_templates(
     tmp_path, caplog, name):
   state = fresh_state(name)
   with caplog.at_level(logging.INFO, logger='absl'):
-    assert plots.feature_maps(state, np.zeros((28, 28, 1), np.uint8), 0,
+    assert figures.feature_maps(state, np.zeros((28, 28, 1), np.uint8), 0,
                               str(tmp_path / 'fm')) == []
   assert 'has no conv layer' in caplog.text
-  path = plots.filters(state, str(tmp_path / 'filters.png'))
+  path = figures.filters(state, str(tmp_path / 'filters.png'))
   with Image.open(path) as image:
     assert image.size[0] > 200

@@ -12,7 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from mnist_jax import api, defaults, evaluate, loop, predict, runs
+from mnist_jax import api, evaluate, predict
+from mnist_jax.config import defaults
+from mnist_jax.engine import driver, evaluation, rundir
+from mnist_jax.inspection import image as image_lib
 from mnist_jax.data import idx
 from mnist_jax.errors import UserError
 
@@ -27,14 +30,14 @@ def run_dir(tmp_path_factory, mnist_small_dir):
   config.num_epochs, config.log_every_steps = 2, 50
   config.write_plots = False  # written explicitly below / not needed
   workdir = str(tmp_path_factory.mktemp('predict_run'))
-  loop.train_and_evaluate(config, workdir)
+  driver.train_and_evaluate(config, workdir)
   return workdir
 
 
 @pytest.fixture(scope='module')
 def best(run_dir):
   """(config, state) of the run's best checkpoint."""
-  config, state, _ = runs.load_run(run_dir, 'best')
+  config, state, _ = rundir.load_run(run_dir, 'best')
   return config, state
 
 
@@ -66,10 +69,10 @@ def test_mnist_digits_pass_through_prepare_image_almost_unchanged(test_split):
   images = test_split[0][:100, ..., 0]
   diffs = []
   for image in images:
-    out = predict.prepare_image(image)
+    out = image_lib.prepare_image(image)
     assert out.shape == (28, 28) and out.dtype == np.uint8
     diffs.append(np.abs(out.astype(int) - image).mean())   # gray levels out of 255
-    assert np.allclose(predict.centre_of_mass(out.astype(float)), 14.0, atol=1.0)
+    assert np.allclose(image_lib.centre_of_mass(out.astype(float)), 14.0, atol=1.0)
   assert np.median(diffs) < 0.5 and np.mean(np.array(diffs) < 3) >= 0.95
 
 
@@ -77,13 +80,13 @@ def test_mnist_digits_pass_through_prepare_image_almost_unchanged(test_split):
 def test_drawing_is_inverted_cropped_resized_and_centred(tmp_path, digit):
   path = str(tmp_path / f'{digit}.png')
   Image.fromarray(draw(digit)).save(path)
-  out = predict.prepare_image(predict.load_image(path))
+  out = image_lib.prepare_image(image_lib.load_image(path))
   assert out[0].max() == 0 and out[:, 0].max() == 0 and out.max() == 255  # ink bright
   rows, cols = np.flatnonzero(out.any(1)), np.flatnonzero(out.any(0))
   assert max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1) == 20
-  assert np.allclose(predict.centre_of_mass(out.astype(float)), (14, 14), atol=1.0)
+  assert np.allclose(image_lib.centre_of_mass(out.astype(float)), (14, 14), atol=1.0)
   # Light ink on a dark background needs no inversion and gives the same digit.
-  light = predict.prepare_image(draw(digit, dark_on_light=False))
+  light = image_lib.prepare_image(draw(digit, dark_on_light=False))
   assert np.abs(light.astype(int) - out).max() <= 1
 
 
@@ -92,16 +95,16 @@ def test_transparent_png_drawing_is_composited_on_white(tmp_path):
   rgba[..., 3] = 255 - draw('7')[..., 0]       # black ink, transparent elsewhere
   path = str(tmp_path / 'seven.png')
   Image.fromarray(rgba, 'RGBA').save(path)
-  out = predict.prepare_image(predict.load_image(path))
-  assert np.abs(out.astype(int) - predict.prepare_image(draw('7'))).max() <= 1
+  out = image_lib.prepare_image(image_lib.load_image(path))
+  assert np.abs(out.astype(int) - image_lib.prepare_image(draw('7'))).max() <= 1
 
 
 def test_area_resize_keeps_the_mean_and_handles_any_ratio():
   x = np.random.default_rng(0).uniform(0, 255, (97, 41))
-  small = predict.resize_area(x, (20, 9))
+  small = image_lib.resize_area(x, (20, 9))
   assert small.shape == (20, 9)
   assert np.isclose(small.mean(), x.mean())
-  assert np.allclose(predict.area_matrix(7, 7), np.eye(7))
+  assert np.allclose(image_lib.area_matrix(7, 7), np.eye(7))
 
 
 def test_cli_predicts_png_digits_like_the_in_memory_model(tmp_path, run_dir, best,
@@ -119,11 +122,11 @@ def test_cli_predicts_png_digits_like_the_in_memory_model(tmp_path, run_dir, bes
   assert len(lines) == len(paths) + 1
   cli = [int(line.split(': ')[1].split()[0]) for line in lines]
   config, state = best
-  prepared = np.stack([predict.prepare_image(x) for x in images])
-  expected = predict.probabilities(state, prepared)
+  prepared = np.stack([image_lib.prepare_image(x) for x in images])
+  expected = evaluation.probabilities(state, prepared)
   assert lines[0] == predict.format_line(paths[0], expected[0])   # same top-3 text
   assert cli[:-1] == list(expected.argmax(-1))
-  raw = predict.probabilities(state, images).argmax(-1)
+  raw = evaluation.probabilities(state, images).argmax(-1)
   assert np.mean(raw == expected.argmax(-1)) >= 0.9
   assert np.mean(np.array(cli[:-1]) == labels) >= 0.8
   assert cli[-1] == 7, lines[-1]   # the drawn 7, by a ~92 % model
@@ -133,7 +136,7 @@ def test_cli_predicts_png_digits_like_the_in_memory_model(tmp_path, run_dir, bes
 @pytest.mark.parametrize('digit', ['1', '7'])
 def test_drawn_digits_are_recognized(best, digit):
   _, state = best
-  probs = predict.probabilities(state, predict.prepare_image(draw(digit))[None])
+  probs = evaluation.probabilities(state, image_lib.prepare_image(draw(digit))[None])
   assert probs[0].argmax() == int(digit), probs[0].round(3)
 
 
@@ -154,9 +157,9 @@ def test_user_errors_name_the_problem(tmp_path, run_dir):
   empty.mkdir()
   (empty / 'config.json').write_text(defaults.get_config().to_json_best_effort())
   with pytest.raises(UserError, match='no best checkpoint'):
-    runs.load_run(str(empty), 'best')
+    rundir.load_run(str(empty), 'best')
   with pytest.raises(UserError, match='not a training run directory'):
-    runs.load_run(str(tmp_path / 'nowhere'))
+    rundir.load_run(str(tmp_path / 'nowhere'))
 
 
 def test_cli_errors_are_one_line_with_exit_2(tmp_path):
@@ -167,8 +170,8 @@ def test_cli_errors_are_one_line_with_exit_2(tmp_path):
 
 
 def test_evaluate_reports_the_best_checkpoint(run_dir):
-  result = evaluate.run(run_dir, 'best')
-  history = runs.load_history(run_dir)
+  result = evaluation.checkpoint_metrics(run_dir, 'best')
+  history = rundir.load_history(run_dir)
   best = max(history, key=lambda h: h['val_accuracy'])
   assert result['epoch'] == best['epoch']
   assert result['val']['count'] == 500 and result['test']['count'] == 1000
@@ -190,6 +193,6 @@ def test_evaluate_cli_prints_json_and_a_human_line(run_dir):
 def test_api_load_gives_the_trained_model(run_dir, test_split):
   config, state = api.load(run_dir, 'latest')
   assert config.model.name == 'lenet5' and config.num_epochs == 2 and int(state.step) == 180
-  result = api.evaluate(state, *test_split, standardize=config.data.standardize)
-  assert result['accuracy'] == pytest.approx(runs.load_history(run_dir)[-1]['test_accuracy'],
+  result = api.evaluate(state, *test_split)
+  assert result['accuracy'] == pytest.approx(rundir.load_history(run_dir)[-1]['test_accuracy'],
                                              abs=1e-6)

@@ -10,7 +10,9 @@ import threading
 
 import pytest
 
-from mnist_jax import defaults, hyper, sweep
+from mnist_jax.search import runner
+from mnist_jax.config import defaults
+from mnist_jax.search import hyper
 from mnist_jax.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,13 +81,13 @@ def test_sweep_runs_each_trial_once_and_ranks_by_validation(tmp_path, small_conf
   trials = hyper.sweep('learning_rate', [3e-4, 3e-3])
   configs = [hyper.apply(_tiny(small_config), t) for t in trials]
   workdir = str(tmp_path)
-  ran = sweep.run(configs, trials, workdir, indices=[1])       # like --trial=1
+  ran = runner.run_trials(configs, trials, workdir, indices=[1])       # like --trial=1
   assert ran == [('learning_rate=0.003', None)]
   with open(tmp_path / 'results.csv') as f:
     assert len(list(csv.reader(f))) == 2                       # header + 1 trial
-  ran = sweep.run(configs, trials, workdir)                    # the rest; 1 is skipped
+  ran = runner.run_trials(configs, trials, workdir)                    # the rest; 1 is skipped
   assert [name for name, _ in ran] == ['learning_rate=0.0003']
-  assert sweep.run(configs, trials, workdir) == []             # all finished
+  assert runner.run_trials(configs, trials, workdir) == []             # all finished
   with open(tmp_path / 'results.csv') as f:
     rows = list(csv.DictReader(f))
   vals = [float(r['best_val_accuracy']) for r in rows]
@@ -102,7 +104,7 @@ def test_vectorize_groups_trials_by_signature_and_skips_finished_ones(tmp_path, 
   trial (another program) on its own; every trial gets its row and is done."""
   trials = [{'learning_rate': 3e-3}, {'learning_rate': 1e-3}, {'batch_size': 64}]
   configs = [hyper.apply(_tiny(small_config), t) for t in trials]
-  ran = sweep.run(configs, trials, str(tmp_path), vectorize=True)
+  ran = runner.run_trials(configs, trials, str(tmp_path), vectorize=True)
   assert sorted(name for name, error in ran if error is None) == sorted(
       hyper.trial_name(t) for t in trials)
   with open(tmp_path / 'results.csv') as f:
@@ -110,7 +112,7 @@ def test_vectorize_groups_trials_by_signature_and_skips_finished_ones(tmp_path, 
   assert {n: rows[n]['vectorized_trials'] for n in rows} == {
       'learning_rate=0.003': '2', 'learning_rate=0.001': '2', 'batch_size=64': '1'}
   assert all(rows[n]['status'] == 'done' for n in rows)
-  assert sweep.run(configs, trials, str(tmp_path), vectorize=True) == []
+  assert runner.run_trials(configs, trials, str(tmp_path), vectorize=True) == []
 
 
 def test_concurrent_table_writers_never_corrupt_the_table(tmp_path):
@@ -121,7 +123,7 @@ def test_concurrent_table_writers_never_corrupt_the_table(tmp_path):
     (d / 'summary.json').write_text(json.dumps(
         {'best_val_accuracy': i / 100, 'test_accuracy_at_best_val': 0.5, 'best_epoch': 1,
          'epochs': 1, 'train_time_s': 1.0}))
-  threads = [threading.Thread(target=sweep.write_table, args=(str(tmp_path),))
+  threads = [threading.Thread(target=runner.write_table, args=(str(tmp_path),))
              for _ in range(8)]
   for t in threads:
     t.start()
@@ -134,7 +136,7 @@ def test_concurrent_table_writers_never_corrupt_the_table(tmp_path):
 
 
 CONFIG = '''
-from mnist_jax import defaults
+from mnist_jax.config import defaults
 def get_config():
   c = defaults.get_config()
   c.data.source = 'idx'; c.data.data_dir = {data!r}; c.data.download = False
@@ -171,3 +173,25 @@ def test_cli_unknown_sweep_key_is_one_line(tmp_path, mnist_small_dir):
   assert out.returncode == 2
   lines = [l for l in out.stderr.splitlines() if l.startswith('error:')]
   assert len(lines) == 1 and "unknown sweep key 'config.learnig_rate'" in lines[0]
+
+
+def test_cli_lists_without_a_workdir(tmp_path, mnist_small_dir):
+  path = tmp_path / 'lr.py'
+  path.write_text(textwrap.dedent(CONFIG.format(data=mnist_small_dir, key='learning_rate')))
+  for flag in ('--list', '--num_trials'):
+    out = subprocess.run([sys.executable, '-m', 'mnist_jax.sweep', f'--config={path}', flag],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.strip() == '2'
+  assert sorted(os.listdir(tmp_path)) == ['lr.py']          # nothing written
+
+
+def test_vectorized_trials_get_their_plots(tmp_path, small_config):
+  """write_plots holds for every trial, vectorized ones too (the command draws them)."""
+  small_config.write_plots = True
+  trials = [{'learning_rate': 3e-3}, {'learning_rate': 1e-3}]
+  configs = [hyper.apply(_tiny(small_config), t) for t in trials]
+  drawn = []
+  runner.run_trials(configs, trials, str(tmp_path), vectorize=True,
+                    on_trained=lambda c, w, o, d: drawn.append((w, o.state is not None)))
+  assert sorted(drawn) == sorted((str(tmp_path / hyper.trial_name(t)), True) for t in trials)

@@ -5,7 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mnist_jax import defaults, optim, train
+from mnist_jax import train
+from mnist_jax.config import defaults
+from mnist_jax.nn import optim
 from mnist_jax.data import idx, preprocess
 from mnist_jax.errors import UserError
 
@@ -133,18 +135,19 @@ def test_bad_names_raise_user_errors():
 
 
 def test_loop_evaluation_is_exact_and_compiles_once(mnist_small_dir):
-  """loop.evaluate: padded batches count only real examples, equal a direct
+  """evaluation.evaluate: padded batches count only real examples, equal a direct
   eval_step over the split, and splits of different lengths share one compile."""
-  from mnist_jax import loop, parallel  # pylint: disable=g-import-not-at-top
+  from mnist_jax import parallel  # pylint: disable=g-import-not-at-top
+  from mnist_jax.engine import evaluation  # pylint: disable=g-import-not-at-top
   config = defaults.get_config()
   state = train.create_train_state(config, jax.random.key(0))
   images, labels = idx.load_split(mnist_small_dir, 'test')
   mesh = parallel.make_mesh()
-  eval_fn = loop.make_eval_fn(mesh, False, 128)
+  eval_fn = evaluation.make_eval_fn(mesh, 128)
   results = {}
   for n in (300, 1000):                         # 3 and 8 padded batches
-    split = loop.padded_split(images[:n], labels[:n], 128, mesh)
-    results[n] = loop.evaluate(state, split, eval_fn)
+    split = evaluation.padded_split(images[:n], labels[:n], 128, mesh)
+    results[n] = evaluation.evaluate(state, split, eval_fn)
   want = train.eval_step(state, {'image': preprocess.normalize(jnp.asarray(images[:300])),
                                  'label': jnp.asarray(labels[:300])})
   assert results[300]['accuracy'] == pytest.approx(float(want['correct']) / 300)

@@ -103,12 +103,12 @@ def test_patches_and_nn_conv_give_the_same_logits(key):
 
 
 @pytest.mark.parametrize('key', list(SMALL))
-def test_summary_counts_every_parameter(key):
-  """mnist_jax.summary's per-layer rows add up to the variables' sizes."""
-  summary = pytest.importorskip('mnist_jax.summary')
+def test_explainer_counts_every_parameter(key):
+  """The explainer's per-layer rows add up to the variables' sizes."""
+  from mnist_jax.inspection import explain  # pylint: disable=g-import-not-at-top
   model = small(key)
   variables = init(model, jnp.zeros((1, 28, 28, 1)))
-  rows = summary.explain(model, (1, 28, 28, 1), variables)
+  rows = explain.explain(model, (1, 28, 28, 1), variables)
   assert not [r for r in rows if r.name == '(other)']
   assert sum(r.params for r in rows) == size(variables['params']) > 0
 

@@ -13,9 +13,19 @@ and only where the user has not set ``TF_CPP_MIN_LOG_LEVEL`` /
 ``TF_ENABLE_ONEDNN_OPTS``), and with its GPUs hidden so TF never takes
 accelerator memory that JAX needs. Data order is TFDS's stored order, which is
 a fixed permutation of the original IDX order (tfds shuffles when it prepares).
+
+Before a download, the hosts TFDS would fetch from (the dataset's checksummed
+URLs, its GCS mirror, any HTTP(S) proxy) are looked up in DNS, ≤ 3 s: when none
+resolves, a UserError comes at once instead of minutes of TFDS's retries.
 """
 import contextlib
 import os
+import queue
+import socket
+import threading
+import time
+import urllib.parse
+import urllib.request
 
 import numpy as np
 
@@ -25,6 +35,12 @@ IMAGE_SHAPE = (28, 28, 1)
 _QUIET_ENV = {'TF_CPP_MIN_LOG_LEVEL': '2', 'TF_ENABLE_ONEDNN_OPTS': '0'}
 _FIX_MISSING = ('set TFDS_DATA_DIR or config.data.data_dir to a folder holding the '
                 'prepared dataset, or set config.data.download=True')
+_FIX_OFFLINE = ('download it on a machine with internet and set TFDS_DATA_DIR or '
+                'config.data.data_dir to its folder, or use '
+                "config.data.source='idx' with config.data.data_dir holding the "
+                'MNIST IDX files')
+_GCS_HOST = 'storage.googleapis.com'  # gs://tfds-data, tried first (try_download_gcs)
+RESOLVE_TIMEOUT_S = 3.0
 
 
 @contextlib.contextmanager
@@ -81,6 +97,52 @@ def check_features(name, features, supervised_keys) -> None:
                     f"as 'mnist', 'fashion_mnist' or 'kmnist'")
 
 
+def _hostname(url: str):
+  """The host of ``url`` ('proxy:3128' counts as http://proxy:3128), else None."""
+  return urllib.parse.urlsplit(url if '://' in url else f'http://{url}').hostname
+
+
+def download_hosts(b):
+  """Sorted hosts TFDS may fetch ``b`` from, or None where its URLs are unknown."""
+  url_infos = getattr(b, 'url_infos', None)  # from the dataset's checksums.tsv
+  if not url_infos:
+    return None
+  proxies = [v for k, v in urllib.request.getproxies().items() if k != 'no']
+  hosts = {_hostname(u) for u in [*url_infos, *proxies]} | {_GCS_HOST}
+  return sorted(h for h in hosts if h)
+
+
+def any_resolves(hosts, timeout: float = RESOLVE_TIMEOUT_S) -> bool:
+  """Whether a DNS lookup of any of ``hosts`` succeeds within ``timeout`` s (no connection)."""
+  results = queue.Queue()
+
+  def lookup(host):
+    try:
+      socket.getaddrinfo(host, 443, type=socket.SOCK_STREAM)
+      results.put(True)
+    except (OSError, UnicodeError):  # gaierror is an OSError
+      results.put(False)
+
+  for host in hosts:  # daemon threads: a stuck lookup never blocks the exit
+    threading.Thread(target=lookup, args=(host,), daemon=True).start()
+  deadline = time.monotonic() + timeout
+  for _ in hosts:
+    try:
+      if results.get(timeout=max(0.0, deadline - time.monotonic())):
+        return True
+    except queue.Empty:
+      return False
+  return False
+
+
+def check_network(b, name: str) -> None:
+  """UserError at once when no host TFDS would download ``name`` from resolves."""
+  hosts = download_hosts(b)
+  if hosts and not any_resolves(hosts):
+    raise UserError(f'cannot resolve {", ".join(hosts)} to download TFDS dataset '
+                    f'{name!r} (no network?); {_FIX_OFFLINE}')
+
+
 def prepare(b, name: str, download: bool) -> None:
   """Makes sure the data is on disk: downloads it if allowed, else a UserError."""
   if b.is_prepared():
@@ -89,6 +151,7 @@ def prepare(b, name: str, download: bool) -> None:
   if not download:
     raise UserError(f'TFDS dataset {name!r} is not in {where} and '
                     f'config.data.download is False; {_FIX_MISSING}')
+  check_network(b, name)
   try:
     b.download_and_prepare()
   except ImportError as e:

@@ -13,10 +13,12 @@ Default plan (conv output size (W − K + 2P)/S + 1, pool ⌊W/2⌋), 29,178 par
 Small maps early, channels doubling as the resolution halves, batch norm
 (x̂ = (x − μ_B)/√(σ²_B + ε), y = γx̂ + β) so that a high learning rate is stable
 and one epoch reaches 99 %. Channel counts of 16 and more fill an AVX-512
-register (16 float32); LeNet-5's 6 maps waste most of it. ``conv_impl='patches'``
-(configs/speedrun.py) computes the convolutions as patches + matmul on the
-same parameters as nn.Conv (the default, which mnist_jax.summary can explain);
-see experiments/PERFORMANCE.md for why.
+register (16 float32); LeNet-5's 6 maps waste most of it. ``conv_impl`` picks
+the convolution on the same parameters: 'xla' (flax's nn.Conv), 'patches'
+(patches + matmul, nn/conv.py) or 'auto' (patches on CPU, nn.Conv elsewhere).
+configs/speedrun.py uses 'xla' with loop_mode='step' (one dispatch per step,
+where nn.Conv is fastest on CPU); inside a lax.scan 'patches' is faster
+(experiments/PERFORMANCE.md, experiments/results/conv_in_scan.md).
 """
 from typing import Any, Optional
 

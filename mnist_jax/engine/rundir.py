@@ -9,37 +9,25 @@ A workdir written by ``loop.train_and_evaluate`` holds
 
 ``load_run(workdir, 'latest' | 'best')`` rebuilds the config (JSON lists become
 tuples, keys missing from an older run take today's defaults), makes a fresh
-TrainState as the template and restores the checkpoint into it. It works on an
+TrainState as the template and restores the checkpoint into it; the state
+carries the run's recorded preprocessing, so whatever uses it (evaluate,
+predict, plots, api) feeds the model what it was trained on. It works on an
 ongoing run too: orbax lists only checkpoints whose write has committed.
 """
 import json
-import logging as logging_std
 import os
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
-from absl import logging
 
-from mnist_jax import checkpoint, defaults, train
+from mnist_jax import train
+from mnist_jax.engine import checkpoint
+from mnist_jax.config import defaults
 from mnist_jax.data import pipeline
 from mnist_jax.errors import UserError
 
 WHICH = ('latest', 'best')
-
-
-class _QuietOrbax(logging_std.Filter):
-  """Drops orbax's INFO chatter (a dozen lines per restore) from the absl log."""
-
-  def filter(self, record):
-    return record.levelno >= logging_std.WARNING or 'orbax' not in record.pathname
-
-
-def quiet_orbax_logs() -> None:
-  """For command lines: hide orbax's INFO lines (warnings still show)."""
-  handler = logging.get_absl_handler()
-  if not any(isinstance(f, _QuietOrbax) for f in handler.filters):
-    handler.addFilter(_QuietOrbax())
 
 
 def _tuples(value):

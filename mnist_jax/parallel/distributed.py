@@ -23,25 +23,10 @@ import os
 from typing import Optional
 
 import jax
-from absl import flags
 
 from mnist_jax.errors import UserError
 
 CLUSTER_TASK_VARS = ('SLURM_NTASKS', 'OMPI_COMM_WORLD_SIZE')
-
-
-FLAG_NAMES = ('coordinator_address', 'num_processes', 'process_id')
-
-
-def define_flags() -> None:
-  """Defines --coordinator_address/--num_processes/--process_id (once; a
-  second call, e.g. from the sweep importing main, is a no-op)."""
-  if FLAG_NAMES[0] in flags.FLAGS:
-    return
-  flags.DEFINE_string('coordinator_address', None,
-                      'HOST:PORT of process 0 for a multi-host run.')
-  flags.DEFINE_integer('num_processes', None, 'Number of processes (hosts).')
-  flags.DEFINE_integer('process_id', None, 'This process: 0 .. num_processes-1.')
 
 
 def settings(coordinator_address: Optional[str] = None,
@@ -97,11 +82,6 @@ def initialize(coordinator_address: Optional[str] = None,
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   jax.distributed.initialize(**kwargs)
   return jax.process_count() > 1
-
-
-def initialize_from_flags() -> bool:
-  """``initialize`` with the values of the flags made by ``define_flags``."""
-  return initialize(*(flags.FLAGS[name].value for name in FLAG_NAMES))
 
 
 def is_primary() -> bool:

@@ -1,5 +1,6 @@
 """The explainer: LeNet-5 by hand, conv output sizes, receptive fields, all models."""
 import os
+import re
 import subprocess
 import sys
 
@@ -9,7 +10,8 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from mnist_jax import models, summary
+from mnist_jax import models
+from mnist_jax.inspection import explain
 from mnist_jax.models.cnn import CNN
 from mnist_jax.models.lenet import LeNet5
 
@@ -21,7 +23,7 @@ def _by_name(rows):
 
 
 def test_lenet5_by_hand():
-  rows = _by_name(summary.explain(LeNet5()))
+  rows = _by_name(explain.explain(LeNet5()))
   c1, c3 = rows['C1'], rows['C3']
   assert c1.params == 5 * 5 * 1 * 6 + 6 == 156
   assert c1.macs == 28 * 28 * 25 * 6 == 117_600
@@ -31,7 +33,7 @@ def test_lenet5_by_hand():
   # r: C1 5 (j=1) -> S2 5 + 1·1 = 6 (j=2) -> C3 6 + 4·2 = 14.
   assert c1.rf == (5, 5) and rows['pool_0'].rf == (6, 6) and c3.rf == (14, 14)
   assert c3.jump == (2, 2)
-  assert rows['C5'].rf == summary.FULL
+  assert rows['C5'].rf == explain.FULL
   assert sum(r.params for r in rows.values()) == 61_706
   assert sum(r.macs for r in rows.values()) == 117_600 + 240_000 + 400 * 120 + 120 * 84 + 840
 
@@ -43,7 +45,7 @@ def test_rows_match_the_models_real_shapes():
       jax.random.key(0), x, capture_intermediates=True), x)
   real = {k: v['__call__'][0].shape[1:] for k, v in state['intermediates'].items()
           if k != '__call__'}
-  rows = _by_name(summary.explain(model))
+  rows = _by_name(explain.explain(model))
   for name, shape in real.items():
     if name in rows:
       assert rows[name].out_shape == shape, name
@@ -55,7 +57,7 @@ def test_rows_match_the_models_real_shapes():
 def test_conv_output_size_formula(w, k, s, p):
   model = CNN(features=(4,), kernel_size=k, strides=s, padding=p, pool='none',
               batch_norm=False, dense=())
-  row = summary.explain(model, (1, w, w, 1))[0]
+  row = explain.explain(model, (1, w, w, 1))[0]
   out = (w - k + 2 * p) // s + 1
   assert row.out_shape == (out, out, 4)
   assert row.params == k * k * 1 * 4 + 4
@@ -89,7 +91,7 @@ def _gradient_support(model, size=48):
 
 def test_receptive_field_matches_gradient_support_and_takes_max_over_paths():
   model = _LinearNet()
-  rows = summary.explain(model, (1, 48, 48, 1))
+  rows = explain.explain(model, (1, 48, 48, 1))
   # Long path: 5 -> 5 + 1·1 = 6 (j 2) -> 6 + 2·2 = 10; the 1x1 path sees 6;
   # after the addition the head sees max(10, 6) = 10.
   assert [r.rf for r in rows if r.kind == 'Conv'] == [(5, 5), (10, 10), (6, 6), (10, 10)]
@@ -113,7 +115,7 @@ class _SliceNet(nn.Module):
 
 def test_receptive_field_of_slice_convs_and_reshape_pooling():
   model = _SliceNet()
-  rows = summary.explain(model, (1, 48, 48, 1))
+  rows = explain.explain(model, (1, 48, 48, 1))
   # 3 -> pool 2: 3 + 1·1 = 4 (j 2) -> conv 3: 4 + 2·2 = 8.
   assert [(r.kind, r.rf) for r in rows] == [('_SliceNet', (3, 3)), ('avg_pool', (4, 4)),
                                             ('Conv', (8, 8))]
@@ -123,7 +125,7 @@ def test_receptive_field_of_slice_convs_and_reshape_pooling():
 
 
 def test_format_table_has_totals():
-  table = summary.format_table(summary.explain(LeNet5()))
+  table = explain.format_table(explain.explain(LeNet5()))
   assert '| C3 | Conv | 10x10x16 | 5 | 1 | 2,416 | 240,000 | 14 | 2 |' in table
   assert '**61,706**' in table
 
@@ -131,7 +133,7 @@ def test_format_table_has_totals():
 @pytest.mark.parametrize('name', models.names())
 def test_every_registered_model(name):
   model = models.get_class(name)()
-  rows = summary.explain(model)
+  rows = explain.explain(model)
   x = jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.float32)
   variables = jax.eval_shape(
       lambda x: model.init({'params': jax.random.key(0), 'dropout': jax.random.key(1)},
@@ -145,8 +147,10 @@ def test_every_registered_model(name):
   assert all(r.macs >= 0 for r in rows)
 
 
-def test_cli_prints_the_table():
-  out = subprocess.run([sys.executable, '-m', 'mnist_jax.summary',
+@pytest.mark.parametrize('command', ['mnist_jax.explain', 'mnist_jax.summary'])
+def test_cli_prints_the_table(command):
+  """python -m mnist_jax.explain (and its first name, mnist_jax.summary)."""
+  out = subprocess.run([sys.executable, '-m', command,
                         '--config=configs/lenet.py'], capture_output=True, text=True,
                        check=True, cwd=ROOT).stdout
   assert '| C1 | Conv | 28x28x6 | 5 | 1 | 156 | 117,600 | 5 | 1 |' in out
@@ -164,7 +168,62 @@ class _Shared(nn.Module):
 
 
 def test_shared_layer_counted_once():
-  rows = summary.explain(_Shared())
+  rows = explain.explain(_Shared())
   assert [r.name for r in rows] == ['Dense_0', 'Dense_0']
   assert sum(r.params for r in rows) == 784 * 784 + 784
   assert sum(r.macs for r in rows) == 2 * 784 * 784
+
+
+def _tabulated(model, **kwargs):
+  """{path: {column: text}} of flax's own rendered ``nn.tabulate`` (first call of a path)."""
+  key = jax.random.key(0)
+  text = nn.tabulate(model, {'params': key, 'dropout': key}, console_kwargs=dict(
+      width=1000, no_color=True, force_terminal=False), **kwargs)(
+          jnp.zeros((1, 28, 28, 1)), train=False)
+  lines = [l.strip() for l in text.splitlines() if l.strip()[:1] in ('┃', '│', '├', '└')]
+  head = [c.strip() for c in lines[0].strip('┃').split('┃')]
+  table, cells = {}, []
+  for line in lines[1:]:
+    if line[0] in '├└':   # a row ends: join each column's lines
+      cols = [' '.join(filter(None, col)) for col in zip(*cells)]
+      table.setdefault(cols[0], dict(zip(head, cols)))
+      cells = []
+    else:
+      cells.append([c.strip() for c in line.strip('│').split('│')])
+  return table
+
+
+def _count(cell):   # 'bias: float32[6] kernel: float32[5,5,1,6] 156 (624 B)' -> 156
+  found = re.search(r'([\d,]+) \([\d.]+ [KMG]?B\)$', cell)
+  return int(found.group(1).replace(',', '')) if found else 0
+
+
+@pytest.mark.parametrize('name,kwargs', [
+    ('lenet5', {}),   # B0's first two stages: depthwise (a custom layer), SE, skips
+    ('efficientnet', dict(stages=((1, 16, 1, 1, 3), (6, 24, 2, 2, 3)), head_features=64))])
+def test_shapes_and_params_are_flax_tabulates(name, kwargs):
+  """The library is the source of truth for shapes and parameters: every layer
+  row shows what flax's nn.tabulate prints for that module (pooling is a
+  function, no module: its rows are ours)."""
+  model = models.get_class(name)(**kwargs)
+  flax_rows = _tabulated(model)
+  rows = [r for r in explain.explain(model) if not r.name.startswith('pool_')]
+  for r in rows:
+    cell = flax_rows[r.name]
+    assert cell['inputs'] == 'float32[1,%s]' % ','.join(map(str, r.in_shape)), r.name
+    assert cell['outputs'] == 'float32[1,%s]' % ','.join(map(str, r.out_shape)), r.name
+    assert _count(cell['params']) == r.params, r.name
+  owners = {path for path, cell in flax_rows.items() if _count(cell.get('params', ''))}
+  assert owners == {r.name for r in rows if r.params}
+
+
+def test_macs_are_the_layers_not_flax_flops():
+  """Why MACs are not taken from the library: flax's compute_flops is XLA's cost
+  of the code. C1 as nn.Conv and as PatchConv (the same layer, the same
+  variables) costs different FLOPs, neither 2·MACs; its MACs are one number."""
+  flops, macs = set(), set()
+  for impl in ('xla', 'patches'):
+    model = LeNet5(conv_impl=impl)
+    flops.add(int(_tabulated(model, compute_flops=True)['C1']['flops']))
+    macs.add(_by_name(explain.explain(model))['C1'].macs)
+  assert macs == {28 * 28 * 25 * 6} and len(flops) == 2 and 2 * 117_600 not in flops

@@ -1,4 +1,5 @@
-"""Vectorized trials: K hyperparameter settings of one architecture as one program.
+"""A group of K ≥ 1 models that train together: K = 1 is a plain run; K > 1
+are vectorized trials (or, later, an ensemble) as one program.
 
 Trials k = 1..K that differ only in η_k (peak learning rate), β_k (momentum),
 λ_k (weight decay), p_k (dropout rate) and their seed take each step together,
@@ -29,7 +30,10 @@ Speed: on XLA:CPU a vmapped nn.Conv whose input and kernel both carry the
 trial axis becomes a grouped convolution (slower than K separate steps), so
 every conv model (all take ``conv_impl``) runs with conv_impl='patches'
 (nn/conv.py: im2col + matmul, vmapped into batched matmuls) on any backend.
-The epoch loop of a group is vectorized_loop.py.
+K = 1 keeps the model's own state and step (no vmap, so a single run costs
+exactly what it did). For K > 1 the step counter is shared (the models step
+together), so fold_in(rng, step) inside train_step stays unbatched. The one
+epoch driver for every K is engine/driver.py.
 experiments/vectorized_speedup.py (training steps) and sweep_walltime.py (a
 whole sweep) measure it; vectorized_profile.py shows why the gain on a 2-core
 CPU is what the trials share, not the per-trial compute.
@@ -40,10 +44,10 @@ from typing import Any, List
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import linen as nn
 
-from mnist_jax import models, optim, train
+from mnist_jax import models, train
+from mnist_jax.nn import optim
 
 TRACED_DROPOUT_MODELS = ('lenet5', 'cnn', 'mlp')  # nn.Dropout(config.model.dropout_rate)
 _SENTINEL_RATE = 0.123456789  # marks the Dropout layers whose rate is per trial
@@ -101,68 +105,106 @@ def _dropout_interceptor(keep):
   return interceptor
 
 
-def train_step(states, batch, rngs, keep):
-  """``train.train_step`` for every trial. ``batch`` is shared ((B, 28, 28, 1)
-  images) or per trial ((K, B, 28, 28, 1)); ``rngs`` one key shared by all
-  trials (equal seeds) or (K,) keys; ``keep`` = 1 − p_k, shape (K,)."""
+def _stacked_axes(state):
+  """vmap axes of a stacked state: every array on axis 0 but the shared step."""
+  return state.replace(step=None, params=0, batch_stats=0, opt_state=0)
+
+
+def _train_step_k(states, batch, rngs, keep):
+  """``train.train_step`` for every model. ``batch`` is shared ((B, 28, 28, 1)
+  images) or per model ((K, B, 28, 28, 1)); ``rngs`` one key shared by all
+  models (equal seeds) or (K,) keys; ``keep`` = 1 − p_k, shape (K,)."""
 
   def one(state, batch, rng, keep):
     with nn.intercept_methods(_dropout_interceptor(keep)):
       return train.train_step(state, batch, rng)
 
+  axes = _stacked_axes(states)
   shared_batch = None if batch['image'].ndim == 4 else 0
   shared_key = None if rngs.ndim == 0 else 0
-  return jax.vmap(one, in_axes=(0, shared_batch, shared_key, 0))(states, batch, rngs, keep)
+  return jax.vmap(one, in_axes=(axes, shared_batch, shared_key, 0),
+                  out_axes=(axes, 0))(states, batch, rngs, keep)
 
 
-def eval_step(states, batch):
-  """``train.eval_step`` sums for every trial on a shared batch."""
-  return jax.vmap(train.eval_step, in_axes=(0, None))(states, batch)
+def _train_step_1(state, batch, rng, keep):
+  """K = 1: the plain step, metrics given a model axis of length 1."""
+  del keep
+  state, metrics = train.train_step(state, batch, rng)
+  return state, jax.tree_util.tree_map(lambda m: m[None], metrics)
+
+
+def _eval_step_k(states, batch):
+  return jax.vmap(train.eval_step, in_axes=(_stacked_axes(states), None))(states, batch)
+
+
+def _eval_step_1(state, batch):
+  return jax.tree_util.tree_map(lambda s: s[None], train.eval_step(state, batch))
 
 
 @dataclasses.dataclass
 class Group:
-  """K trials that share a signature: the stacked state and per-trial pieces."""
+  """K models that share a signature: their state and per-model pieces."""
   configs: list
-  states: Any          # train.TrainState, arrays with a leading trial axis
+  state: Any           # K = 1: the TrainState; K > 1: arrays stacked on axis 0
   keep: jax.Array      # (K,) dropout keep probabilities 1 − p_k
-  train_rngs: jax.Array  # (K,) keys: data order, dropout, augmentation
-  templates: list      # each trial's own TrainState (sequential form)
+  train_rngs: list     # K keys: data order, dropout, augmentation
+  templates: list      # each model's own TrainState (its form as a single run)
+
+  @property
+  def size(self) -> int:
+    return len(self.configs)
 
   @property
   def shared_data(self) -> bool:
-    """Equal seeds: one data order and one key per step, shared by all trials."""
+    """Equal seeds: one data order and one key per step, shared by all models."""
     return len({c.seed for c in self.configs}) == 1
 
-  def trial_state(self, k: int):
-    """Trial k as its sequential run's TrainState (for checkpoints / predict)."""
-    s = jax.tree_util.tree_map(lambda x: x[k], self.states)
+  @property
+  def train_step(self):
+    """(state, batch, rng, keep) -> (state, metrics of shape (K,)); pure."""
+    return _train_step_1 if self.size == 1 else _train_step_k
+
+  @property
+  def eval_step(self):
+    """(state, batch) -> {'loss', 'correct', 'count'} sums of shape (K,); pure."""
+    return _eval_step_1 if self.size == 1 else _eval_step_k
+
+  def member(self, k: int):
+    """Model k as its single run's TrainState (for checkpoints, plots, predict)."""
+    if self.size == 1:
+      return self.state
+    s = jax.tree_util.tree_map(lambda x: x[k], self.state.replace(step=None))
     inner, scale = s.opt_state
     hp = dict(inner.hyperparams)
     hp['learning_rate'] = hp['learning_rate'] * scale.hyperparams['step_size']
-    return self.templates[k].replace(step=s.step, params=s.params,
+    return self.templates[k].replace(step=self.state.step, params=s.params,
                                      batch_stats=s.batch_stats,
                                      opt_state=inner._replace(hyperparams=hp))
 
-  def load_trial_states(self, trial_states) -> None:
-    """Sets the stacked state from sequential-form states (resuming)."""
-    inner = [s.opt_state for s in trial_states]
-    stacked = lambda xs: jax.tree_util.tree_map(lambda *a: jnp.stack(a), *xs)
-    _, scale = self.states.opt_state
-    self.states = self.states.replace(
-        step=stacked([s.step for s in trial_states]),
-        params=stacked([s.params for s in trial_states]),
-        batch_stats=stacked([s.batch_stats for s in trial_states]),
-        opt_state=(stacked(inner), scale))
+  def load_members(self, states) -> None:
+    """Sets the group's state from single-run states (resuming)."""
+    if self.size == 1:
+      self.state = states[0]
+      return
+    inner = [s.opt_state for s in states]
+    _, scale = self.state.opt_state
+    self.state = self.state.replace(
+        step=states[0].step, params=_stack([s.params for s in states]),
+        batch_stats=_stack([s.batch_stats for s in states]),
+        opt_state=(_stack(inner), scale))
+
+
+def _stack(trees):
+  return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *trees)
 
 
 def create(configs, *, num_train=None, num_classes: int = 10) -> Group:
-  """Initializes every trial exactly as ``loop`` would (key(seed) split into
-  init / train keys) and stacks them under one group model and optax chain."""
+  """Initializes every model exactly as its single run would (key(seed) split
+  into init / train keys); K > 1 are stacked under one model and optax chain."""
   configs = list(configs)
   if len(groups(configs)) != 1:
-    raise ValueError('vectorized.create needs configs with one signature; '
-                     'split them with vectorized.groups')
+    raise ValueError('stacked.create needs configs with one signature; '
+                     'split them with stacked.groups')
   ref = configs[0]
   steps = train.steps_per_epoch(ref, num_train)
   by_seed, templates, train_rngs = {}, [], []
@@ -173,15 +215,18 @@ def create(configs, *, num_train=None, num_classes: int = 10) -> Group:
                                                  num_classes=num_classes)
     base = by_seed[c.seed]
     tx = optim.create_optimizer(c, steps)
-    templates.append(base.replace(model=train.build_model(c, num_classes), tx=tx,
-                                  opt_state=tx.init(base.params)))
+    templates.append(base.replace(apply_fn=train.ModelApply(train.build_model(c, num_classes)),
+                                  tx=tx, opt_state=tx.init(base.params)))
     train_rngs.append(train_rng)
+  keep = jnp.asarray([1.0 - c.model.get('dropout_rate', 0.0) for c in configs],
+                     jnp.float32)
+  if len(configs) == 1:
+    return Group(configs, templates[0], keep, train_rngs, templates)
   group_config = ref.copy_and_resolve_references()
   with group_config.unlocked():
     group_config.learning_rate = 1.0
     group_config.weight_decay = max(c.weight_decay for c in configs)
-  inner_tx = optim.create_optimizer(group_config, steps)
-  tx = optax.chain(inner_tx, optax.inject_hyperparams(optax.scale)(step_size=1.0))
+  tx = optim.Optimizer.from_config(group_config, steps, per_model_scale=True)
   model = templates[0].model
   if 'conv_impl' in models.fields(type(model)):
     model = model.clone(conv_impl='patches')
@@ -196,13 +241,9 @@ def create(configs, *, num_train=None, num_classes: int = 10) -> Group:
     scale = scale._replace(hyperparams={'step_size': jnp.float32(c.learning_rate)})
     return inner._replace(hyperparams=hp), scale
 
-  stacked = lambda xs: jax.tree_util.tree_map(lambda *a: jnp.stack(a), *xs)
-  states = templates[0].replace(
-      step=stacked([t.step for t in templates]),
-      params=stacked([t.params for t in templates]),
-      batch_stats=stacked([t.batch_stats for t in templates]),
-      opt_state=stacked([opt_state(c, t.params) for c, t in zip(configs, templates)]),
-      model=model, tx=tx)
-  keep = jnp.asarray([1.0 - c.model.get('dropout_rate', 0.0) for c in configs],
-                     jnp.float32)
-  return Group(configs, states, keep, jnp.stack(train_rngs), templates)
+  state = templates[0].replace(
+      params=_stack([t.params for t in templates]),
+      batch_stats=_stack([t.batch_stats for t in templates]),
+      opt_state=_stack([opt_state(c, t.params) for c, t in zip(configs, templates)]),
+      apply_fn=train.ModelApply(model), tx=tx)
+  return Group(configs, state, keep, train_rngs, templates)

@@ -1,0 +1,2 @@
+"""The engine: one epoch driver for K >= 1 models (driver.py, stacked.py), evaluation,
+checkpoints, the run directory (lock, config.json) and reading a run back (rundir.py)."""

@@ -1,0 +1,236 @@
+"""Checkpoints with orbax-checkpoint: save every N epochs, resume from the latest.
+
+Why orbax: it writes each checkpoint into a temporary directory and renames it
+only when complete (atomic commit), so a run killed mid-save never leaves a
+half-written checkpoint that a restart would trust; it is multi-host safe and
+saves in the background while the next epoch trains. ``save`` returns once the
+arrays are copied to the host; call the manager's ``wait_until_finished()``
+before reading the checkpoint back or exiting.
+
+Saved per epoch: the train state's arrays (step, params, batch_stats,
+opt_state) and a small JSON record (epoch, metrics, 'sha256'). Random keys are
+not saved: epoch e's randomness is fold_in(key(seed), e), so a resumed run is
+identical.
+
+Integrity: 'sha256' is a checksum of the saved arrays (dtype, shape and bytes
+of every leaf, in tree order). ``restore`` recomputes it and rejects non-finite
+floats, so flipped bytes on disk are caught instead of training on garbage. A
+record without 'sha256' (an older version's checkpoint, or arrays sharded over
+hosts) is accepted if finite. When resuming (``fallback=True``) a damaged
+checkpoint is moved to ``<directory>/../damaged/<name>-<epoch>`` (nothing is
+deleted) and the next older one is restored; otherwise UserError names it.
+"""
+import hashlib
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+from etils import epath
+from jax.experimental import multihost_utils
+
+from mnist_jax.errors import UserError
+
+
+class _Damaged(Exception):
+  """A checkpoint that cannot be read or whose arrays are not the ones saved."""
+
+
+def _arrays(state):
+  return {'step': state.step, 'params': state.params,
+          'batch_stats': state.batch_stats, 'opt_state': state.opt_state}
+
+
+def _name(path) -> str:
+  """'opt_state.1.0.mu' for a key path: orbax's own naming of a saved leaf."""
+  return '.'.join(str(getattr(k, 'key', getattr(k, 'idx', getattr(k, 'name', k))))
+                  for k in path)
+
+
+def _local(x):
+  """``x``, or this host's copy of an array replicated over hosts; None for one
+  sharded over hosts (no complete copy here)."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    return x.addressable_data(0) if x.is_fully_replicated else None
+  return x
+
+
+def _host_leaves(arrays) -> dict:
+  """{leaf name: numpy copy (or None, see ``_local``)} in tree order, in one transfer."""
+  named = jax.tree_util.tree_flatten_with_path(arrays)[0]
+  copies = jax.device_get([_local(x) for _, x in named])
+  return {_name(p): None if c is None else np.asarray(c) for (p, _), c in zip(named, copies)}
+
+
+def _sha256(leaves: dict):
+  """Hex sha256 over every leaf's dtype, shape and bytes in order (None if a leaf
+  has no copy on this host)."""
+  h = hashlib.sha256()
+  for a in leaves.values():
+    if a is None:
+      return None
+    h.update(f'{a.dtype}{a.shape};'.encode())
+    h.update(np.ascontiguousarray(a).reshape(-1).view(np.uint8))
+  return h.hexdigest()
+
+
+def _non_finite(leaves: dict):
+  """The name of the first float leaf holding a NaN/inf, or None."""
+  for name, a in leaves.items():
+    if a is not None and jnp.issubdtype(a.dtype, jnp.inexact) and not np.isfinite(a).all():
+      return name
+  return None
+
+
+def _signatures(tree) -> dict:
+  """{leaf name: 'float32[64, 10]'} of arrays or of orbax's ArrayMetadata."""
+  return {_name(p): f'{np.dtype(x.dtype)}{list(x.shape)}'
+          for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _step_dir(mngr, epoch) -> str:
+  return os.path.join(str(mngr.directory), str(epoch))
+
+
+def manager(directory: str, keep: int = 2, *, best: bool = False) -> ocp.CheckpointManager:
+  """A manager keeping the last ``keep`` checkpoints (or the best by val accuracy)."""
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=keep, create=True, cleanup_tmp_directories=True,
+      # distinct multi-host barrier names, so 'latest' and 'best' can save the same epoch
+      multiprocessing_options=ocp.options.MultiprocessingOptions(
+          barrier_sync_key_prefix='best' if best else 'latest'),
+      best_fn=(lambda m: m['val_accuracy']) if best else None, best_mode='max')
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options,
+                               item_names=('state', 'meta'))
+
+
+def save(mngr: ocp.CheckpointManager, epoch: int, state, meta: dict) -> None:
+  """Saves the state at ``epoch`` with ``meta`` plus the arrays' 'sha256'.
+
+  Blocks while the arrays are copied to the host and hashed, then writes in the
+  background: call ``mngr.wait_until_finished()`` before reading it back."""
+  arrays = _arrays(state)
+  digest = _sha256(_host_leaves(arrays))
+  meta = {**meta, 'sha256': digest} if digest else dict(meta)
+  metrics = {'val_accuracy': float(meta['val_accuracy'])} if 'val_accuracy' in meta else None
+  mngr.save(epoch, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)),
+      metrics=metrics)
+
+
+def _first_line(e) -> str:
+  return (str(e).splitlines() or [''])[0][:200]
+
+
+def _check_tree(mngr, epoch, template) -> None:
+  """Raises UserError if checkpoint ``epoch`` holds other arrays than ``template``
+  (another model/config); _Damaged if its metadata cannot be read."""
+  try:
+    # a bare handler: a manager without handlers (a read-only one) returns None here
+    saved = ocp.StandardCheckpointHandler().metadata(
+        epath.Path(_step_dir(mngr, epoch)) / 'state')
+  except Exception as e:  # orbax raises many types for unreadable files
+    raise _Damaged(f'unreadable metadata: {type(e).__name__}: {_first_line(e)}') from None
+  if saved is None:
+    return
+  saved, wanted = _signatures(saved), _signatures(template)
+  if saved != wanted:
+    name = min(k for k in {**saved, **wanted} if saved.get(k) != wanted.get(k))
+    raise UserError(
+        f'cannot restore checkpoint {_step_dir(mngr, epoch)}: its array {name} is '
+        f'{saved.get(name, "absent")} where the model has {wanted.get(name, "none")}; it was '
+        'written by a different model/config: use a new --workdir or delete that checkpoint')
+
+
+def _load(mngr, state, epoch):
+  """(state, meta) of checkpoint ``epoch``; _Damaged if it is unreadable, its
+  arrays differ from the saved 'sha256' or hold NaN/inf. Only then are its array
+  shapes compared with ``state`` (a metadata read), to tell another model/config."""
+  template = _arrays(state)
+  try:
+    out = mngr.restore(epoch, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore()))
+  except Exception as e:  # orbax raises many types for unreadable/mismatched trees
+    _check_tree(mngr, epoch, template)
+    raise _Damaged(f'unreadable: {type(e).__name__}: {_first_line(e)}') from None
+  arrays, meta = out['state'], dict(out['meta'] or {})
+  leaves = _host_leaves(arrays)
+  if meta.get('sha256') and _sha256(leaves) not in (None, meta['sha256']):
+    _check_tree(mngr, epoch, template)  # orbax may cast/reshape into another template
+    raise _Damaged("its arrays do not match the saved checksum 'sha256'")
+  bad = _non_finite(leaves)
+  if bad:
+    raise _Damaged(f'non-finite values in {bad}')
+  return state.replace(**arrays), meta
+
+
+def _damaged_dir(mngr) -> str:
+  return os.path.join(os.path.dirname(str(mngr.directory)), 'damaged')
+
+
+def _set_aside(mngr, epoch) -> str:
+  """Moves checkpoint ``epoch`` to <directory>/../damaged/<name>-<epoch> (a free
+  name), makes ``mngr`` forget it and returns where it went."""
+  base = os.path.join(_damaged_dir(mngr), f'{os.path.basename(str(mngr.directory))}-{epoch}')
+  dest, n = base, 0
+  while os.path.exists(dest):
+    n += 1
+    dest = f'{base}.{n}'
+  _sync(f'checkpoint-set-aside-{epoch}')  # every host has chosen ``dest``
+  if jax.process_index() == 0:
+    try:
+      os.makedirs(os.path.dirname(dest), exist_ok=True)
+      os.rename(_step_dir(mngr, epoch), dest)
+    except OSError as e:
+      raise UserError(f'cannot move damaged checkpoint {_step_dir(mngr, epoch)} to {dest} '
+                      f'({e.strerror}); delete or move it yourself, then resume') from None
+  _sync(f'checkpoint-set-aside-{epoch}-done')
+  mngr.reload()
+  return dest
+
+
+def _sync(name: str) -> None:
+  """A barrier over all hosts (nothing on one host)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
+
+
+def restore(mngr: ocp.CheckpointManager, state, epoch=None, *, fallback: bool = False):
+  """(state, meta) from checkpoint ``epoch`` (latest if None), or (state, None)
+  when there is none. ``state`` is the template: a freshly created TrainState.
+
+  A damaged checkpoint (unreadable, checksum mismatch, NaN/inf) raises UserError
+  naming it, unless ``fallback``: then it is logged, moved to ../damaged/ and the
+  next older checkpoint is tried; UserError if none is intact. Arrays that do not
+  fit ``state`` (another model/config) raise UserError either way."""
+  epoch = mngr.latest_step() if epoch is None else epoch
+  if epoch is not None and epoch not in mngr.all_steps():
+    raise UserError(f'no checkpoint {epoch} in {mngr.directory} (it has '
+                    f'{sorted(mngr.all_steps())}); pass one of those')
+  damaged = []
+  while epoch is not None:
+    try:
+      return _load(mngr, state, epoch)
+    except _Damaged as e:
+      path = _step_dir(mngr, epoch)
+      if not fallback:
+        raise UserError(f'checkpoint {path} is damaged ({e}); load another one '
+                        '(--which=latest or --which=best) or delete it') from None
+      dest = _set_aside(mngr, epoch)
+      logging.warning('Checkpoint %s is damaged (%s); moved it to %s, trying an older '
+                      'one.', path, e, dest)
+      damaged.append(path)
+      epoch = max((s for s in mngr.all_steps() if s < epoch), default=None)
+  if damaged:
+    raise UserError(
+        f'no intact checkpoint in {mngr.directory}: damaged {", ".join(damaged)} (moved '
+        f'to {_damaged_dir(mngr)}); delete '
+        f'{os.path.dirname(str(mngr.directory))} to train from scratch or use a new --workdir')
+  return state, None
+
+
+def best_epoch(mngr: ocp.CheckpointManager):
+  """The epoch of the best checkpoint (by val accuracy) in a best-manager."""
+  return mngr.best_step()

@@ -1,0 +1,334 @@
+"""The one epoch driver: K ≥ 1 models that share a data order, from config to outputs.
+
+K = 1 is a run (``train_and_evaluate``); K > 1 are vectorized trials
+(engine/stacked.py). Every epoch e, for every model k at once:
+
+  π = permutation(fold_in(train_key_k, e))   (one π, shared, when seeds are equal)
+  for t = 1 .. ⌊N / B⌋:  (w_k, s_k), m_k = train_step((w_k, s_k), batch_t(π), key_e)
+  val / test accuracy of every w_k; per model: metrics.jsonl, checkpoints, summary.json
+
+train_step folds its step counter into key_e, so randomness is a pure function
+of (seed, epoch, step): a resumed run replays what an uninterrupted one does.
+
+Speed comes from keeping the host out of the way: the dataset lives on the
+device as uint8 (60,000 x 784 B = 47 MB; with per-device shards each device
+holds only its 1/D, parallel/shards.py); each epoch draws its permutation on
+the device and runs its steps in chunks of ``log_every_steps``: one dispatch
+of jit(lax.scan(step)) per chunk (loop_mode='scan'), or one jit(step) per
+step with the metrics summed on the device (loop_mode='step': no while loop,
+in which XLA:CPU's own convolutions run many times slower, jax#12868).
+Batches are gathered, preprocessed and sharded over the devices inside the
+compiled code.
+
+One policy for every K: a model whose loss becomes non-finite stops alone
+(a run, K = 1, then ends with that one line); 'latest' checkpoints every
+``checkpoint_every_epochs`` and at the end; 'best' whenever the validation
+accuracy improves on every earlier epoch (so it is the epoch summary.json
+names); a workdir with checkpoints resumes; each workdir is locked while it
+trains. The engine draws no plots: commands ask for them afterwards.
+"""
+import contextlib
+import dataclasses
+import functools
+import json
+import os
+import time
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from mnist_jax import parallel
+from mnist_jax.config import validate
+from mnist_jax.data import pipeline
+from mnist_jax.engine import checkpoint, evaluation, stacked, workdir as workdir_lib, writers
+from mnist_jax.errors import UserError
+from mnist_jax.parallel import shards
+
+
+@dataclasses.dataclass
+class Outcome:
+  """What training one model gave: its summary, or the error that stopped it."""
+  summary: Optional[dict] = None
+  error: Optional[UserError] = None
+  state: Any = None      # the final TrainState (single-run form)
+
+
+@dataclasses.dataclass
+class Results:
+  outcomes: list         # one Outcome per model, in the order of the configs
+  data: pipeline.Dataset
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints) and
+  returns the summary also written to ``workdir/summary.json``."""
+  outcome = train([config], [workdir]).outcomes[0]
+  if outcome.error is not None:
+    raise outcome.error
+  return outcome.summary
+
+
+def batch_order(key, num_train: int, steps: int, batch_size: int):
+  """An epoch's (steps, B) row indices: the first steps·B of a permutation of
+  0..N−1 (the remainder waits for another epoch's permutation)."""
+  return jax.random.permutation(key, num_train)[:steps * batch_size].reshape(
+      steps, batch_size)
+
+
+def chunks(steps: int, every: int):
+  """Splits an epoch's steps into near-equal dispatches of about ``every`` steps."""
+  n = max(1, round(steps / max(1, every)))
+  return [len(c) for c in np.array_split(np.arange(steps), n)]
+
+
+def _gather(images, labels, idx):
+  return images[idx], labels[idx]
+
+
+def chunk_fn(group_step, mesh, *, shared: bool = True, gather=_gather, mode: str = 'scan'):
+  """(state, images, labels, idx, rng, keep) -> (state, metrics summed over the
+  chunk): idx is (k, B) row indices (shared) or (K, k, B) (one order per model),
+  rng one key (shared) or (K,) keys. ``gather`` reads one batch of rows
+  (shards.gather_fn for per-device shards)."""
+  sharding = (parallel.batch_sharded(mesh) if shared
+              else NamedSharding(mesh, P(None, parallel.AXIS)))
+  donate = (0,) if jax.default_backend() != 'cpu' else ()
+
+  def step(state, images, labels, batch_idx, rng, keep):
+    if shared:
+      x, y = gather(images, labels, batch_idx)
+    else:
+      x, y = (jnp.stack(a) for a in zip(*(gather(images, labels, i) for i in batch_idx)))
+    batch = jax.lax.with_sharding_constraint({'image': x, 'label': y}, sharding)
+    return group_step(state, batch, rng, keep)
+
+  if mode == 'step':
+    one = jax.jit(step, donate_argnums=donate)
+    add = jax.jit(functools.partial(jax.tree_util.tree_map, jnp.add))
+
+    def run_steps(state, images, labels, idx, rng, keep):
+      totals = None
+      for i in range(idx.shape[0 if shared else 1]):
+        state, metrics = one(state, images, labels, idx[i] if shared else idx[:, i], rng, keep)
+        totals = metrics if totals is None else add(totals, metrics)
+      return state, totals
+
+    return run_steps
+
+  def run(state, images, labels, idx, rng, keep):
+    body = lambda state, batch_idx: step(state, images, labels, batch_idx, rng, keep)
+    state, metrics = jax.lax.scan(body, state, idx if shared else jnp.swapaxes(idx, 0, 1))
+    return state, jax.tree_util.tree_map(lambda m: jnp.sum(m, 0), metrics)
+
+  return jax.jit(run, donate_argnums=donate)
+
+
+@dataclasses.dataclass
+class _Feed:
+  """The training set on the devices and how an epoch's batches are drawn."""
+  images: Any
+  labels: Any
+  num_train: int
+  steps: int
+  permute: Any           # key -> (steps, B) row indices
+  gather: Any
+
+
+def _feed(config, data, mesh) -> tuple:
+  """(feed, data): the training rows on the devices (this process's only, with
+  per-device shards or several processes) and the matching permutation/gather."""
+  num_devices = mesh.devices.size
+  if bool(config.data.per_device_shards) or jax.process_count() > 1:
+    x, y, rows = shards.local_rows(data.train_images, data.train_labels, mesh)
+    data = dataclasses.replace(data, train_images=x, train_labels=y)
+    num_train = rows * num_devices
+    images, labels = shards.place(x, y, rows, mesh)
+    return _Feed(images, labels, num_train, max(1, num_train // config.batch_size),
+                 shards.permutation_fn(num_train, config.batch_size, mesh),
+                 shards.gather_fn(mesh)), data
+  num_train = len(data.train_labels)
+  images, labels = parallel.replicate((data.train_images, data.train_labels), mesh)
+  steps = max(1, num_train // config.batch_size)
+  permute = jax.jit(functools.partial(batch_order, num_train=num_train, steps=steps,
+                                      batch_size=config.batch_size))
+  return _Feed(images, labels, num_train, steps, permute, _gather), data
+
+
+def train(configs, workdirs) -> Results:
+  """Trains a group of models (one signature, engine/stacked.py) into their
+  ``workdirs``; returns each model's Outcome and the data they trained on."""
+  start, ref, k_models = time.time(), configs[0], len(configs)
+  mesh = parallel.make_mesh(ref.num_devices)
+  for c in configs:
+    validate.check(c, mesh.devices.size)
+  if k_models > 1 and len(stacked.groups(configs)) != 1:
+    raise ValueError('driver.train needs configs of one signature (stacked.groups)')
+  data = pipeline.load(ref.data)  # before any file is written: a failure leaves nothing
+  if len(data.train_labels) < ref.batch_size:
+    raise UserError(f'batch_size {ref.batch_size} exceeds the {len(data.train_labels)} '
+                    'training images; lower config.batch_size')
+  with contextlib.ExitStack() as stack:
+    for w in workdirs:
+      workdir_lib.prepare(w)
+      stack.enter_context(workdir_lib.lock(w))
+    outcomes = _train_locked(configs, workdirs, data, mesh, start)
+  return Results(outcomes, data)
+
+
+def _train_locked(configs, workdirs, data, mesh, start) -> list:
+  ref, k_models = configs[0], len(configs)
+  feed, data = _feed(ref, data, mesh)
+  group = stacked.create(configs, num_train=feed.num_train, num_classes=data.num_classes)
+  ckpt = [(checkpoint.manager(os.path.join(w, 'checkpoints', 'latest'), c.keep_checkpoints),
+           checkpoint.manager(os.path.join(w, 'checkpoints', 'best'), 1, best=True))
+          for c, w in zip(configs, workdirs)]
+  restored = [checkpoint.restore(latest, group.member(k), fallback=True)
+              for k, (latest, _) in enumerate(ckpt)]
+  epochs = {meta['epoch'] if meta else 0 for _, meta in restored}
+  if len(epochs) > 1:
+    raise UserError(f'runs {", ".join(workdirs)} hold checkpoints of different epochs '
+                    f'{sorted(epochs)}; resume each on its own (without --vectorize)')
+  start_epoch = epochs.pop()
+  if start_epoch:
+    group.load_members([s for s, _ in restored])
+    logging.info('Resuming %s from epoch %d.', ', '.join(workdirs), start_epoch)
+  histories = [list(meta['history']) if meta else [] for _, meta in restored]
+  metric_writers = []
+  for c, w in zip(configs, workdirs):
+    workdir_lib.record_config(c, w, resuming=start_epoch > 0)
+    metric_writers.append(writers.MetricWriter(w, json.loads(c.to_json_best_effort())))
+    metric_writers[-1].truncate_after(start_epoch)
+  group.state = parallel.replicate(group.state, mesh)
+  splits = {'val': (data.val_images, data.val_labels),
+            'test': (data.test_images, data.test_labels)}
+  splits = {name: evaluation.padded_split(x, y, ref.eval_batch_size, mesh)
+            for name, (x, y) in splits.items() if len(y)}
+  eval_fn = evaluation.make_eval_fn(mesh, ref.eval_batch_size, group.eval_step)
+  run_chunk = chunk_fn(group.train_step, mesh, shared=group.shared_data,
+                       gather=feed.gather, mode=ref.loop_mode)
+  num_params = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(
+      group.templates[0].params))
+  logging.info('Training %d x %s (%d params) on %d %s device(s): %d train / %d val / %d '
+               'test images, %d steps of %d per epoch.', k_models, ref.model.name,
+               num_params, mesh.devices.size, jax.default_backend(), feed.num_train,
+               len(data.val_labels), len(data.test_labels), feed.steps, ref.batch_size)
+  errors = [None] * k_models
+  try:
+    for epoch in range(start_epoch + 1, ref.num_epochs + 1):
+      totals, seconds = _train_epoch(ref, epoch, group, feed, run_chunk, errors)
+      evals = {name: evaluation.evaluate(group.state, split, eval_fn)
+               for name, split in splits.items()}
+      for k in range(k_models):
+        if errors[k] is None:
+          _finish_epoch(group, k, epoch, totals, evals, seconds, feed.steps,
+                        histories[k], ckpt[k], metric_writers[k])
+      if all(e is not None for e in errors):
+        break
+  finally:
+    for latest, best in ckpt:
+      latest.wait_until_finished()
+      best.wait_until_finished()
+    for w in metric_writers:
+      w.close()
+  outcomes = []
+  for k, (c, w) in enumerate(zip(configs, workdirs)):
+    if errors[k] is not None:
+      outcomes.append(Outcome(error=errors[k]))
+      continue
+    summary = summarize(c, histories[k], num_params, mesh, time.time() - start)
+    summary['train_images_in_process'] = len(data.train_labels)
+    if k_models > 1:
+      summary['vectorized_trials'] = k_models
+    writers.write_json_atomic(os.path.join(w, 'summary.json'), summary)
+    outcomes.append(Outcome(summary=summary, state=group.member(k)))
+  return outcomes
+
+
+def _train_epoch(config, epoch, group, feed, run_chunk, errors):
+  """Runs one epoch in chunks; marks the models whose loss became non-finite in
+  ``errors``; returns (metric sums of shape (K,), seconds)."""
+  keys = [jax.random.split(jax.random.fold_in(r, epoch)) for r in group.train_rngs]
+  if group.shared_data:   # (perm_key, step_key) of the epoch, per model
+    idx, step_keys = feed.permute(keys[0][0]), keys[0][1]
+  else:
+    idx = jnp.stack([feed.permute(k[0]) for k in keys])
+    step_keys = jnp.stack([k[1] for k in keys])
+  t0, done, totals, steps = time.time(), 0, None, feed.steps
+  for n in chunks(steps, config.log_every_steps):
+    block = idx[done:done + n] if group.shared_data else idx[:, done:done + n]
+    group.state, sums = run_chunk(group.state, feed.images, feed.labels, block,
+                                  step_keys, group.keep)
+    sums = jax.device_get(sums)
+    totals = sums if totals is None else jax.tree_util.tree_map(np.add, totals, sums)
+    done += n
+    for k, loss in enumerate(sums['loss']):
+      if errors[k] is None and not np.isfinite(loss):
+        errors[k] = UserError(
+            f'training loss became {loss} in epoch {epoch} (steps {done - n}-{done}); '
+            f'lower config.learning_rate (now {group.configs[k].learning_rate}) or set '
+            'config.grad_clip_norm=1.0 — the last good checkpoint is kept')
+    if all(e is not None for e in errors):
+      break
+    if done < steps:
+      logging.info('epoch %d: %d/%d steps (%.0f%%), loss %.4f, %.0f img/s', epoch, done,
+                   steps, 100 * done / steps, float(np.mean(totals['loss'])) / done,
+                   done * config.batch_size * group.size / (time.time() - t0))
+  return totals, time.time() - t0
+
+
+def _finish_epoch(group, k, epoch, totals, evals, seconds, steps, history, ckpt, writer):
+  """Records model k's epoch: metrics, 'latest' and (if val improved) 'best' checkpoints."""
+  config = group.configs[k]
+  record = {'epoch': epoch,
+            **{f'train_{name}': float(v[k] / steps) for name, v in totals.items()
+               if name != 'grad_norm'},
+            'train_time_s': seconds, 'images_per_s': steps * config.batch_size / seconds}
+  for name, out in evals.items():
+    record[f'{name}_loss'] = float(out['loss'][k])
+    record[f'{name}_accuracy'] = float(out['accuracy'][k])
+  best_before = max((h['val_accuracy'] for h in history if 'val_accuracy' in h), default=None)
+  history.append(record)
+  every = config.checkpoint_every_epochs
+  latest_due = epoch == config.num_epochs or (every and epoch % every == 0)
+  improved = 'val_accuracy' in record and (best_before is None
+                                           or record['val_accuracy'] > best_before)
+  if latest_due or improved:
+    state, meta = group.member(k), {'epoch': epoch, 'history': history}
+    if latest_due:
+      checkpoint.save(ckpt[0], epoch, state, meta)
+    if improved:
+      checkpoint.save(ckpt[1], epoch, state, {**meta, 'val_accuracy': record['val_accuracy']})
+  writer.write_epoch(record)
+  logging.info('epoch %d/%d%s: train loss %.4f acc %.4f | val %s | test loss %.4f '
+               'acc %.4f | %.0f img/s', epoch, config.num_epochs,
+               f' (model {k})' if group.size > 1 else '', record['train_loss'],
+               record['train_accuracy'], f"{record.get('val_accuracy', float('nan')):.4f}",
+               record['test_loss'], record['test_accuracy'], record['images_per_s'])
+
+
+def summarize(config, history, num_params, mesh, wall_s) -> dict:
+  """The contents of summary.json: final and best-validation metrics, speed, config."""
+  final = history[-1]
+  with_val = [h for h in history if 'val_accuracy' in h]
+  best = max(with_val, key=lambda h: h['val_accuracy']) if with_val else final
+  rates = [h['images_per_s'] for h in history[1:]] or [final['images_per_s']]
+  return {
+      'test_accuracy': final['test_accuracy'], 'test_loss': final['test_loss'],
+      'val_accuracy': final.get('val_accuracy'), 'val_loss': final.get('val_loss'),
+      'best_epoch': best['epoch'], 'best_val_accuracy': best.get('val_accuracy'),
+      'test_accuracy_at_best_val': best['test_accuracy'],
+      'epochs': final['epoch'],
+      'train_time_s': sum(h['train_time_s'] for h in history),
+      'wall_time_s': wall_s,
+      'images_per_s': float(np.median(rates)),
+      'num_params': num_params,
+      'devices': f'{mesh.devices.size} x {mesh.devices.flat[0].device_kind}',
+      'jax_version': jax.__version__,
+      'preprocessing': {'normalize': 'x = p / 255', 'augment': dict(config.augment),
+                        'standardize': bool(config.data.standardize)},
+      'config': json.loads(config.to_json_best_effort()),
+  }

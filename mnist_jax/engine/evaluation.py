@@ -1,0 +1,115 @@
+"""Evaluation and batch prediction on device: one compiled function per batch size.
+
+Over a split of N examples, for each of the K models of a group (K = 1: a run):
+  loss     = (1/N) Σ_i ℓ(f(x_i; w), onehot(y_i))      (the run's config.loss, no penalty)
+  accuracy = (1/N) Σ_i 1[argmax_k f(x_i; w)_k = y_i]
+The split is padded to a multiple of the batch size with mask 0 on the padding,
+so every example counts exactly once; the per-batch sums are added on the
+device and fetched once. ``make_eval_fn`` jits one batch (not a scan over
+batches): one compilation serves every split, and XLA:CPU's convolutions run
+outside a while loop (experiments/PERFORMANCE.md).
+"""
+import jax
+import numpy as np
+
+from mnist_jax import parallel, train
+from mnist_jax.engine import rundir
+from mnist_jax.errors import UserError
+
+
+def padded_split(images, labels, batch_size, mesh):
+  """(images, labels, mask) padded to a multiple of batch_size, on the devices."""
+  n = len(labels)
+  pad = -n % batch_size
+  mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+  images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
+  labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
+  return parallel.replicate((images, labels, mask), mesh)
+
+
+def make_eval_fn(mesh, batch_size: int, eval_step=train.eval_step):
+  """jit(eval_step) on one padded batch of ``batch_size``, sharded over ``mesh``."""
+  sharding = parallel.batch_sharded(mesh)
+
+  @jax.jit
+  def run(state, images, labels, mask):
+    batch = jax.lax.with_sharding_constraint(
+        {'image': images, 'label': labels, 'mask': mask}, sharding)
+    return eval_step(state, batch)
+
+  run.batch_size = batch_size
+  return run
+
+
+def evaluate(state, split, eval_fn) -> dict:
+  """{'loss', 'accuracy'} means over a padded device split (numpy; shape (K,)
+  for a group's eval_step, scalars for train.eval_step)."""
+  b = eval_fn.batch_size
+  parts = [eval_fn(state, *(a[i:i + b] for a in split))
+           for i in range(0, split[2].shape[0], b)]
+  sums = jax.device_get(jax.tree_util.tree_map(lambda *v: sum(v), *parts))
+  return {'loss': sums['loss'] / sums['count'], 'accuracy': sums['correct'] / sums['count']}
+
+
+def metrics(state, images, labels, *, batch_size: int = 1000) -> dict:
+  """{'loss', 'accuracy', 'count'} of one state on ``images`` (N, 28, 28, 1) uint8
+  and ``labels``, over all local devices."""
+  n = len(labels)
+  if n == 0:
+    return {'loss': float('nan'), 'accuracy': float('nan'), 'count': 0}
+  mesh = parallel.make_mesh()
+  size = min(batch_size, n)
+  size += -size % mesh.devices.size
+  split = padded_split(images, labels, size, mesh)
+  out = evaluate(parallel.replicate(state, mesh), split, make_eval_fn(mesh, size))
+  return {'loss': float(out['loss']), 'accuracy': float(out['accuracy']), 'count': n}
+
+
+@jax.jit
+def _predict(state, images):
+  return train.predict(state, images)
+
+
+def probabilities(state, images, *, batch_size: int = 1000) -> np.ndarray:
+  """softmax(f(x)) (N, K) float32 for images (N, 28, 28[, 1]): uint8 pixels 0..255
+  or floats x in [0, 1]; in padded batches (one compilation), preprocessed as the
+  state was trained."""
+  images = np.asarray(images)
+  if images.ndim == 3:
+    images = images[..., None]
+  floats = np.issubdtype(images.dtype, np.floating)
+  if not (images.dtype == np.uint8 or floats) or (
+      floats and images.size and not 0 <= images.min() <= images.max() <= 1):
+    raise UserError(f'images must be uint8 pixels 0..255 or floats in [0, 1], got '
+                    f'{images.dtype} in [{images.min()}, {images.max()}]; pass e.g. '
+                    'data.test_images or prepare_image(...) outputs')
+  out = []
+  for i in range(0, len(images), batch_size):
+    chunk = images[i:i + batch_size]
+    pad = -len(chunk) % batch_size if len(images) > batch_size else 0
+    padded = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
+    out.append(np.asarray(_predict(state, padded))[:len(chunk)])
+  if out:
+    return np.concatenate(out)
+  return np.zeros((0, 10), np.float32)
+
+
+def checkpoint_metrics(workdir: str, which: str = 'best', data_dir=None) -> dict:
+  """Val and test metrics of the ``which`` checkpoint of ``workdir``:
+  {'workdir', 'which', 'epoch', 'val': {...}, 'test': {...}}."""
+  config = rundir.load_config(workdir)
+  data = rundir.load_data(config, data_dir)
+  _, state, meta = rundir.load_run(workdir, which, num_classes=data.num_classes)
+  result = {'workdir': workdir, 'which': which, 'epoch': meta['epoch']}
+  if len(data.val_labels):
+    result['val'] = metrics(state, data.val_images, data.val_labels,
+                                       batch_size=config.eval_batch_size)
+  result['test'] = metrics(state, data.test_images, data.test_labels,
+                                      batch_size=config.eval_batch_size)
+  return result
+
+
+def format_line(result: dict) -> str:
+  parts = [f"{split} loss {result[split]['loss']:.4f} accuracy {result[split]['accuracy']:.4f}"
+           f" ({result[split]['count']} images)" for split in ('val', 'test') if split in result]
+  return f"{result['which']} checkpoint (epoch {result['epoch']}): " + ' | '.join(parts)

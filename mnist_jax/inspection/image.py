@@ -1,0 +1,103 @@
+"""Your own images as MNIST digits.
+
+A photo or drawing is turned into an MNIST-like digit the way MNIST was made
+(LeCun et al.): ``prepare_image``
+  1. grayscale, L = 0.299 R + 0.587 G + 0.114 B (transparent pixels on white);
+  2. ink is bright on black: invert (x -> 255 − x) when the median of the
+     border pixels (the background) is light (> 127);
+  3. background to 0, contrast stretched: x -> 255 · (x − b) / (max − b), b the
+     border median;
+  4. crop to the ink's bounding box (pixels >= 25 % of the maximum);
+  5. resize so the longest side is 20 px, aspect kept, antialiased (area
+     averaging: each output pixel is the mean of the input area it covers);
+  6. paste into 28x28 so the centre of mass c = Σ p·x / Σ p lies at (14, 14)
+     (integer shift; clamped so no ink leaves the frame).
+"""
+import numpy as np
+
+from mnist_jax.errors import UserError
+
+SIZE, BOX, CENTRE = 28, 20, 14.0
+INK_FRACTION = 0.25
+
+
+def to_grayscale(array) -> np.ndarray:
+  """float (H, W) in 0..255 from (H, W), (H, W, 1|3|4) uint8/float arrays."""
+  x = np.asarray(array, np.float64)
+  if x.ndim == 3 and x.shape[-1] in (2, 4):          # alpha: composite on white
+    alpha = x[..., -1:] / 255.0
+    x = x[..., :-1] * alpha + 255.0 * (1 - alpha)
+  if x.ndim == 3 and x.shape[-1] == 3:
+    x = x @ np.array([0.299, 0.587, 0.114])
+  elif x.ndim == 3 and x.shape[-1] == 1:
+    x = x[..., 0]
+  if x.ndim != 2 or min(x.shape) < 1:
+    raise UserError(f'cannot use an image array of shape {np.shape(array)}; pass a '
+                    '(H, W) grayscale or (H, W, 3|4) colour image')
+  return x
+
+
+def area_matrix(n_in: int, n_out: int) -> np.ndarray:
+  """(n_out, n_in) weights: output i averages input [i·s, (i+1)·s), s = n_in/n_out."""
+  edges = np.arange(n_out + 1) * (n_in / n_out)
+  lo, hi = edges[:-1, None], edges[1:, None]
+  pixels = np.arange(n_in)[None, :]
+  overlap = np.clip(np.minimum(hi, pixels + 1) - np.maximum(lo, pixels), 0, None)
+  return overlap / overlap.sum(1, keepdims=True)
+
+
+def resize_area(x: np.ndarray, shape) -> np.ndarray:
+  """Antialiased resize of (H, W) to ``shape`` by area averaging."""
+  return area_matrix(x.shape[0], shape[0]) @ x @ area_matrix(x.shape[1], shape[1]).T
+
+
+def centre_of_mass(x: np.ndarray):
+  """(row, col) = Σ p·(r, c) / Σ p over the pixels p of (H, W)."""
+  total = x.sum()
+  rows, cols = np.arange(x.shape[0]), np.arange(x.shape[1])
+  return float(x.sum(1) @ rows / total), float(x.sum(0) @ cols / total)
+
+
+def prepare_image(array) -> np.ndarray:
+  """An MNIST-like uint8 (28, 28) digit from any image array (see the module doc)."""
+  x = to_grayscale(array)
+  border = np.concatenate([x[0], x[-1], x[:, 0], x[:, -1]])
+  background = float(np.median(border))
+  if background > 127.5:
+    x, background = 255.0 - x, 255.0 - background
+  x = np.clip(x - background, 0, None)
+  if x.max() < 8:   # < 3 % contrast: nothing drawn
+    raise UserError('the image is blank (no ink differs from the background); pass '
+                    'a picture of one digit, dark on light or light on dark')
+  x = x * (255.0 / x.max())
+  rows = np.flatnonzero((x >= INK_FRACTION * 255).any(1))
+  cols = np.flatnonzero((x >= INK_FRACTION * 255).any(0))
+  x = x[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+  h, w = x.shape
+  scale = BOX / max(h, w)
+  x = resize_area(x, (max(1, round(h * scale)), max(1, round(w * scale))))
+  h, w = x.shape
+  com_r, com_c = centre_of_mass(x)
+  top = int(np.clip(round(CENTRE - com_r), 0, SIZE - h))
+  left = int(np.clip(round(CENTRE - com_c), 0, SIZE - w))
+  out = np.zeros((SIZE, SIZE))
+  out[top:top + h, left:left + w] = x
+  return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def load_image(path: str) -> np.ndarray:
+  """The pixels of an image file (Pillow; EXIF rotation applied) as uint8 (H, W[, C])."""
+  from PIL import Image, ImageOps, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
+  try:
+    with Image.open(path) as image:
+      image = ImageOps.exif_transpose(image)
+      if image.mode not in ('L', 'LA', 'RGB', 'RGBA'):
+        image = image.convert('RGBA' if 'transparency' in image.info or 'A' in image.mode
+                              else 'RGB')
+      return np.asarray(image)
+  except FileNotFoundError:
+    raise UserError(f'image {path} not found; check the path') from None
+  except (UnidentifiedImageError, OSError, ValueError) as e:
+    reason = type(e).__name__ if not str(e) else str(e).splitlines()[0][:120]
+    raise UserError(f'cannot read image {path} ({reason}); pass a PNG, JPEG or other '
+                    'image file Pillow can open') from None

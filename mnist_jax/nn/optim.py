@@ -1,0 +1,153 @@
+"""The optax chain built from a config: clip -> optimizer (with schedule) -> decay.
+
+Update rules (g = ∇L(w), η_t the scheduled learning rate):
+  sgd        w ← w − η g
+  momentum   v ← β v + g;          w ← w − η v
+  nesterov   v ← β v + g;          w ← w − η (g + β v)
+  adam       m ← β1 m + (1−β1) g;  s ← β2 s + (1−β2) g²;  w ← w − η m̂ / (√ŝ + ε)
+  adamw      adam, plus decoupled weight decay  w ← w − η λ w
+
+Weight decay λ (config.weight_decay) comes in two forms (config.weight_decay_mode):
+  'l2'         adds λ‖w‖² to the loss, so g gains 2λw and passes through the
+               optimizer (for Adam it is then rescaled per coordinate) — see train.py;
+  'decoupled'  shrinks weights directly, w ← w − η λ w, outside the adaptive
+               rescaling (Loshchilov & Hutter 2019); 'adamw' is adam + this.
+Decay applies to kernels only (ndim > 1), never to biases or batch-norm scales.
+
+Schedules over T = steps_per_epoch · num_epochs steps, warmup W steps:
+  constant       η_t = η
+  cosine         η_t = η · ½(1 + cos(π t / T))
+  warmup_cosine  linear 0 → η over W steps, then cosine to 0
+  onecycle       linear η/25 → η over W (default 30 % of T), then cosine down
+                 to (η/25)/1e4 = η/(25·10⁴) (optax's div_factor and final_div_factor)
+
+``create_optimizer`` returns an ``Optimizer``: the optax chain's settings as a
+frozen (hashable, comparable) dataclass whose ``init``/``update`` are the chain's.
+Two train states built from equal configs therefore hold equal optimizers and
+share one compilation (a plain optax chain is a pair of closures, equal only to
+itself). It is a drop-in ``optax.GradientTransformation`` wherever one is used.
+"""
+import dataclasses
+import functools
+
+import jax
+import optax
+
+from mnist_jax.errors import UserError
+
+OPTIMIZERS = ('sgd', 'momentum', 'nesterov', 'adam', 'adamw')
+SCHEDULES = ('constant', 'cosine', 'warmup_cosine', 'onecycle')
+
+
+def decay_mask(params):
+  """True for the weights weight decay applies to: kernels (ndim > 1)."""
+  return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
+
+
+def learning_rate_schedule(config, steps_per_epoch: int) -> optax.Schedule:
+  """η_t from config.schedule, config.learning_rate and config.warmup_epochs."""
+  return _schedule(Optimizer.from_config(config, steps_per_epoch))
+
+
+def _schedule(o: 'Optimizer') -> optax.Schedule:
+  peak, total = o.learning_rate, max(1, int(o.steps_per_epoch * o.num_epochs))
+  warmup = int(round(o.warmup_epochs * o.steps_per_epoch))
+  if o.schedule == 'constant':
+    return optax.constant_schedule(peak)
+  if o.schedule == 'cosine':
+    return optax.cosine_decay_schedule(peak, total)
+  if o.schedule == 'warmup_cosine':
+    return optax.warmup_cosine_decay_schedule(0.0, peak, min(warmup, total - 1), total)
+  if o.schedule == 'onecycle':
+    pct = warmup / total if warmup else 0.3
+    return optax.cosine_onecycle_schedule(total, peak, pct_start=min(pct, 0.99))
+  raise UserError(f"unknown schedule '{o.schedule}'; set config.schedule to one of "
+                  f"{', '.join(SCHEDULES)}")
+
+
+def _direction(name, momentum, b2) -> optax.GradientTransformation:
+  """The optimizer's update direction d (the step is then w ← w − η d)."""
+  if name == 'sgd':
+    return optax.identity()
+  if name == 'momentum':
+    return optax.trace(decay=momentum)
+  if name == 'nesterov':
+    return optax.trace(decay=momentum, nesterov=True)
+  if name in ('adam', 'adamw'):
+    return optax.scale_by_adam(b1=momentum, b2=b2)
+  raise UserError(f"unknown optimizer '{name}'; set config.optimizer to one of "
+                  f"{', '.join(OPTIMIZERS)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+  """The settings of clip? -> direction -> decoupled decay? -> −η_t, and the chain.
+
+  ``per_model_scale``: a final ``optax.scale`` whose factor is an injected
+  hyperparameter, so K stacked models can each scale a peak-1 schedule by their
+  own η_k (engine/stacked.py).
+  """
+  optimizer: str
+  learning_rate: float
+  momentum: float
+  b2: float
+  weight_decay: float
+  decoupled: bool
+  grad_clip_norm: float
+  schedule: str
+  num_epochs: float
+  warmup_epochs: float
+  steps_per_epoch: int
+  batch_size: int
+  per_model_scale: bool = False
+
+  @classmethod
+  def from_config(cls, config, steps_per_epoch: int, **changes) -> 'Optimizer':
+    decoupled = config.weight_decay > 0 and (
+        config.optimizer == 'adamw' or config.weight_decay_mode == 'decoupled')
+    settings = cls(
+        optimizer=config.optimizer, learning_rate=float(config.learning_rate),
+        momentum=float(config.momentum), b2=float(config.b2),
+        weight_decay=float(config.weight_decay), decoupled=bool(decoupled),
+        grad_clip_norm=float(config.grad_clip_norm), schedule=config.schedule,
+        num_epochs=float(config.num_epochs), warmup_epochs=float(config.warmup_epochs),
+        steps_per_epoch=int(steps_per_epoch), batch_size=int(config.batch_size))
+    return dataclasses.replace(settings, **changes)
+
+  @property
+  def chain(self) -> optax.GradientTransformation:
+    return _build(self)
+
+  def init(self, params):
+    return self.chain.init(params)
+
+  def update(self, updates, state, params=None):
+    return self.chain.update(updates, state, params)
+
+
+@functools.lru_cache(maxsize=64)
+def _build(o: Optimizer) -> optax.GradientTransformation:
+  """The optax chain of ``o``, hyperparameters injected (``optax.inject_hyperparams``)
+  so they can be read from the optimizer state and set per model."""
+
+  def chain(learning_rate, momentum, weight_decay):
+    parts = []
+    if o.grad_clip_norm > 0:
+      parts.append(optax.clip_by_global_norm(o.grad_clip_norm))
+    parts.append(_direction(o.optimizer, momentum, o.b2))
+    if o.decoupled:  # d ← d + λ w, after the adaptive rescaling
+      parts.append(optax.add_decayed_weights(weight_decay, decay_mask))
+    parts.append(optax.scale_by_learning_rate(learning_rate))  # w ← w − η d
+    return optax.chain(*parts)
+
+  tx = optax.inject_hyperparams(chain)(
+      learning_rate=_schedule(o), momentum=o.momentum, weight_decay=o.weight_decay)
+  if o.per_model_scale:
+    tx = optax.chain(tx, optax.inject_hyperparams(optax.scale)(step_size=1.0))
+  return tx
+
+
+def create_optimizer(config, steps_per_epoch: int) -> Optimizer:
+  """The config's optimizer: clip_by_global_norm? -> optimizer -> decoupled decay?
+  -> learning-rate schedule, as a hashable ``Optimizer``."""
+  return Optimizer.from_config(config, steps_per_epoch)

@@ -1,0 +1,170 @@
+"""Checkpoints: an intact one round-trips; a damaged one is detected, named and set aside.
+
+Damage is done the way a bad disk does it: bytes flipped in the middle of the
+largest array-data file of the checkpoint (orbax writes the arrays as OCDBT
+data files under <dir>/<epoch>/state/ocdbt.process_0/d/).
+"""
+import glob
+import logging
+import os
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from mnist_jax.engine import checkpoint
+from mnist_jax.errors import UserError
+
+
+class State(flax.struct.PyTreeNode):
+  """The four fields ``checkpoint`` saves, like a TrainState."""
+  step: jax.Array
+  params: dict
+  batch_stats: dict
+  opt_state: tuple
+
+
+def _state(seed: int, fill=None) -> State:
+  """A small state of random (incompressible) arrays; ``fill`` overwrites params."""
+  r = np.random.default_rng(seed)
+  w = r.normal(size=(64, 100)).astype(np.float32)
+  if fill is not None:
+    w[:] = fill
+  return State(step=jnp.array(seed, jnp.int32),
+               params={'dense': {'kernel': jnp.asarray(w), 'bias': jnp.ones(100)}},
+               batch_stats={'mean': jnp.asarray(r.normal(size=(100,)), jnp.float32)},
+               opt_state=(jnp.zeros(100), {'count': jnp.array(7, jnp.int32)}))
+
+
+def _save(directory, epochs, state_fn=_state):
+  """Saves ``state_fn(e)`` at each epoch e (waits, closes); returns {e: state}."""
+  mngr = checkpoint.manager(directory, keep=5)
+  states = {}
+  for e in epochs:
+    states[e] = state_fn(e)
+    checkpoint.save(mngr, e, states[e], {'epoch': e})
+  mngr.wait_until_finished()
+  mngr.close()
+  return states
+
+
+def _flip(directory, epoch):
+  """Inverts 16 bytes in the middle of the epoch's largest array-data file."""
+  files = glob.glob(os.path.join(str(directory), str(epoch), 'state', '**', 'd', '*'),
+                    recursive=True)
+  path = max(files, key=os.path.getsize)
+  data = bytearray(open(path, 'rb').read())
+  mid = len(data) // 2
+  data[mid:mid + 16] = bytes(b ^ 0xFF for b in data[mid:mid + 16])
+  with open(path, 'wb') as f:
+    f.write(data)
+
+
+def _equal(a, b) -> bool:
+  return jax.tree_util.tree_all(jax.tree_util.tree_map(
+      lambda x, y: np.array_equal(np.asarray(x), np.asarray(y)), a, b))
+
+
+@pytest.fixture
+def ckpt_dir(tmp_path):
+  return str(tmp_path / 'checkpoints' / 'latest')
+
+
+def test_intact_checkpoint_round_trips_exactly(ckpt_dir):
+  states = _save(ckpt_dir, [1, 2])
+  mngr = checkpoint.manager(ckpt_dir)
+  state, meta = checkpoint.restore(mngr, _state(99), fallback=True)
+  assert meta['epoch'] == 2 and 'sha256' in meta
+  assert _equal(state, states[2])
+  state, meta = checkpoint.restore(mngr, _state(99), 1)
+  assert meta['epoch'] == 1 and _equal(state, states[1])
+  # no checkpoint: the template comes back
+  empty_state, empty_meta = checkpoint.restore(checkpoint.manager(ckpt_dir + '-e'), _state(5))
+  assert empty_meta is None and _equal(empty_state, _state(5))
+
+
+def test_damaged_latest_is_never_restored_silently(ckpt_dir):
+  """The bug: flipped bytes in the latest checkpoint came back as the state."""
+  states = _save(ckpt_dir, [1, 2])
+  _flip(ckpt_dir, 2)
+  try:
+    state, meta = checkpoint.restore(checkpoint.manager(ckpt_dir), _state(99))
+  except UserError:
+    return
+  assert meta['epoch'] == 1 and _equal(state, states[1])
+
+
+def test_fallback_restores_previous_and_sets_damaged_aside(ckpt_dir, tmp_path, caplog):
+  states = _save(ckpt_dir, [1, 2])
+  _flip(ckpt_dir, 2)
+  mngr = checkpoint.manager(ckpt_dir)
+  with caplog.at_level(logging.WARNING):
+    state, meta = checkpoint.restore(mngr, _state(99), fallback=True)
+  assert meta['epoch'] == 1 and _equal(state, states[1])
+  bad = os.path.join(ckpt_dir, '2')
+  assert any(bad in r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
+  moved = tmp_path / 'checkpoints' / 'damaged' / 'latest-2'
+  assert moved.is_dir() and (moved / 'state').is_dir()  # moved, not deleted
+  assert not os.path.exists(bad) and mngr.all_steps() == [1]
+  new = _state(22)
+  checkpoint.save(mngr, 2, new, {'epoch': 2})  # the epoch can be trained and saved again
+  mngr.wait_until_finished()
+  state, meta = checkpoint.restore(mngr, _state(99), fallback=True)
+  assert meta['epoch'] == 2 and _equal(state, new)
+
+
+def test_damaged_specific_checkpoint_raises_naming_it(ckpt_dir):
+  _save(ckpt_dir, [1, 2])
+  _flip(ckpt_dir, 1)
+  mngr = checkpoint.manager(ckpt_dir)
+  with pytest.raises(UserError, match=os.path.join(ckpt_dir, '1')) as e:
+    checkpoint.restore(mngr, _state(99), 1)
+  assert '--which=' in str(e.value) and '\n' not in str(e.value)
+  assert os.path.isdir(os.path.join(ckpt_dir, '1'))  # evaluation moves nothing
+  assert mngr.all_steps() == [1, 2]
+
+
+def test_all_checkpoints_damaged_raises(ckpt_dir, tmp_path):
+  _save(ckpt_dir, [1, 2])
+  _flip(ckpt_dir, 1)
+  _flip(ckpt_dir, 2)
+  with pytest.raises(UserError, match='--workdir') as e:
+    checkpoint.restore(checkpoint.manager(ckpt_dir), _state(99), fallback=True)
+  assert os.path.join(ckpt_dir, '1') in str(e.value)
+  assert os.path.join(ckpt_dir, '2') in str(e.value)
+  assert sorted(os.listdir(tmp_path / 'checkpoints' / 'damaged')) == ['latest-1', 'latest-2']
+
+
+def test_non_finite_checkpoint_is_rejected(ckpt_dir, tmp_path):
+  _save(ckpt_dir, [1])
+  _save(ckpt_dir, [2], lambda e: _state(e, fill=np.nan))
+  with pytest.raises(UserError, match='non-finite'):
+    checkpoint.restore(checkpoint.manager(ckpt_dir), _state(99), 2)
+  state, meta = checkpoint.restore(checkpoint.manager(ckpt_dir), _state(99), fallback=True)
+  assert meta['epoch'] == 1
+  assert (tmp_path / 'checkpoints' / 'damaged' / 'latest-2').is_dir()
+
+
+def test_checkpoint_without_checksum_is_accepted_if_finite(ckpt_dir):
+  """Checkpoints of older versions have no checksum in their meta."""
+  mngr = checkpoint.manager(ckpt_dir)
+  for e, fill in [(1, None), (2, np.inf)]:
+    mngr.save(e, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(checkpoint._arrays(_state(e, fill))),  # pylint: disable=protected-access
+        meta=ocp.args.JsonSave({'epoch': e})))
+  mngr.wait_until_finished()
+  state, meta = checkpoint.restore(mngr, _state(99), 1)
+  assert meta == {'epoch': 1} and _equal(state, _state(1))
+  with pytest.raises(UserError, match='non-finite'):
+    checkpoint.restore(mngr, _state(99), 2)
+
+
+def test_other_model_is_not_called_damaged(ckpt_dir):
+  _save(ckpt_dir, [1])
+  other = _state(3).replace(params={'dense': {'kernel': jnp.zeros((3, 3))}})
+  with pytest.raises(UserError, match='different model/config'):
+    checkpoint.restore(checkpoint.manager(ckpt_dir), other, fallback=True)
+  assert os.path.isdir(os.path.join(ckpt_dir, '1'))

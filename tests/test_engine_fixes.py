@@ -1,0 +1,266 @@
+"""Ten silent wrong results of the first engine, each pinned by a test that
+failed on it (issue 12, section 1), and the train state a Flax user recognizes."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import linen as nn
+
+from mnist_jax import api, train
+from mnist_jax.config import defaults
+from mnist_jax.data import idx, preprocess
+from mnist_jax.engine import driver, evaluation, rundir, workdir as workdir_lib
+from mnist_jax.errors import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def batch(mnist_small_dir):
+  images, labels = idx.load_split(mnist_small_dir, 'train')
+  return {'image': jnp.asarray(images[:64]), 'label': jnp.asarray(labels[:64])}
+
+
+def _tiny(config, epochs=3):
+  config.data.train_limit = 200
+  config.num_epochs = epochs
+  return config
+
+
+# 1. standardize + augment: shifted-in pixels are background, not grey ---------------
+
+def test_augmentation_fills_with_background_before_standardizing():
+  config = defaults.get_config()
+  config.data.standardize = True
+  config.augment.translate = 3.0
+  state = train.create_train_state(config, jax.random.key(0))
+  ones = jnp.full((16, 28, 28, 1), 255, jnp.uint8)           # every pixel ink
+  x = np.asarray(state.inputs(ones, jax.random.key(1)))
+  background = (0.0 - preprocess.MNIST_MEAN) / preprocess.MNIST_STD
+  ink = (1.0 - preprocess.MNIST_MEAN) / preprocess.MNIST_STD
+  filled = ~np.isclose(x, ink, atol=1e-5)
+  assert filled.any()                                           # some image was shifted
+  np.testing.assert_allclose(x[filled], background, atol=1e-5)  # not 0 = grey
+  # eval / predict use the same recorded settings, without augmentation
+  np.testing.assert_allclose(state.inputs(ones), ink, atol=1e-5)
+
+
+def test_the_run_records_its_preprocessing_and_every_reader_applies_it(
+    tmp_path, small_config, mnist_small_dir):
+  small_config.data.standardize = True
+  small_config.data.train_limit = 500
+  workdir = str(tmp_path / 'std')
+  summary = driver.train_and_evaluate(small_config, workdir)
+  assert summary['preprocessing']['standardize'] is True
+  config, state = api.load(workdir, 'latest')
+  assert state.standardize and config.data.standardize
+  images, labels = idx.load_split(mnist_small_dir, 'test')
+  by_api = api.evaluate(state, images, labels)
+  assert by_api['accuracy'] == pytest.approx(summary['test_accuracy'], abs=1e-6)
+  probs = api.predict(state, images[:50])
+  manual = jax.nn.softmax(state.apply_fn(state.variables, preprocess.standardize(
+      preprocess.normalize(jnp.asarray(images[:50]))), train=False))
+  np.testing.assert_allclose(probs, manual, atol=1e-5)
+
+
+# 2. resuming with another num_epochs never changes the schedule silently ------------
+
+@pytest.mark.parametrize('schedule', ['cosine', 'warmup_cosine', 'onecycle'])
+def test_resume_with_another_horizon_is_refused(tmp_path, schedule):
+  config = defaults.get_config()
+  config.schedule, config.num_epochs = schedule, 4
+  workdir_lib.record_config(config, str(tmp_path), resuming=False)
+  config.num_epochs = 8
+  with pytest.raises(UserError, match='num_epochs=4'):
+    workdir_lib.record_config(config, str(tmp_path), resuming=True)
+  config.schedule = 'constant'   # η does not depend on the horizon: allowed
+  (tmp_path / 'c').mkdir()
+  workdir_lib.record_config(config, str(tmp_path / 'c'), resuming=False)
+  config.num_epochs = 12
+  workdir_lib.record_config(config, str(tmp_path / 'c'), resuming=True)
+
+
+# 3. the best checkpoint is the epoch summary.json names ----------------------------
+
+def test_best_checkpoint_is_saved_whenever_validation_improves(
+    tmp_path, small_config, monkeypatch):
+  _tiny(small_config, epochs=3)
+  small_config.checkpoint_every_epochs = 0          # 'latest' only at the end
+  scripted = iter([0.5, 0.9, 0.7] * 2)              # val improves at epoch 2 only
+  real = evaluation.evaluate
+
+  def fake(state, split, eval_fn):
+    out = real(state, split, eval_fn)
+    if split[0].shape[0] == 500:                    # the validation split
+      out['accuracy'] = np.asarray([next(scripted)])
+    return out
+
+  monkeypatch.setattr(evaluation, 'evaluate', fake)
+  workdir = str(tmp_path / 'best')
+  summary = driver.train_and_evaluate(small_config, workdir)
+  assert summary['best_epoch'] == 2
+  _, _, meta = rundir.load_run(workdir, 'best')
+  assert meta['epoch'] == summary['best_epoch'] == 2
+
+
+# 4. one key in a research loop still gives new randomness every step ---------------
+
+def test_the_step_counter_is_folded_into_the_key(batch):
+  config = defaults.get_config()
+  config.model = defaults.get_config().model
+  config.model.name = 'mlp'
+  config.model.dropout_rate = 0.5
+  state = train.create_train_state(config, jax.random.key(0))
+  step = jax.jit(train.train_step)
+  key = jax.random.key(3)
+  _, m0 = step(state, batch, key)
+  _, m1 = step(state.replace(step=state.step + 1), batch, key)   # same params, same key
+  assert abs(float(m0['loss']) - float(m1['loss'])) > 1e-4       # other dropout masks
+  _, again = step(state, batch, key)
+  assert float(again['loss']) == float(m0['loss'])                # still deterministic
+
+
+# 5. L2: the data loss and the penalty apart; adamw + l2 refused --------------------
+
+def test_l2_penalty_is_reported_apart_from_the_data_loss(batch):
+  config = defaults.get_config()
+  config.weight_decay, config.weight_decay_mode = 0.01, 'l2'
+  state = train.create_train_state(config, jax.random.key(0))
+  _, metrics = jax.jit(train.train_step)(state, batch, jax.random.key(1))
+  sums = train.eval_step(state, batch)
+  assert float(metrics['loss']) == pytest.approx(float(sums['loss'] / sums['count']), rel=1e-5)
+  assert float(metrics['l2_penalty']) == pytest.approx(
+      0.01 * float(train.l2_penalty(state.params)), rel=1e-5)
+
+
+def test_adamw_with_l2_is_refused():
+  config = defaults.get_config()
+  config.optimizer, config.weight_decay, config.weight_decay_mode = 'adamw', 1e-4, 'l2'
+  with pytest.raises(UserError, match="weight_decay_mode='decoupled'"):
+    train.create_train_state(config, jax.random.key(0))
+
+
+# 7. api reads the state's own settings ---------------------------------------------
+
+def test_api_fit_uses_the_batch_size_the_schedule_was_sized_for(mnist_small_dir):
+  data = api.load_data(data_dir=mnist_small_dir, val_size=500, download=False)
+  state = api.create('lenet5', batch_size=64, schedule='cosine', num_train=4500)
+  assert api._batch_size(state, None) == 64    # pylint: disable=protected-access
+  with pytest.raises(UserError, match='sized for'):
+    api.fit(state, data, steps=1, batch_size=128)
+  after = api.fit(state, data, steps=2)
+  assert int(after.step) == 2
+
+
+# 8. one process per workdir ---------------------------------------------------------
+
+def test_a_second_process_on_a_workdir_is_refused(tmp_path, small_config):
+  workdir = tmp_path / 'busy'
+  workdir.mkdir()
+  holder = subprocess.Popen([sys.executable, '-c', textwrap.dedent(f'''
+      import time
+      from mnist_jax.engine import workdir
+      with workdir.lock({str(workdir)!r}):
+        print('locked', flush=True)
+        time.sleep(60)''')], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+  try:
+    assert holder.stdout.readline().strip() == 'locked'
+    with pytest.raises(workdir_lib.WorkdirBusy, match=f'pid {holder.pid}'):
+      driver.train_and_evaluate(_tiny(small_config, 1), str(workdir))
+    assert not (workdir / 'metrics.jsonl').exists()
+  finally:
+    holder.kill()
+    holder.wait()
+  summary = driver.train_and_evaluate(_tiny(small_config, 1), str(workdir))  # free again
+  assert summary['epochs'] == 1
+
+
+def test_two_cli_processes_on_one_workdir_train_once(tmp_path, mnist_small_dir):
+  workdir = str(tmp_path / 'twice')
+  args = [sys.executable, '-m', 'mnist_jax.main', '--config=configs/lenet.py',
+          f'--workdir={workdir}', '--config.data.source=idx',
+          f'--config.data.data_dir={mnist_small_dir}', '--config.data.val_size=500',
+          '--config.data.train_limit=1000', '--config.num_epochs=2',
+          '--config.write_plots=False']
+  first = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+  deadline = time.time() + 60
+  while not os.path.exists(os.path.join(workdir, '.lock')) and time.time() < deadline:
+    time.sleep(0.05)
+  second = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+  first.communicate(timeout=300)
+  assert first.returncode == 0
+  if second.returncode == 0:   # the first finished before the second started: rerun is a no-op
+    pytest.fail('the second process did not meet the first one; make the run longer')
+  assert second.returncode == 2
+  err = second.stderr.strip().splitlines()
+  assert err[-1].startswith('error: workdir') and 'in use by pid' in err[-1]
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    assert [json.loads(line)['epoch'] for line in f] == [1, 2]
+
+
+# 9. a damaged checkpoint is detected on resume and the previous one is used ---------
+
+def test_resume_skips_a_damaged_latest_checkpoint(tmp_path, small_config):
+  _tiny(small_config, epochs=2)
+  workdir = str(tmp_path / 'damaged')
+  first = driver.train_and_evaluate(small_config, workdir)
+  data = os.path.join(workdir, 'checkpoints', 'latest', '2', 'state', 'ocdbt.process_0', 'd')
+  biggest = max((os.path.join(data, n) for n in os.listdir(data)), key=os.path.getsize)
+  with open(biggest, 'r+b') as f:
+    f.seek(os.path.getsize(biggest) // 2)
+    chunk = f.read(16)
+    f.seek(os.path.getsize(biggest) // 2)
+    f.write(bytes(255 - b for b in chunk))
+  os.remove(os.path.join(workdir, 'summary.json'))
+  again = driver.train_and_evaluate(small_config, workdir)   # resumes from epoch 1
+  assert np.isfinite(again['test_loss'])
+  assert again['test_accuracy'] == pytest.approx(first['test_accuracy'], abs=1e-6)
+  assert os.listdir(os.path.join(workdir, 'checkpoints', 'damaged'))
+
+
+# The train state: flax's TrainState, hashable static settings ----------------------
+
+def test_equal_configs_compile_once_and_states_tree_map(batch):
+  traces = []
+
+  def step(state, batch, rng):
+    traces.append(1)
+    return train.train_step(state, batch, rng)
+
+  step = jax.jit(step)
+  config = defaults.get_config()
+  a = train.create_train_state(config, jax.random.key(0))
+  b = train.create_train_state(defaults.get_config(), jax.random.key(1))
+  assert isinstance(a, __import__('flax').training.train_state.TrainState)
+  step(a, batch, jax.random.key(2))
+  step(b, batch, jax.random.key(2))
+  assert len(traces) == 1
+  diff = jax.tree_util.tree_map(lambda x, y: x - y, a, b)
+  assert float(jnp.abs(diff.params['C1']['kernel']).max()) > 0
+
+
+def test_train_step_takes_your_own_module_and_optax_chain(batch):
+  class Tiny(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+      x = nn.Dropout(0.1, deterministic=not train)(x.reshape((x.shape[0], -1)))
+      return nn.Dense(10)(x)
+
+  model = Tiny()
+  params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))['params']
+  state = train.TrainState.create(apply_fn=model.apply, params=params,
+                                  tx=optax.sgd(0.1))
+  losses = []
+  for _ in range(5):
+    state, metrics = jax.jit(train.train_step)(state, batch, jax.random.key(0))
+    losses.append(float(metrics['loss']))
+  assert losses[-1] < losses[0] and int(state.step) == 5

@@ -1,0 +1,76 @@
+"""The package's layers: every import (lazy ones inside functions too) points down.
+
+  8 commands     main sweep evaluate predict plots explain summary serve
+  7 cli          cli, cli_logs (flag parsing, the one error printer, quiet logs)
+  6 api          the notebook functions
+  5 search/ inspection/   the sweep runner; explainer, figures, image preparation
+  4 engine/      the epoch driver for K ≥ 1 models, evaluation, checkpoints, run dirs
+  3 train  parallel/      the pure step; meshes, shards, multi-host start-up
+  2 models/ config/       the architectures; defaults and checks
+  1 nn/ data/             the primer's math, optimizers; data files and preprocessing
+  0 errors               UserError
+A module imports only lower layers or its own package; data/ and models/ never
+import each other; no module but a command defines a flag or exits.
+"""
+import ast
+import os
+
+import pytest
+
+PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'mnist_jax')
+COMMANDS = {'main', 'sweep', 'evaluate', 'predict', 'plots', 'explain', 'summary', 'serve'}
+LAYERS = {'errors': 0, 'nn': 1, 'data': 1, 'models': 2, 'config': 2, 'train': 3,
+          'parallel': 3, 'engine': 4, 'search': 5, 'inspection': 5, 'api': 6,
+          'cli': 7, 'cli_logs': 7, **{c: 8 for c in COMMANDS}}
+
+
+def _modules():
+  for root, _, files in os.walk(PACKAGE):
+    for name in files:
+      if name.endswith('.py'):
+        path = os.path.join(root, name)
+        rel = os.path.relpath(path, PACKAGE)[:-3].split(os.sep)
+        yield [p for p in rel if p != '__init__'] or ['__init__'], path
+
+
+def _imports(path):
+  """(top-level part of mnist_jax it imports, line) for every import in the file."""
+  tree = ast.parse(open(path).read())
+  for node in ast.walk(tree):
+    if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith('mnist_jax'):
+      parts = node.module.split('.')[1:]
+      targets = [parts] if parts else [[a.name] for a in node.names]
+      for t in targets:
+        yield t[0], node.lineno
+    elif isinstance(node, ast.Import):
+      for a in node.names:
+        if a.name.startswith('mnist_jax.'):
+          yield a.name.split('.')[1], node.lineno
+
+
+def test_every_module_has_a_layer():
+  tops = {parts[0] for parts, _ in _modules()} - {'__init__'}
+  assert tops <= set(LAYERS), tops - set(LAYERS)
+
+
+@pytest.mark.parametrize('parts,path', list(_modules()), ids=lambda v: '.'.join(v)
+                         if isinstance(v, list) else '')
+def test_imports_point_down(parts, path):
+  own = parts[0]
+  layer = LAYERS.get(own, 0)
+  for target, line in _imports(path):
+    if target == own:
+      continue
+    assert LAYERS[target] < layer, f'{path}:{line} imports {target} (layer {LAYERS[target]}) ' \
+                                   f'from layer {layer}'
+    assert {own, target} != {'data', 'models'}, f'{path}:{line}: data and models are apart'
+
+
+@pytest.mark.parametrize('parts,path', list(_modules()), ids=lambda v: '.'.join(v)
+                         if isinstance(v, list) else '')
+def test_only_commands_define_flags_or_exit(parts, path):
+  if parts[0] in COMMANDS or parts[0] == 'cli':
+    return
+  text = open(path).read()
+  for forbidden in ('flags.DEFINE', 'sys.exit(', 'config_flags.'):
+    assert forbidden not in text, f'{path} uses {forbidden}'
