@@ -129,18 +129,20 @@ def run_one(key, workdir):
 def render(results, md_path):
   """Writes the markdown table and the accuracy-vs-parameters plot."""
   rows = sorted(results.values(), key=lambda r: (r['year'], r['key']))
+  machines = sorted({r['hardware'] for r in rows})
   lines = ['| model | year | key innovation | config | parameters | MACs / image | '
-           's / epoch | images/s | epochs | train images | val acc. | test acc. |',
-           '|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|']
+           's / epoch | images/s | epochs | train images | val acc. | test acc. | machine |',
+           '|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|']
   for r in rows:
     lines.append(
         f"| {r['model']} | {r['year']} | {r['innovation']} | `{r['config']}` | "
         f"{r['params']:,} | {r['macs'] / 1e6:.2f} M | {r['epoch_s']:.0f} | "
         f"{r['images_per_s']:,.0f} | {r['epochs']} | {r['train_images']} | "
-        f"{100 * r['val_accuracy']:.2f} % | {100 * r['test_accuracy']:.2f} % |")
-  machines = sorted({r['hardware'] for r in rows})
+        f"{100 * r['val_accuracy']:.2f} % | {100 * r['test_accuracy']:.2f} % | "
+        f"[{machines.index(r['hardware']) + 1}] |")
   commands = sorted({r['command'] for r in rows})
-  text = '\n'.join(lines) + '\n\nHardware: ' + '; '.join(machines) + '\n\nCommands:\n' + \
+  text = '\n'.join(lines) + '\n\nMachines (times compare only within one machine):\n' + \
+      ''.join(f'- [{i + 1}] {m}\n' for i, m in enumerate(machines)) + '\nCommands:\n' + \
       ''.join(f'- `{c}`\n' for c in commands)
   with open(md_path, 'w') as f:
     f.write(text)
