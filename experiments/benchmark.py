@@ -6,9 +6,15 @@
       --out=experiments/results/benchmark.md
 
 Each run is a fresh process, timed by the parent from just before it starts:
-'scan' runs ``python -m mnist_jax.main`` (the on-device ``lax.scan`` loop),
-'naive' runs experiments/naive_loop.py (one host batch and one jit dispatch
-per step). The child logs with ``JAX_LOG_COMPILES=1``; the parent timestamps
+'scan' runs ``python -m mnist_jax.main --compilation_cache=off`` (the config's
+loop, cold: every program compiled), 'warm' the same with a persistent
+compilation cache that one untimed run filled first (engine/compile_cache.py:
+the second run on a machine), 'naive' runs experiments/naive_loop.py (one host
+batch and one jit dispatch per step), and with ``--pytorch_python=PY`` (an
+interpreter with torch) 'torch_record' / 'torch_examples' run
+experiments/pytorch_reference.py --recipe=record / examples (the fastest
+published recipe; the PyTorch examples/mnist one). All loops run interleaved,
+run 1 of each, then run 2, ..., so a change in the machine's load hits all. The child logs with ``JAX_LOG_COMPILES=1``; the parent timestamps
 every line it prints and reads ``WORKDIR/metrics.jsonl`` at the end:
 
   time to target  the 'epoch e/E:' line of the first epoch whose test accuracy
@@ -25,9 +31,8 @@ every line it prints and reads ``WORKDIR/metrics.jsonl`` at the end:
   cores used      the child's CPU seconds (user + sys) / its wall time
   load            the 1-minute load average as the run started (is the CPU shared?)
 
-With ``--pytorch_python=PY`` (an interpreter with torch) the PyTorch
-examples/mnist recipe (experiments/pytorch_reference.py) is also timed to
---target, once, after the runs, and the report gives the ratio.
+The report gives each of our loops' median time to target against the
+PyTorch recipes' medians.
 
 Peak FLOP/s = cores × fp32 FMA per core per cycle × 2 FLOP × clock ('cpu MHz'
 of /proc/cpuinfo); the line printed says how it was computed. Medians over
@@ -54,11 +59,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAIVE = os.path.join(ROOT, 'experiments', 'naive_loop.py')
 REFERENCE = os.path.join(ROOT, 'experiments', 'pytorch_reference.py')
 REFERENCE_RE = re.compile(r'epoch (\d+): test accuracy ([0-9.]+) %')
+REFERENCE_RATE_RE = re.compile(r'\((\d+) images/s\)')
 FLAGS = flags.FLAGS
+WARM_CACHE = os.path.join(tempfile.gettempdir(), 'mnist_jax_benchmark_xla_cache')
+TORCH_LOOPS = {'torch_record': 'record', 'torch_examples': 'examples'}
 COMPILE_RE = re.compile(r'Finished (?:tracing|jaxpr to MLIR module conversion|XLA '
                         r'compilation)\b.* in ([0-9.eE+-]+) sec')
 PROGRESS_RE = re.compile(r'epoch (\d+): (\d+)/(\d+) steps')
 EPOCH_RE = re.compile(r'epoch (\d+)/(\d+): ')
+DATA_RE = re.compile(r'Data: .* read in ([0-9.]+) s')
+SETUP_RE = re.compile(r'\(set up in ([0-9.]+) s\)')
+PHASES = ('imports', 'data', 'setup', 'train', 'eval')
 
 
 def cpu_peak(fma_per_cycle: int = 0) -> dict:
@@ -135,8 +146,9 @@ def run_once(loop: str, config_path: str, overrides, batch_size: int, target: fl
              timeout: float = 900, stop_at_target: bool = False) -> dict:
   """One fresh process of ``loop``; its timeline, parsed as it runs."""
   workdir = tempfile.mkdtemp(prefix=f'bench_{loop}_')
-  cmd = ([sys.executable, '-m', 'mnist_jax.main'] if loop == 'scan'
-         else [sys.executable, NAIVE])
+  cmd = ([sys.executable, NAIVE] if loop == 'naive' else
+         [sys.executable, '-m', 'mnist_jax.main',
+          f'--compilation_cache={WARM_CACHE if loop == "warm" else "off"}'])
   cmd += [f'--config={config_path}', f'--workdir={workdir}']
   cmd += [f'--config.{o}' for o in overrides]
   env = dict(os.environ, JAX_LOG_COMPILES='1', PYTHONUNBUFFERED='1')
@@ -146,6 +158,7 @@ def run_once(loop: str, config_path: str, overrides, batch_size: int, target: fl
   proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
   compile_s, startup, epochs, progress, compiles, tail = 0.0, None, {}, [], [], []
+  phases = {}
   stopped = False
   timer = threading.Timer(timeout, proc.kill)
   timer.start()
@@ -162,8 +175,13 @@ def run_once(loop: str, config_path: str, overrides, batch_size: int, target: fl
       if stop_at_target and _read_records(workdir)[-1]['test_accuracy'] >= target:
         stopped = True
         proc.terminate()
+    elif m := DATA_RE.search(line):
+      phases['data'] = float(m.group(1))
+      phases['imports'] = now - phases['data']   # process start -> the data read begins
     elif startup is None and 'Training ' in line:
       startup = now
+      if m := SETUP_RE.search(line):
+        phases['setup'] = float(m.group(1))
   returncode = proc.wait()
   wall = time.perf_counter() - t0
   timer.cancel()
@@ -179,7 +197,9 @@ def run_once(loop: str, config_path: str, overrides, batch_size: int, target: fl
              for (t1, e1, s1), (t2, e2, s2) in zip(progress, progress[1:])
              if e1 == e2 and not any(t1 < c <= t2 for c in compiles)]
   cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
-  return {'time_to_target': epochs[hit['epoch']] if hit else None,
+  if records and 'eval_time_s' in records[0]:
+    phases.update(train=records[0]['train_time_s'], eval=records[0]['eval_time_s'])
+  return {'time_to_target': epochs[hit['epoch']] if hit else None, 'phases': phases,
           'epoch': hit['epoch'] if hit else None,
           'test_accuracy': hit['test_accuracy'] if hit else records[-1]['test_accuracy'],
           'val_accuracy': (hit or records[-1]).get('val_accuracy'),
@@ -188,23 +208,35 @@ def run_once(loop: str, config_path: str, overrides, batch_size: int, target: fl
           'cores_used': cpu / wall, 'load': load}
 
 
-def run_reference(python: str, data_dir: str, target: float) -> dict:
-  """experiments/pytorch_reference.py in ``python`` (an interpreter with torch),
-  timed like run_once: from just before the process starts to the moment it
-  prints its first test evaluation at >= ``target``."""
-  cmd = [python, REFERENCE, f'--data_dir={os.path.abspath(data_dir)}', f'--target={target}']
+def run_reference(python: str, recipe: str, data_dir: str, target: float, seed: int) -> dict:
+  """experiments/pytorch_reference.py --recipe=``recipe`` in ``python`` (an
+  interpreter with torch), timed like run_once: from just before the process
+  starts to the moment it prints its first test evaluation at >= ``target``."""
+  cmd = [python, REFERENCE, f'--recipe={recipe}', f'--data_dir={os.path.abspath(data_dir)}',
+         f'--target={target}', f'--seed={seed}']
+  usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+  load = os.getloadavg()[0]
   t0 = time.perf_counter()
   proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, env=dict(os.environ, PYTHONUNBUFFERED='1'))
-  hit, last = None, ''
+  hit, last, accuracy, rate = None, '', None, None
   for line in proc.stdout:
     last = line.strip() or last
     m = REFERENCE_RE.search(line)
-    if m and hit is None and float(m.group(2)) >= 100 * target:
-      hit = {'time_to_target': time.perf_counter() - t0, 'epoch': int(m.group(1))}
+    if m:
+      accuracy = float(m.group(2)) / 100
+      rate = float(REFERENCE_RATE_RE.search(line).group(1))
+      if hit is None and accuracy >= target:
+        hit = {'time_to_target': time.perf_counter() - t0, 'epoch': int(m.group(1))}
   if proc.wait() != 0:
     raise RuntimeError(f'{" ".join(cmd)} failed: {last}')
-  return {**(hit or {'time_to_target': None, 'epoch': None}), 'summary': last}
+  wall = time.perf_counter() - t0
+  usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+  cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
+  return {**(hit or {'time_to_target': None, 'epoch': None}), 'summary': last,
+          'test_accuracy': accuracy, 'val_accuracy': None, 'compile_s': None,
+          'startup_s': None, 'wall_s': wall, 'images_per_s': rate, 'phases': {},
+          'cores_used': cpu / wall, 'load': load}
 
 
 def _median(runs, key):
@@ -226,7 +258,7 @@ def table(results, cost, peak, target) -> str:
     span = f' [{min(times):.1f}–{max(times):.1f}]' if times else ''
     reached = f'{len(times)}/{len(runs)} runs' if len(times) < len(runs) else ''
     ips = _median(runs, 'images_per_s')
-    gflops = ips * cost['train_flops'] / 1e9 if ips else None
+    gflops = ips * cost['train_flops'] / 1e9 if ips and loop not in TORCH_LOOPS else None
     lines.append(
         f"| {loop} | {_fmt(statistics.median(times) if times else None)}{span} {reached} | "
         f"{_fmt(_median(runs, 'epoch'), 'g')} | {_fmt(_median(runs, 'test_accuracy'), '.4f')} | "
@@ -242,6 +274,25 @@ def table(results, cost, peak, target) -> str:
       a, b = _median(s, key), _median(n, key)
       if a and b:
         lines.append(f'\nscan vs naive, {label}: {(b / a if inverse else a / b):.2f}x')
+  with_phases = {loop: runs for loop, runs in results.items()
+                 if any(r['phases'] for r in runs)}
+  if with_phases:
+    lines += ['', 'Phases, medians (s): imports = process start -> the data read; set-up = '
+              'model, optimizer, checkpoints, eval splits; train and eval = epoch 1, '
+              'compilation of their programs included (the compile column is that part, '
+              'summed over all programs).', '',
+              '| loop | ' + ' | '.join(PHASES) + ' | compile |', '|---|' + '---|' * 6]
+    for loop, runs in with_phases.items():
+      values = [_median([{'v': r['phases'].get(p)} for r in runs], 'v') for p in PHASES]
+      lines.append(f'| {loop} | ' + ' | '.join(_fmt(v, '.2f') for v in values) +
+                   f" | {_fmt(_median(runs, 'compile_s'), '.2f')} |")
+  for ours in ('scan', 'warm', 'naive'):
+    for peer in TORCH_LOOPS:
+      a = _median(results.get(ours, []), 'time_to_target')
+      b = _median(results.get(peer, []), 'time_to_target')
+      if a and b:
+        lines.append(f'\n{ours} / {peer}, median time to target: {a:.1f} s / {b:.1f} s '
+                     f'= {a / b:.2f}x')
   return '\n'.join(lines)
 
 
@@ -327,14 +378,26 @@ def main(argv):
   peak = cpu_peak(FLAGS.fma_per_cycle)
   cost = model_cost(config)
   results = {loop: [] for loop in FLAGS.loops}
+  if any(loop in TORCH_LOOPS for loop in FLAGS.loops) and not (
+      FLAGS.pytorch_python and FLAGS.data_dir):
+    raise app.UsageError('the torch_* loops need --pytorch_python and --data_dir')
+  if 'warm' in FLAGS.loops:  # fill the cache: the run before, on this machine
+    shutil.rmtree(WARM_CACHE, ignore_errors=True)
+    run_once('warm', FLAGS.config, overrides, config.batch_size, FLAGS.target,
+             FLAGS.timeout, FLAGS.stop_at_target)
   for i in range(FLAGS.runs):  # interleaved, so a change in the machine's load hits all
     for loop in FLAGS.loops:
-      r = run_once(loop, FLAGS.config, overrides, config.batch_size, FLAGS.target,
-                   FLAGS.timeout, FLAGS.stop_at_target)
+      if loop in TORCH_LOOPS:
+        r = run_reference(FLAGS.pytorch_python, TORCH_LOOPS[loop], FLAGS.data_dir,
+                          FLAGS.target, seed=i)
+      else:
+        r = run_once(loop, FLAGS.config, overrides, config.batch_size, FLAGS.target,
+                     FLAGS.timeout, FLAGS.stop_at_target)
       print(f"{loop} run {i + 1}: to target {_fmt(r['time_to_target'])} s (epoch "
-            f"{r['epoch']}, test {r['test_accuracy']:.4f}), compile {r['compile_s']:.1f} s, "
-            f"{_fmt(r['images_per_s'], ',.0f')} img/s, wall {r['wall_s']:.1f} s, load "
-            f"{r['load']:.1f}", flush=True)
+            f"{r['epoch']}, test {_fmt(r['test_accuracy'], '.4f')}), compile "
+            f"{_fmt(r['compile_s'])} s, {_fmt(r['images_per_s'], ',.0f')} img/s, wall "
+            f"{r['wall_s']:.1f} s, load {r['load']:.1f}; phases "
+            + ', '.join(f'{p} {v:.2f} s' for p, v in r['phases'].items()), flush=True)
       results[loop].append(r)
   command = ' '.join(['python', 'experiments/benchmark.py'] + sys.argv[1:])
   report = '\n'.join([
@@ -349,15 +412,9 @@ def main(argv):
       f'1-minute load average when a run started ({os.cpu_count()} cores: above '
       f'{os.cpu_count()} the CPU was shared)', '',
       table(results, cost, peak, FLAGS.target), ''])
-  if FLAGS.pytorch_python:
-    ref = run_reference(FLAGS.pytorch_python, FLAGS.data_dir, FLAGS.target)
-    ours = _median(results[FLAGS.loops[0]], 'time_to_target')
-    ratio = (f'; {FLAGS.loops[0]} median {ours:.1f} s is {ref["time_to_target"] / ours:.1f}x '
-             'faster' if ref['time_to_target'] and ours else '')
-    report += (f"\nPyTorch examples/mnist recipe (`experiments/pytorch_reference.py`, one "
-               f"run, after the runs above): {_fmt(ref['time_to_target'])} s from process "
-               f"start to >= {100 * FLAGS.target:g} % test (epoch {ref.get('epoch')}){ratio}. "
-               f"Its last line: {ref['summary']}\n")
+  for loop in TORCH_LOOPS:
+    for i, r in enumerate(results.get(loop, [])):
+      report += f'\n{loop} run {i + 1} (torch seed {i}): {r["summary"]}'
   print('\n' + report)
   if FLAGS.out:
     with open(FLAGS.out, 'a') as f:
@@ -371,7 +428,8 @@ def define_flags():
   flags.DEFINE_string('data_dir', None, 'IDX folder: use data.source=idx (no '
                       'TensorFlow import); else the config decides.')
   flags.DEFINE_integer('runs', 3, 'Runs per loop (medians are reported).')
-  flags.DEFINE_list('loops', ['scan', 'naive'], "'scan' and/or 'naive'.")
+  flags.DEFINE_list('loops', ['scan', 'naive'], "Any of 'scan' (cold), 'warm', 'naive', "
+                    "'torch_record', 'torch_examples'.")
   flags.DEFINE_float('target', 0.99, 'Test accuracy to reach.')
   flags.DEFINE_string('out', None, 'Markdown file to append the results to.')
   flags.DEFINE_integer('timeout', 900, 'Seconds before a run is killed.')
@@ -379,9 +437,8 @@ def define_flags():
                     '>= --target (saves time on long configs; the rest is not timed).')
   flags.DEFINE_bool('profile', False, 'Instead of timing runs, trace 20 train steps '
                     'and print where the time goes (per layer and pass, top HLO ops).')
-  flags.DEFINE_string('pytorch_python', None, 'A Python interpreter with torch: after '
-                      'the runs, also time experiments/pytorch_reference.py (the PyTorch '
-                      'examples/mnist recipe; needs --data_dir) once and report the ratio.')
+  flags.DEFINE_string('pytorch_python', None, 'A Python interpreter with torch, for the '
+                      'torch_* loops (experiments/pytorch_reference.py; needs --data_dir).')
   flags.DEFINE_integer('fma_per_cycle', 0, 'fp32 FMAs per core per cycle (0 = guess '
                        'from /proc/cpuinfo).')
 

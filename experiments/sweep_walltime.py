@@ -1,6 +1,8 @@
-"""Wall-clock of a whole sweep: ``mnist_jax.sweep`` one trial after another vs --vectorize.
+"""Wall-clock of a whole sweep: one trial after another vs --vectorize, each
+without and with the persistent compilation cache (engine/compile_cache.py).
 
-  python experiments/sweep_walltime.py --data_dir=../shared/data/mnist [--epochs=1]
+  python experiments/sweep_walltime.py --data_dir=../shared/data/mnist [--epochs=1] \
+      [--train_limit=0]
 
 Runs the config's own ``get_hyper`` sweep (configs/lenet.py: 3 η x 2 dropout p,
 6 trials, one seed) twice in fresh work directories, as a user would:
@@ -9,8 +11,11 @@ Runs the config's own ``get_hyper`` sweep (configs/lenet.py: 3 η x 2 dropout p,
       --config.num_epochs=E --config.data.source=idx --config.data.data_dir=D \
       --config.write_plots=False
 
-and times each process from start to exit (start-up, data loading, every
-compilation, training, evaluation and checkpoints included). Plots are off in
+with ``--compilation_cache=off``, then with an empty cache directory ("cold":
+the first trial compiles and writes, later trials load), then again with that
+directory ("warm": a second sweep on the same machine), and times each process
+from start to exit (start-up, data loading, every compilation, training,
+evaluation and checkpoints included). Plots are off in
 both (the sweep draws them after training, for either mode; that is not what is
 timed here). It then compares each trial's best
 validation accuracy between the two runs (they train the same function).
@@ -32,15 +37,26 @@ import report  # pylint: disable=g-import-not-at-top,wrong-import-position
 _CONFIG = flags.DEFINE_string('config', 'configs/lenet.py', 'config file with get_hyper')
 _DATA_DIR = flags.DEFINE_string('data_dir', '../shared/data/mnist', 'IDX folder')
 _EPOCHS = flags.DEFINE_integer('epochs', 1, 'epochs per trial')
+_TRAIN_LIMIT = flags.DEFINE_integer('train_limit', 0, 'training images per trial (0: all)')
 _OUT = flags.DEFINE_string('out', 'experiments/results/sweep_walltime.md', 'table file')
 
 
-def run_sweep(workdir: str, vectorize: bool) -> float:
+# (row name, --vectorize, which cache): 'off', or the name of a cache directory.
+RUNS = (('one trial after another, no cache', False, 'off'),
+        ('one trial after another, empty cache (cold)', False, 'sequential'),
+        ('one trial after another, that cache again (warm)', False, 'sequential'),
+        ('--vectorize, no cache', True, 'off'),
+        ('--vectorize, empty cache (cold)', True, 'vectorized'),
+        ('--vectorize, that cache again (warm)', True, 'vectorized'))
+
+
+def run_sweep(workdir: str, vectorize: bool, cache: str) -> float:
   """Seconds from launching the sweep process to its exit."""
   cmd = [sys.executable, '-m', 'mnist_jax.sweep', f'--config={_CONFIG.value}',
          f'--workdir={workdir}', f'--config.num_epochs={_EPOCHS.value}',
          '--config.data.source=idx', f'--config.data.data_dir={_DATA_DIR.value}',
-         '--config.write_plots=False'] + (['--vectorize'] if vectorize else [])
+         f'--config.data.train_limit={_TRAIN_LIMIT.value}', '--config.write_plots=False',
+         f'--compilation_cache={cache}'] + (['--vectorize'] if vectorize else [])
   print('$', ' '.join(shlex.quote(c) for c in cmd), flush=True)
   start = time.perf_counter()
   subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -55,29 +71,36 @@ def best_val(workdir: str) -> dict:
 def main(argv):
   del argv
   with tempfile.TemporaryDirectory() as tmp:
-    dirs = {m: os.path.join(tmp, m) for m in ('sequential', 'vectorized')}
-    seconds = {m: run_sweep(d, m == 'vectorized') for m, d in dirs.items()}
-    acc = {m: best_val(d) for m, d in dirs.items()}
-  trials = sorted(acc['sequential'])
-  gap = max(abs(acc['sequential'][t] - acc['vectorized'][t]) for t in trials)
+    seconds, acc = {}, {}
+    for i, (name, vectorize, cache) in enumerate(RUNS):
+      workdir = os.path.join(tmp, f'sweep{i}')
+      seconds[name] = run_sweep(workdir, vectorize,
+                                cache if cache == 'off' else os.path.join(tmp, cache))
+      acc[name] = best_val(workdir)
+  names = [r[0] for r in RUNS]
+  base = seconds[names[0]]
+  trials = sorted(acc[names[0]])
+  gap = max(abs(acc[names[0]][t] - acc[n][t]) for t in trials for n in names)
   lines = [
-      '# A whole sweep: one trial after another vs --vectorize', '',
+      '# A whole sweep: one trial after another vs --vectorize, without and with the '
+      'compilation cache', '',
       f'`python {" ".join(shlex.quote(a) for a in sys.argv)}`', '',
       f'Hardware: {hardware.describe()}; load average at the end '
       f'{os.getloadavg()[0]:.1f}.', '',
       f'`{_CONFIG.value}`, its get_hyper sweep ({len(trials)} trials), {_EPOCHS.value} '
-      'epoch(s) per trial on the IDX files; wall-clock of each `python -m mnist_jax.sweep` '
-      'process (start-up, data, compilation, training, evaluation, checkpoints).', '',
-      '| sweep | wall-clock (s) | speed-up |', '|---|---|---|',
-      f"| one trial after another | {seconds['sequential']:.1f} | 1.00x |",
-      f"| --vectorize | {seconds['vectorized']:.1f} | "
-      f"{seconds['sequential'] / seconds['vectorized']:.2f}x |", '',
-      '| trial | best val accuracy, sequential | best val accuracy, vectorized |',
-      '|---|---|---|']
-  lines += [f"| {t} | {acc['sequential'][t]:.4f} | {acc['vectorized'][t]:.4f} |"
+      f'epoch(s) per trial on the IDX files (train_limit={_TRAIN_LIMIT.value}, 0 = all); '
+      'wall-clock of each `python -m mnist_jax.sweep` process (start-up, data, '
+      'compilation, training, evaluation, checkpoints), one after the other in this order.',
+      '', '| sweep | wall-clock (s) | speed-up |', '|---|---|---|']
+  lines += [f'| {n} | {seconds[n]:.1f} | {base / seconds[n]:.2f}x |' for n in names]
+  lines += ['', '| trial | ' + ' | '.join(f'best val accuracy, run {i + 1}'
+                                          for i in range(len(names))) + ' |',
+            '|---|' + '---|' * len(names)]
+  lines += [f'| {t} | ' + ' | '.join(f'{acc[n][t]:.4f}' for n in names) + ' |'
             for t in trials]
   lines += ['', f'Largest per-trial difference in best validation accuracy: {gap:.4f} '
-            '(float rounding between the vmapped and the single-trial program).']
+            '(float rounding between the vmapped and the single-trial program; a cache hit '
+            'runs the executable a compilation would give).']
   report.write_markdown(_OUT.value, lines)
 
 

@@ -1,5 +1,5 @@
 """What every command shares: flag parsing with one-line errors, the one error
-printer, multi-host flags, quiet logs. Only commands import this.
+printer, multi-host and compilation-cache flags, quiet logs. Only commands import this.
 
 Expected failures are ``UserError``s (errors.py); a command turns one into a
 single line on stderr, ``error: <what is wrong; how to fix it>``, and exit
@@ -46,6 +46,23 @@ def define_distributed_flags() -> None:
                       'HOST:PORT of process 0 for a multi-host run.')
   flags.DEFINE_integer('num_processes', None, 'Number of processes (hosts).')
   flags.DEFINE_integer('process_id', None, 'This process: 0 .. num_processes-1.')
+
+
+def define_cache_flag() -> None:
+  """--compilation_cache: JAX's persistent compilation cache (engine/compile_cache.py)."""
+  flags.DEFINE_string('compilation_cache', None,
+                      'Directory of the persistent XLA compilation cache, or "off" '
+                      '(default: $MNIST_JAX_COMPILATION_CACHE, else ~/.cache/mnist_jax/jax).')
+
+
+def use_compilation_cache() -> None:
+  """Turns the persistent compilation cache on as --compilation_cache says; before any JAX work."""
+  from mnist_jax.engine import compile_cache  # pylint: disable=g-import-not-at-top
+  from mnist_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  try:
+    compile_cache.enable(compile_cache.where(flags.FLAGS['compilation_cache'].value))
+  except UserError as e:
+    fail(e)
 
 
 def initialize_distributed() -> None:

@@ -17,6 +17,7 @@ def main(argv):
   del argv
   fl = flags.FLAGS
   cli.quiet_logs()
+  cli.use_compilation_cache()
   try:
     from mnist_jax.engine import evaluation  # pylint: disable=g-import-not-at-top
     result = evaluation.checkpoint_metrics(fl.workdir, fl.which, fl.data_dir)
@@ -27,6 +28,7 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  cli.define_cache_flag()
   flags.DEFINE_string('workdir', None, 'Run directory written by mnist_jax.main.')
   flags.DEFINE_enum('which', 'best', ['best', 'latest'], 'Checkpoint to evaluate.')
   flags.DEFINE_string('data_dir', None, "Override the run's config.data.data_dir.")

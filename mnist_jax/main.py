@@ -25,6 +25,7 @@ _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
                           'train, or eval: test metrics of a checkpoint of --workdir.')
 _WHICH = flags.DEFINE_enum('which', 'best', ['best', 'latest'], 'Checkpoint for --mode=eval.')
 cli.define_distributed_flags()
+cli.define_cache_flag()
 
 
 def default_workdir(config_path: str) -> str:
@@ -35,6 +36,7 @@ def default_workdir(config_path: str) -> str:
 def main(argv):
   del argv
   cli.quiet_logs()
+  cli.use_compilation_cache()
   cli.initialize_distributed()  # multi-host: before any other JAX call
   if _MODE.value == 'eval':
     return evaluate_checkpoint()

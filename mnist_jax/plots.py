@@ -16,6 +16,7 @@ def main(argv):
   from mnist_jax.inspection import figures  # pylint: disable=g-import-not-at-top  (matplotlib)
   fl = flags.FLAGS
   cli.quiet_logs()
+  cli.use_compilation_cache()
   try:
     data = rundir.load_data(rundir.load_config(fl.workdir), fl.data_dir)
     config, state, meta = rundir.load_run(fl.workdir, fl.which, num_classes=data.num_classes)
@@ -27,6 +28,7 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  cli.define_cache_flag()
   flags.DEFINE_string('workdir', None, 'Run directory written by mnist_jax.main.')
   flags.DEFINE_enum('which', 'latest', ['latest', 'best'], 'Checkpoint to plot.')
   flags.DEFINE_string('data_dir', None, "Override the run's config.data.data_dir.")

@@ -46,6 +46,7 @@ def predict_files(workdir: str, paths, which: str = 'best') -> list:
 def main(argv):
   fl = flags.FLAGS
   cli.quiet_logs()
+  cli.use_compilation_cache()
   try:
     results = predict_files(fl.workdir, argv[1:], fl.which)
   except UserError as e:
@@ -55,6 +56,7 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  cli.define_cache_flag()
   flags.DEFINE_string('workdir', None, 'Run directory written by mnist_jax.main.')
   flags.DEFINE_enum('which', 'best', ['best', 'latest'], 'Checkpoint to use.')
   flags.mark_flags_as_required(['workdir'])

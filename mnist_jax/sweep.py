@@ -24,6 +24,7 @@ _NUM_TRIALS = flags.DEFINE_bool('num_trials', False, 'Print the number of trials
 _VECTORIZE = flags.DEFINE_bool('vectorize', False,
                                'Train trials that share an architecture at once (jax.vmap).')
 cli.define_distributed_flags()
+cli.define_cache_flag()
 
 
 def _draw_plots(config, workdir, outcome, data):
@@ -35,6 +36,7 @@ def _draw_plots(config, workdir, outcome, data):
 def main(argv):
   del argv
   cli.quiet_logs()
+  cli.use_compilation_cache()
   from mnist_jax.search import hyper, runner  # pylint: disable=g-import-not-at-top
   try:
     trials = runner.load_trials(flags.FLAGS['config'].config_filename)

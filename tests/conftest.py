@@ -7,12 +7,29 @@
                    when it is not set
   small_config     defaults.get_config() on the small fixture (IDX source,
                    val_size=500, one short epoch); a fresh copy per test
+
+Compiled programs are shared across the tests: the whole session (this process,
+its pytest-xdist workers and every command a test starts, through
+$MNIST_JAX_COMPILATION_CACHE) uses one persistent compilation cache in a fresh
+temporary directory, so a train step that many tests build compiles once. A program is looked up by its hash, never
+by a test's name: a cache hit runs the same executable a compilation would give.
 """
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
 from mnist_jax.config import defaults
+from mnist_jax.engine import compile_cache
+
+_SHARED = 'MNIST_JAX_TEST_XLA_CACHE'
+if _SHARED not in os.environ:  # the first pytest process (with xdist: the controller)
+  os.environ[_SHARED] = tempfile.mkdtemp(prefix='mnist_jax_test_xla_cache_')
+  atexit.register(shutil.rmtree, os.environ[_SHARED], ignore_errors=True)
+os.environ[compile_cache.ENV] = os.environ[_SHARED]  # for the commands the tests start
+compile_cache.enable(os.environ[_SHARED])
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures')
 FULL_DATA_ENV = 'MNIST_JAX_FULL_DATA'

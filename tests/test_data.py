@@ -19,6 +19,9 @@ from mnist_jax.data import preprocess
 from mnist_jax.data import tfds as tfds_source
 from mnist_jax.errors import UserError
 
+# pytest-xdist: one worker runs this file, so TFDS (TensorFlow) loads once
+pytestmark = pytest.mark.xdist_group('data')
+
 # The first labels of the real MNIST files.
 FIRST_TRAIN_LABELS = [5, 0, 4, 1, 9, 2, 1, 3, 1, 4, 3, 5]
 FIRST_TEST_LABELS = [7, 2, 1, 0, 4, 1, 4, 9, 5, 9, 0, 6]

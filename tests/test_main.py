@@ -134,6 +134,7 @@ def test_step_loop_mode_trains_like_the_scan_loop(tmp_path, mnist_small_dir):
     (['--config.model.name=resnet9000'], "unknown model 'resnet9000'"),
     (['--config.learning_rate=-1'], 'learning_rate must be > 0'),
     (['--config.loop_mode=while'], "loop_mode must be 'scan' or 'step'"),
+    (['--compilation_cache=/proc/mnist_jax_cache'], 'cannot make the compilation cache'),
     (['--config.optimizer=sgd', '--config.learning_rate=1e9',
       '--config.schedule=constant'], 'training loss became nan'),
 ])

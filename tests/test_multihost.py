@@ -25,6 +25,7 @@ from mnist_jax.config import defaults
 from mnist_jax.engine import driver
 assert jax.device_count() == 8, jax.devices()
 c = defaults.get_config()
+c.model.name = 'mlp'   # the model does not matter here; it compiles fast
 c.data.source = 'idx'; c.data.data_dir = {data!r}; c.data.download = False
 c.data.val_size = 500; c.data.train_limit = 640; c.batch_size = 64
 c.eval_batch_size = 200; c.num_epochs = 2; c.log_every_steps = 5

@@ -21,6 +21,9 @@ from mnist_jax.config import defaults
 from mnist_jax.engine import driver, rundir
 from mnist_jax.data import pipeline
 
+# pytest-xdist: one worker runs this file, so its module fixture (a run) trains once
+pytestmark = pytest.mark.xdist_group('plots')
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLOTS = ('curves', 'confusion', 'misclassified', 'filters', 'feature_maps', 'augmented')
 

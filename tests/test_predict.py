@@ -19,6 +19,9 @@ from mnist_jax.inspection import image as image_lib
 from mnist_jax.data import idx
 from mnist_jax.errors import UserError
 
+# pytest-xdist: one worker runs this file, so its module fixture (a run) trains once
+pytestmark = pytest.mark.xdist_group('predict')
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

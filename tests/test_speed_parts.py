@@ -165,6 +165,9 @@ def test_benchmark_parsing_and_peak():
       '1', '143', '429')
   assert bench.EPOCH_RE.search('epoch 2/3: train loss 0.1').group(1) == '2'
   assert not bench.EPOCH_RE.search('epoch 1: 143/429 steps')
+  torch_line = 'epoch 1: test accuracy 99.09 %, train 13.7 s (4395 images/s), 19.0 s since start'
+  assert bench.REFERENCE_RE.search(torch_line).groups() == ('1', '99.09')
+  assert bench.REFERENCE_RATE_RE.search(torch_line).group(1) == '4395'
   peak = bench.cpu_peak(fma_per_cycle=32)
   cores = len(os.sched_getaffinity(0))
   assert peak['fp32'] > 0 and f'{cores} cores x 32 fp32 FMA/cycle' in peak['how']
@@ -183,10 +186,15 @@ def test_benchmark_profile_categories_and_table():
   assert bench._category(stack + 'mul') == 'loss, optimizer, batch gather'
   run = {'time_to_target': 20.0, 'epoch': 1, 'test_accuracy': 0.991, 'compile_s': 5.0,
          'startup_s': 3.0, 'images_per_s': 1000.0, 'cores_used': 1.0, 'load': 0.5,
-         'wall_s': 21.0}
+         'wall_s': 21.0, 'phases': {'imports': 1.0, 'data': 0.5, 'setup': 1.5, 'train': 15.0,
+                                    'eval': 0.5}}
   slow = dict(run, time_to_target=40.0, images_per_s=500.0)
-  text = bench.table({'scan': [run, run], 'naive': [slow, dict(slow, time_to_target=None)]},
+  torch_run = dict(run, time_to_target=10.0, compile_s=None, phases={})
+  text = bench.table({'scan': [run, run], 'naive': [slow, dict(slow, time_to_target=None)],
+                      'torch_record': [torch_run]},
                      {'train_flops': 1e7}, {'fp32': 100.0}, 0.99)
+  assert '| scan | 1.00 | 0.50 | 1.50 | 15.00 | 0.50 | 5.00 |' in text   # the phases
+  assert 'scan / torch_record, median time to target: 20.0 s / 10.0 s = 2.00x' in text
   assert '| scan | 20.0 [20.0–20.0]  | 1 | 0.9910 |' in text
   assert '1/2 runs' in text                          # one naive run never reached 99 %
   assert '| 10.0 | 10.0 |' in text                   # 1000 img/s x 10 MFLOP = 10 GFLOP/s = 10 %

@@ -167,7 +167,11 @@ def train(configs, workdirs) -> Results:
     validate.check(c, mesh.devices.size)
   if k_models > 1 and len(stacked.groups(configs)) != 1:
     raise ValueError('driver.train needs configs of one signature (stacked.groups)')
+  data_start = time.time()
   data = pipeline.load(ref.data)  # before any file is written: a failure leaves nothing
+  logging.info('Data: %d train / %d val / %d test images read in %.2f s.',
+               len(data.train_labels), len(data.val_labels), len(data.test_labels),
+               time.time() - data_start)
   if len(data.train_labels) < ref.batch_size:
     raise UserError(f'batch_size {ref.batch_size} exceeds the {len(data.train_labels)} '
                     'training images; lower config.batch_size')
@@ -180,7 +184,7 @@ def train(configs, workdirs) -> Results:
 
 
 def _train_locked(configs, workdirs, data, mesh, start) -> list:
-  ref, k_models = configs[0], len(configs)
+  ref, k_models, init_start = configs[0], len(configs), time.time()
   feed, data = _feed(ref, data, mesh)
   group = stacked.create(configs, num_train=feed.num_train, num_classes=data.num_classes)
   ckpt = [(checkpoint.manager(os.path.join(w, 'checkpoints', 'latest'), c.keep_checkpoints),
@@ -213,18 +217,21 @@ def _train_locked(configs, workdirs, data, mesh, start) -> list:
   num_params = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(
       group.templates[0].params))
   logging.info('Training %d x %s (%d params) on %d %s device(s): %d train / %d val / %d '
-               'test images, %d steps of %d per epoch.', k_models, ref.model.name,
-               num_params, mesh.devices.size, jax.default_backend(), feed.num_train,
-               len(data.val_labels), len(data.test_labels), feed.steps, ref.batch_size)
+               'test images, %d steps of %d per epoch (set up in %.2f s).', k_models,
+               ref.model.name, num_params, mesh.devices.size, jax.default_backend(),
+               feed.num_train, len(data.val_labels), len(data.test_labels), feed.steps,
+               ref.batch_size, time.time() - init_start)
   errors = [None] * k_models
   try:
     for epoch in range(start_epoch + 1, ref.num_epochs + 1):
       totals, seconds = _train_epoch(ref, epoch, group, feed, run_chunk, errors)
+      eval_start = time.time()
       evals = {name: evaluation.evaluate(group.state, split, eval_fn)
                for name, split in splits.items()}
+      times = (seconds, time.time() - eval_start)
       for k in range(k_models):
         if errors[k] is None:
-          _finish_epoch(group, k, epoch, totals, evals, seconds, feed.steps,
+          _finish_epoch(group, k, epoch, totals, evals, times, feed.steps,
                         histories[k], ckpt[k], metric_writers[k])
       if all(e is not None for e in errors):
         break
@@ -280,13 +287,15 @@ def _train_epoch(config, epoch, group, feed, run_chunk, errors):
   return totals, time.time() - t0
 
 
-def _finish_epoch(group, k, epoch, totals, evals, seconds, steps, history, ckpt, writer):
-  """Records model k's epoch: metrics, 'latest' and (if val improved) 'best' checkpoints."""
-  config = group.configs[k]
+def _finish_epoch(group, k, epoch, totals, evals, times, steps, history, ckpt, writer):
+  """Records model k's epoch (``times`` = its training and evaluation seconds):
+  metrics, 'latest' and (if val improved) 'best' checkpoints."""
+  config, (seconds, eval_seconds) = group.configs[k], times
   record = {'epoch': epoch,
             **{f'train_{name}': float(v[k] / steps) for name, v in totals.items()
                if name != 'grad_norm'},
-            'train_time_s': seconds, 'images_per_s': steps * config.batch_size / seconds}
+            'train_time_s': seconds, 'eval_time_s': eval_seconds,
+            'images_per_s': steps * config.batch_size / seconds}
   for name, out in evals.items():
     record[f'{name}_loss'] = float(out['loss'][k])
     record[f'{name}_accuracy'] = float(out['accuracy'][k])

@@ -213,10 +213,12 @@ def create(configs, *, num_train=None, num_classes: int = 10) -> Group:
     if c.seed not in by_seed:  # model.init compiles: once per distinct seed
       by_seed[c.seed] = train.create_train_state(c, init_rng, num_train=num_train,
                                                  num_classes=num_classes)
-    base = by_seed[c.seed]
-    tx = optim.create_optimizer(c, steps)
-    templates.append(base.replace(apply_fn=train.ModelApply(train.build_model(c, num_classes)),
-                                  tx=tx, opt_state=tx.init(base.params)))
+      templates.append(by_seed[c.seed])
+    else:  # same seed, same initial weights; this config's model and optimizer
+      base, tx = by_seed[c.seed], optim.create_optimizer(c, steps)
+      templates.append(base.replace(
+          apply_fn=train.ModelApply(train.build_model(c, num_classes)), tx=tx,
+          opt_state=tx.init(base.params)))
     train_rngs.append(train_rng)
   keep = jnp.asarray([1.0 - c.model.get('dropout_rate', 0.0) for c in configs],
                      jnp.float32)

@@ -119,7 +119,7 @@ class Optimizer:
     return _build(self)
 
   def init(self, params):
-    return self.chain.init(params)
+    return jax.jit(self.chain.init)(params)  # one program, not one per leaf and op
 
   def update(self, updates, state, params=None):
     return self.chain.update(updates, state, params)
