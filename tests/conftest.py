@@ -11,8 +11,9 @@
 Compiled programs are shared across the tests: the whole session (this process,
 its pytest-xdist workers and every command a test starts, through
 $MNIST_JAX_COMPILATION_CACHE) uses one persistent compilation cache in a fresh
-temporary directory, so a train step that many tests build compiles once. A program is looked up by its hash, never
-by a test's name: a cache hit runs the same executable a compilation would give.
+temporary directory, so a train step that many tests build compiles once. A
+program is looked up by its hash, never by a test's name: a cache hit runs the
+same executable a compilation would give.
 """
 import atexit
 import os
