@@ -199,3 +199,13 @@ def test_api_load_gives_the_trained_model(run_dir, test_split):
   result = api.evaluate(state, *test_split)
   assert result['accuracy'] == pytest.approx(rundir.load_history(run_dir)[-1]['test_accuracy'],
                                              abs=1e-6)
+
+
+def test_probabilities_of_no_images_have_the_models_class_count():
+  import jax  # pylint: disable=g-import-not-at-top
+  from mnist_jax import train  # pylint: disable=g-import-not-at-top
+  config = defaults.get_config()
+  config.model.name = 'mlp'
+  state = train.create_train_state(config, jax.random.key(0), num_classes=3)
+  assert evaluation.probabilities(state, np.zeros((0, 28, 28), np.uint8)).shape == (0, 3)
+  assert evaluation.probabilities(state, np.zeros((2, 28, 28), np.uint8)).shape == (2, 3)

@@ -91,7 +91,9 @@ def probabilities(state, images, *, batch_size: int = 1000) -> np.ndarray:
     out.append(np.asarray(_predict(state, padded))[:len(chunk)])
   if out:
     return np.concatenate(out)
-  return np.zeros((0, 10), np.float32)
+  classes = jax.eval_shape(train.predict, state, np.zeros((1,) + images.shape[1:],
+                                                          np.uint8)).shape[-1]
+  return np.zeros((0, classes), np.float32)   # no images: (0, K), K from the model
 
 
 def checkpoint_metrics(workdir: str, which: str = 'best', data_dir=None) -> dict:
