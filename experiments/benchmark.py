@@ -14,7 +14,8 @@ batch and one jit dispatch per step), and with ``--pytorch_python=PY`` (an
 interpreter with torch) 'torch_record' / 'torch_examples' run
 experiments/pytorch_reference.py --recipe=record / examples (the fastest
 published recipe; the PyTorch examples/mnist one). All loops run interleaved,
-run 1 of each, then run 2, ..., so a change in the machine's load hits all. The child logs with ``JAX_LOG_COMPILES=1``; the parent timestamps
+run 1 of each, then run 2, ..., so a change in the machine's load hits all.
+The child logs with ``JAX_LOG_COMPILES=1``; the parent timestamps
 every line it prints and reads ``WORKDIR/metrics.jsonl`` at the end:
 
   time to target  the 'epoch e/E:' line of the first epoch whose test accuracy
@@ -137,6 +138,12 @@ def model_cost(config) -> dict:
           'backend': f'{jax.default_backend()} ({jax.devices()[0].device_kind})'}
 
 
+def _children_cpu_s() -> float:
+  """User + system CPU seconds of this process's finished children so far."""
+  usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+  return usage.ru_utime + usage.ru_stime
+
+
 def _read_records(workdir: str) -> list:
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     return [json.loads(line) for line in f if line.strip()]
@@ -152,7 +159,7 @@ def run_once(loop: str, config_path: str, overrides, batch_size: int, target: fl
   cmd += [f'--config={config_path}', f'--workdir={workdir}']
   cmd += [f'--config.{o}' for o in overrides]
   env = dict(os.environ, JAX_LOG_COMPILES='1', PYTHONUNBUFFERED='1')
-  usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+  cpu0 = _children_cpu_s()
   load = os.getloadavg()[0]
   t0 = time.perf_counter()
   proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -185,7 +192,6 @@ def run_once(loop: str, config_path: str, overrides, batch_size: int, target: fl
   returncode = proc.wait()
   wall = time.perf_counter() - t0
   timer.cancel()
-  usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
   if returncode != 0 and not stopped:
     raise RuntimeError(f'{" ".join(cmd)} failed:\n{"".join(tail)}')
   records = _read_records(workdir)
@@ -196,7 +202,7 @@ def run_once(loop: str, config_path: str, overrides, batch_size: int, target: fl
     rates = [(s2 - s1) * batch_size / (t2 - t1)
              for (t1, e1, s1), (t2, e2, s2) in zip(progress, progress[1:])
              if e1 == e2 and not any(t1 < c <= t2 for c in compiles)]
-  cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
+  cpu = _children_cpu_s() - cpu0
   if records and 'eval_time_s' in records[0]:
     phases.update(train=records[0]['train_time_s'], eval=records[0]['eval_time_s'])
   return {'time_to_target': epochs[hit['epoch']] if hit else None, 'phases': phases,
@@ -214,7 +220,7 @@ def run_reference(python: str, recipe: str, data_dir: str, target: float, seed: 
   starts to the moment it prints its first test evaluation at >= ``target``."""
   cmd = [python, REFERENCE, f'--recipe={recipe}', f'--data_dir={os.path.abspath(data_dir)}',
          f'--target={target}', f'--seed={seed}']
-  usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+  cpu0 = _children_cpu_s()
   load = os.getloadavg()[0]
   t0 = time.perf_counter()
   proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -231,8 +237,7 @@ def run_reference(python: str, recipe: str, data_dir: str, target: float, seed: 
   if proc.wait() != 0:
     raise RuntimeError(f'{" ".join(cmd)} failed: {last}')
   wall = time.perf_counter() - t0
-  usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-  cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
+  cpu = _children_cpu_s() - cpu0
   return {**(hit or {'time_to_target': None, 'epoch': None}), 'summary': last,
           'test_accuracy': accuracy, 'val_accuracy': None, 'compile_s': None,
           'startup_s': None, 'wall_s': wall, 'images_per_s': rate, 'phases': {},
@@ -283,7 +288,9 @@ def table(results, cost, peak, target) -> str:
               'summed over all programs).', '',
               '| loop | ' + ' | '.join(PHASES) + ' | compile |', '|---|' + '---|' * 6]
     for loop, runs in with_phases.items():
-      values = [_median([{'v': r['phases'].get(p)} for r in runs], 'v') for p in PHASES]
+      values = [statistics.median(v) if (v := [r['phases'][p] for r in runs
+                                                 if p in r['phases']]) else None
+                for p in PHASES]
       lines.append(f'| {loop} | ' + ' | '.join(_fmt(v, '.2f') for v in values) +
                    f" | {_fmt(_median(runs, 'compile_s'), '.2f')} |")
   for ours in ('scan', 'warm', 'naive'):

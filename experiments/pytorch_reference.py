@@ -16,7 +16,8 @@ over one epoch; batch 256; all 60,000 training images, normalized with (0.1307,
 --seed); one epoch, then the test set. The IDX read and the normalization run
 inside the timed region (process start -> the test evaluation).
 
-``--recipe=examples`` (default): the recipe of github.com/pytorch/examples/blob/main/mnist/main.py: conv 3x3x32
+``--recipe=examples`` (default): the recipe of
+github.com/pytorch/examples/blob/main/mnist/main.py: conv 3x3x32
 -> ReLU -> conv 3x3x64 -> ReLU -> max-pool 2 -> dropout 0.25 -> Dense 128 ->
 ReLU -> dropout 0.5 -> Dense 10 -> log-softmax, NLL loss, Adadelta (lr 1.0),
 StepLR (gamma 0.7 per epoch), batch 64, test batch 1000, inputs normalized with
