@@ -60,12 +60,19 @@ class TrainState(train_state.TrainState):
   l2_weight     λ of weight_decay_mode='l2' (0: no penalty in the loss)
   augment       data/preprocess.augment_settings(config.augment); () = off
   standardize   config.data.standardize: x' = (x − μ)/σ after augmentation
+  ema_decay     d of the weight EMA (config.ema_decay; 0 = off, ``ema`` is {})
+
+  ``ema`` = {'params', 'batch_stats'}: after every step v ← d·v + (1 − d)·v_new
+  for the parameters and the batch-norm statistics alike (as timm's ModelEmaV2
+  averages a model's buffers), starting from the initial values.
   """
   batch_stats: Any = struct.field(pytree_node=True, default_factory=dict)
+  ema: Any = struct.field(pytree_node=True, default_factory=dict)
   loss_name: str = struct.field(pytree_node=False, default='cce')
   l2_weight: float = struct.field(pytree_node=False, default=0.0)
   augment: tuple = struct.field(pytree_node=False, default=())
   standardize: bool = struct.field(pytree_node=False, default=False)
+  ema_decay: float = struct.field(pytree_node=False, default=0.0)
 
   @property
   def model(self) -> Optional[nn.Module]:
@@ -134,8 +141,23 @@ def create_train_state(config, rng, *, num_train: Optional[int] = None,
       apply_fn=ModelApply(model), params=variables['params'], tx=tx,
       batch_stats=variables.get('batch_stats', {}), loss_name=loss_name,
       l2_weight=weight, augment=preprocess.augment_settings(config.augment),
-      standardize=bool(config.data.standardize))
+      standardize=bool(config.data.standardize), ema_decay=float(config.ema_decay))
+  if state.ema_decay:
+    state = state.replace(ema={'params': state.params, 'batch_stats': state.batch_stats})
   return state.replace(step=jnp.zeros((), jnp.int32))
+
+
+def ema_update(ema, new, decay: float):
+  """v_ema ← d·v_ema + (1 − d)·v for every leaf of ``ema`` and ``new`` (same trees)."""
+  return jax.tree_util.tree_map(lambda e, v: decay * e + (1.0 - decay) * v, ema, new)
+
+
+def ema_state(state: TrainState) -> TrainState:
+  """``state`` with its EMA weights (and EMA batch-norm statistics) in place of the
+  raw ones, for evaluation and prediction; ``state`` itself without an EMA."""
+  if not state.ema:
+    return state
+  return state.replace(params=state.ema['params'], batch_stats=state.ema['batch_stats'])
 
 
 def _apply_fn(state, axis_name):
@@ -189,7 +211,11 @@ def train_step(state: TrainState, batch, rng, *, axis_name: Optional[str] = None
     metrics = jax.lax.pmean(metrics, axis_name)
     batch_stats = jax.lax.pmean(batch_stats, axis_name)
   metrics['grad_norm'] = optax.tree.norm(grads)
-  return state.apply_gradients(grads=grads, batch_stats=batch_stats), metrics
+  new = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  if state.ema_decay:
+    new = new.replace(ema=ema_update(
+        state.ema, {'params': new.params, 'batch_stats': new.batch_stats}, state.ema_decay))
+  return new, metrics
 
 
 def eval_step(state: TrainState, batch, *, axis_name: Optional[str] = None):

@@ -64,6 +64,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.checkpoint_every_epochs = 1   # 0 = only at the end
   c.keep_checkpoints = 2
   c.write_plots = True            # curves, confusion matrix, filters... in workdir/plots
+
+  c.ensemble = ml_collections.ConfigDict()
+  c.ensemble.size = 1             # K members (seeds seed..seed+K-1), one vmapped program
+  c.ema_decay = 0.0               # d of θ_ema ← d·θ_ema + (1 − d)·θ per step (0 = off)
   return c
 
 

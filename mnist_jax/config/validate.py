@@ -51,5 +51,10 @@ def check(config, num_devices: int = 1) -> None:
   _require(config.keep_checkpoints >= 1, 'keep_checkpoints must be >= 1, got '
            f'{config.keep_checkpoints}')
   _require(config.num_devices >= 0, 'num_devices must be >= 0 (0 = all local devices)')
+  size = config.ensemble.size
+  _require(isinstance(size, int) and size >= 1, f'ensemble.size must be an integer >= 1 '
+           f'(1 = one model), got {size!r}; try 1, 3 or 5')
+  _require(0 <= config.ema_decay < 1, f'ema_decay must be in [0, 1) (0 = off), got '
+           f'{config.ema_decay}; the usual value is 0.999')
   _require(config.loop_mode in ('scan', 'step'), f"loop_mode must be 'scan' or 'step', "
            f'got {config.loop_mode!r}')

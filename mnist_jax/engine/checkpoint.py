@@ -8,7 +8,7 @@ arrays are copied to the host; call the manager's ``wait_until_finished()``
 before reading the checkpoint back or exiting.
 
 Saved per epoch: the train state's arrays (step, params, batch_stats,
-opt_state) and a small JSON record (epoch, metrics, 'sha256'). Random keys are
+opt_state, and the weight EMA 'ema' when config.ema_decay > 0) and a small JSON record (epoch, metrics, 'sha256'). Random keys are
 not saved: epoch e's randomness is fold_in(key(seed), e), so a resumed run is
 identical.
 
@@ -39,8 +39,11 @@ class _Damaged(Exception):
 
 
 def _arrays(state):
-  return {'step': state.step, 'params': state.params,
-          'batch_stats': state.batch_stats, 'opt_state': state.opt_state}
+  arrays = {'step': state.step, 'params': state.params,
+            'batch_stats': state.batch_stats, 'opt_state': state.opt_state}
+  if getattr(state, 'ema', None):   # the weight EMA (config.ema_decay > 0), beside the raw
+    arrays['ema'] = state.ema
+  return arrays
 
 
 def _name(path) -> str:

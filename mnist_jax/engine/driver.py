@@ -41,10 +41,11 @@ import numpy as np
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from mnist_jax import parallel
+from mnist_jax import parallel, train as train_lib
 from mnist_jax.config import validate
 from mnist_jax.data import pipeline
-from mnist_jax.engine import checkpoint, evaluation, stacked, workdir as workdir_lib, writers
+from mnist_jax.engine import (checkpoint, ensemble, evaluation, stacked,
+                              workdir as workdir_lib, writers)
 from mnist_jax.errors import UserError
 from mnist_jax.parallel import shards
 
@@ -167,6 +168,7 @@ def train(configs, workdirs) -> Results:
     validate.check(c, mesh.devices.size)
   if k_models > 1 and len(stacked.groups(configs)) != 1:
     raise ValueError('driver.train needs configs of one signature (stacked.groups)')
+  ensemble.expand(configs)  # an ensemble trains alone
   data_start = time.time()
   data = pipeline.load(ref.data)  # before any file is written: a failure leaves nothing
   logging.info('Data: %d train / %d val / %d test images read in %.2f s.',
@@ -175,6 +177,7 @@ def train(configs, workdirs) -> Results:
   if len(data.train_labels) < ref.batch_size:
     raise UserError(f'batch_size {ref.batch_size} exceeds the {len(data.train_labels)} '
                     'training images; lower config.batch_size')
+  ensemble.check_memory(ref, data.num_classes)
   with contextlib.ExitStack() as stack:
     for w in workdirs:
       workdir_lib.prepare(w)
@@ -186,11 +189,12 @@ def train(configs, workdirs) -> Results:
 def _train_locked(configs, workdirs, data, mesh, start) -> list:
   ref, k_models, init_start = configs[0], len(configs), time.time()
   feed, data = _feed(ref, data, mesh)
-  group = stacked.create(configs, num_train=feed.num_train, num_classes=data.num_classes)
+  group = stacked.create(ensemble.expand(configs), num_train=feed.num_train,
+                         num_classes=data.num_classes)
   ckpt = [(checkpoint.manager(os.path.join(w, 'checkpoints', 'latest'), c.keep_checkpoints),
            checkpoint.manager(os.path.join(w, 'checkpoints', 'best'), 1, best=True))
           for c, w in zip(configs, workdirs)]
-  restored = [checkpoint.restore(latest, group.member(k), fallback=True)
+  restored = [checkpoint.restore(latest, ensemble.run_state(group, k), fallback=True)
               for k, (latest, _) in enumerate(ckpt)]
   epochs = {meta['epoch'] if meta else 0 for _, meta in restored}
   if len(epochs) > 1:
@@ -198,7 +202,7 @@ def _train_locked(configs, workdirs, data, mesh, start) -> list:
                     f'{sorted(epochs)}; resume each on its own (without --vectorize)')
   start_epoch = epochs.pop()
   if start_epoch:
-    group.load_members([s for s, _ in restored])
+    ensemble.load_runs(group, [s for s, _ in restored])
     logging.info('Resuming %s from epoch %d.', ', '.join(workdirs), start_epoch)
   histories = [list(meta['history']) if meta else [] for _, meta in restored]
   metric_writers = []
@@ -207,10 +211,10 @@ def _train_locked(configs, workdirs, data, mesh, start) -> list:
     metric_writers.append(writers.MetricWriter(w, json.loads(c.to_json_best_effort())))
     metric_writers[-1].truncate_after(start_epoch)
   group.state = parallel.replicate(group.state, mesh)
-  splits = {'val': (data.val_images, data.val_labels),
-            'test': (data.test_images, data.test_labels)}
+  raw_splits = {'val': (data.val_images, data.val_labels),
+                'test': (data.test_images, data.test_labels)}
   splits = {name: evaluation.padded_split(x, y, ref.eval_batch_size, mesh)
-            for name, (x, y) in splits.items() if len(y)}
+            for name, (x, y) in raw_splits.items() if len(y)}
   eval_fn = evaluation.make_eval_fn(mesh, ref.eval_batch_size, group.eval_step)
   run_chunk = chunk_fn(group.train_step, mesh, shared=group.shared_data,
                        gather=feed.gather, mode=ref.loop_mode)
@@ -221,19 +225,27 @@ def _train_locked(configs, workdirs, data, mesh, start) -> list:
                ref.model.name, num_params, mesh.devices.size, jax.default_backend(),
                feed.num_train, len(data.val_labels), len(data.test_labels), feed.steps,
                ref.batch_size, time.time() - init_start)
-  errors = [None] * k_models
+  errors, run_errors = [None] * group.size, [None] * k_models
   try:
     for epoch in range(start_epoch + 1, ref.num_epochs + 1):
       totals, seconds = _train_epoch(ref, epoch, group, feed, run_chunk, errors)
       eval_start = time.time()
       evals = {name: evaluation.evaluate(group.state, split, eval_fn)
                for name, split in splits.items()}
+      if ref.ema_decay:   # the weight EMA: '<split>_<metric>_ema'
+        evals.update({f'{name}_ema': evaluation.evaluate(train_lib.ema_state(group.state),
+                                                         split, eval_fn)
+                      for name, split in splits.items()})
       times = (seconds, time.time() - eval_start)
+      records = [_record(group, k, epoch, totals, evals, times, feed.steps)
+                 for k in range(group.size)]
+      if ensemble.is_ensemble(group):
+        records = [ensemble.record(group, records, raw_splits, ref.eval_batch_size)]
+      run_errors = ensemble.run_errors(group, errors)
       for k in range(k_models):
-        if errors[k] is None:
-          _finish_epoch(group, k, epoch, totals, evals, times, feed.steps,
-                        histories[k], ckpt[k], metric_writers[k])
-      if all(e is not None for e in errors):
+        if run_errors[k] is None:
+          _finish_epoch(group, k, records[k], histories[k], ckpt[k], metric_writers[k])
+      if all(e is not None for e in run_errors):
         break
   finally:
     for latest, best in ckpt:
@@ -243,15 +255,20 @@ def _train_locked(configs, workdirs, data, mesh, start) -> list:
       w.close()
   outcomes = []
   for k, (c, w) in enumerate(zip(configs, workdirs)):
-    if errors[k] is not None:
-      outcomes.append(Outcome(error=errors[k]))
+    if run_errors[k] is not None:
+      outcomes.append(Outcome(error=run_errors[k]))
       continue
     summary = summarize(c, histories[k], num_params, mesh, time.time() - start)
     summary['train_images_in_process'] = len(data.train_labels)
     if k_models > 1:
       summary['vectorized_trials'] = k_models
+    value = ensemble.run_value(group, k)
+    if ensemble.is_ensemble(group):
+      summary.update(ensemble.summary(group, histories[k]))
+    else:   # calibration of the final weights (an ensemble's is in its records)
+      summary.update(evaluation.calibration(value, raw_splits, ref.eval_batch_size))
     writers.write_json_atomic(os.path.join(w, 'summary.json'), summary)
-    outcomes.append(Outcome(summary=summary, state=group.member(k)))
+    outcomes.append(Outcome(summary=summary, state=value))
   return outcomes
 
 
@@ -287,9 +304,8 @@ def _train_epoch(config, epoch, group, feed, run_chunk, errors):
   return totals, time.time() - t0
 
 
-def _finish_epoch(group, k, epoch, totals, evals, times, steps, history, ckpt, writer):
-  """Records model k's epoch (``times`` = its training and evaluation seconds):
-  metrics, 'latest' and (if val improved) 'best' checkpoints."""
+def _record(group, k, epoch, totals, evals, times, steps) -> dict:
+  """Model k's epoch record (``times`` = its training and evaluation seconds)."""
   config, (seconds, eval_seconds) = group.configs[k], times
   record = {'epoch': epoch,
             **{f'train_{name}': float(v[k] / steps) for name, v in totals.items()
@@ -297,8 +313,17 @@ def _finish_epoch(group, k, epoch, totals, evals, times, steps, history, ckpt, w
             'train_time_s': seconds, 'eval_time_s': eval_seconds,
             'images_per_s': steps * config.batch_size / seconds}
   for name, out in evals.items():
-    record[f'{name}_loss'] = float(out['loss'][k])
-    record[f'{name}_accuracy'] = float(out['accuracy'][k])
+    split, _, variant = name.partition('_')
+    tail = f'_{variant}' if variant else ''
+    record[f'{split}_loss{tail}'] = float(out['loss'][k])
+    record[f'{split}_accuracy{tail}'] = float(out['accuracy'][k])
+  return record
+
+
+def _finish_epoch(group, k, record, history, ckpt, writer):
+  """Records run k's epoch: metrics, 'latest' and (if val improved) 'best'
+  checkpoints (an ensemble run: its stacked members, group.configs[0])."""
+  config, epoch = group.configs[k], record['epoch']
   best_before = max((h['val_accuracy'] for h in history if 'val_accuracy' in h), default=None)
   history.append(record)
   every = config.checkpoint_every_epochs
@@ -306,7 +331,7 @@ def _finish_epoch(group, k, epoch, totals, evals, times, steps, history, ckpt, w
   improved = 'val_accuracy' in record and (best_before is None
                                            or record['val_accuracy'] > best_before)
   if latest_due or improved:
-    state, meta = group.member(k), {'epoch': epoch, 'history': history}
+    state, meta = ensemble.run_state(group, k), {'epoch': epoch, 'history': history}
     if latest_due:
       checkpoint.save(ckpt[0], epoch, state, meta)
     if improved:
@@ -314,7 +339,7 @@ def _finish_epoch(group, k, epoch, totals, evals, times, steps, history, ckpt, w
   writer.write_epoch(record)
   logging.info('epoch %d/%d%s: train loss %.4f acc %.4f | val %s | test loss %.4f '
                'acc %.4f | %.0f img/s', epoch, config.num_epochs,
-               f' (model {k})' if group.size > 1 else '', record['train_loss'],
+               ensemble.label(group, k), record['train_loss'],
                record['train_accuracy'], f"{record.get('val_accuracy', float('nan')):.4f}",
                record['test_loss'], record['test_accuracy'], record['images_per_s'])
 
@@ -330,6 +355,8 @@ def summarize(config, history, num_params, mesh, wall_s) -> dict:
       'val_accuracy': final.get('val_accuracy'), 'val_loss': final.get('val_loss'),
       'best_epoch': best['epoch'], 'best_val_accuracy': best.get('val_accuracy'),
       'test_accuracy_at_best_val': best['test_accuracy'],
+      **{key: v for key, v in final.items()   # weight EMA and calibration
+         if key.startswith(('val_', 'test_')) and key.endswith(('_ema', '_nll', '_ece'))},
       'epochs': final['epoch'],
       'train_time_s': sum(h['train_time_s'] for h in history),
       'wall_time_s': wall_s,

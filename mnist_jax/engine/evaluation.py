@@ -5,7 +5,12 @@ Over a split of N examples, for each of the K models of a group (K = 1: a run):
   accuracy = (1/N) Σ_i 1[argmax_k f(x_i; w)_k = y_i]
 The split is padded to a multiple of the batch size with mask 0 on the padding,
 so every example counts exactly once; the per-batch sums are added on the
-device and fetched once. ``make_eval_fn`` jits one batch (not a scan over
+device and fetched once.
+
+An ensemble (engine/ensemble.py, a run with config.ensemble.size > 1) predicts
+the mean of its members' probabilities; its loss is then the NLL of that mean.
+``calibration`` adds NLL and ECE (engine/calibration.py) of a model or an
+ensemble, with its weight EMA where it has one. ``make_eval_fn`` jits one batch (not a scan over
 batches): one compilation serves every split, and XLA:CPU's convolutions run
 outside a while loop (experiments/PERFORMANCE.md).
 """
@@ -13,7 +18,7 @@ import jax
 import numpy as np
 
 from mnist_jax import parallel, train
-from mnist_jax.engine import rundir
+from mnist_jax.engine import calibration as calibration_lib, ensemble, rundir
 from mnist_jax.errors import UserError
 
 
@@ -52,11 +57,15 @@ def evaluate(state, split, eval_fn) -> dict:
 
 
 def metrics(state, images, labels, *, batch_size: int = 1000) -> dict:
-  """{'loss', 'accuracy', 'count'} of one state on ``images`` (N, 28, 28, 1) uint8
-  and ``labels``, over all local devices."""
+  """{'loss', 'accuracy', 'count'} of one state (or an Ensemble: loss = NLL of its
+  mean probabilities) on ``images`` (N, 28, 28, 1) uint8 and ``labels``, over all
+  local devices."""
   n = len(labels)
   if n == 0:
     return {'loss': float('nan'), 'accuracy': float('nan'), 'count': 0}
+  if isinstance(state, ensemble.Ensemble):
+    m = calibration_lib.metrics(probabilities(state, images, batch_size=batch_size), labels)
+    return {'loss': m['nll'], 'accuracy': m['accuracy'], 'count': n}
   mesh = parallel.make_mesh()
   size = min(batch_size, n)
   size += -size % mesh.devices.size
@@ -73,7 +82,17 @@ def _predict(state, images):
 def probabilities(state, images, *, batch_size: int = 1000) -> np.ndarray:
   """softmax(f(x)) (N, K) float32 for images (N, 28, 28[, 1]): uint8 pixels 0..255
   or floats x in [0, 1]; in padded batches (one compilation), preprocessed as the
-  state was trained."""
+  state was trained. An Ensemble gives the mean of its members' probabilities."""
+  return _probabilities(state, images, batch_size)[0]
+
+
+def member_probabilities(state, images, *, batch_size: int = 1000) -> np.ndarray:
+  """(M, N, K): each member's probabilities (M = 1 for a single model)."""
+  return _probabilities(state, images, batch_size)[1]
+
+
+def _probabilities(state, images, batch_size):
+  """(mean probabilities (N, K), member probabilities (M, N, K)), inputs checked."""
   images = np.asarray(images)
   if images.ndim == 3:
     images = images[..., None]
@@ -83,6 +102,14 @@ def probabilities(state, images, *, batch_size: int = 1000) -> np.ndarray:
     raise UserError(f'images must be uint8 pixels 0..255 or floats in [0, 1], got '
                     f'{images.dtype} in [{images.min()}, {images.max()}]; pass e.g. '
                     'data.test_images or prepare_image(...) outputs')
+  if isinstance(state, ensemble.Ensemble):
+    members = ensemble.member_probabilities(state, images, batch_size=batch_size)
+    return ensemble.combine(members), members
+  probs = _single(state, images, batch_size)
+  return probs, probs[None]
+
+
+def _single(state, images, batch_size):
   out = []
   for i in range(0, len(images), batch_size):
     chunk = images[i:i + batch_size]
@@ -96,22 +123,67 @@ def probabilities(state, images, *, batch_size: int = 1000) -> np.ndarray:
   return np.zeros((0, classes), np.float32)   # no images: (0, K), K from the model
 
 
+def calibration(state, splits, batch_size: int = 1000) -> dict:
+  """'{split}_nll', '{split}_ece' (and '{split}_accuracy_ema', '_nll_ema', '_ece_ema'
+  with a weight EMA) of a model or Ensemble on ``splits`` {name: (images, labels)}."""
+  out = {}
+  has_ema = bool(state.ema)
+  variants = [('', state)] + ([('_ema', ema_weights(state))] if has_ema else [])
+  for split, (images, labels) in splits.items():
+    if not len(labels):
+      continue
+    for tail, s in variants:
+      m = calibration_lib.metrics(probabilities(s, images, batch_size=batch_size), labels)
+      out.update({f'{split}_nll{tail}': m['nll'], f'{split}_ece{tail}': m['ece']})
+      if tail:
+        out[f'{split}_accuracy{tail}'] = m['accuracy']
+  return out
+
+
+def ema_weights(state):
+  """A model's or an Ensemble's EMA weights in place of the raw ones."""
+  if isinstance(state, ensemble.Ensemble):
+    return state.with_ema()
+  return train.ema_state(state)
+
+
+def split_metrics(state, images, labels, *, batch_size: int = 1000) -> dict:
+  """{'loss', 'accuracy', 'count', 'nll', 'ece'} of a model or an Ensemble (then
+  also 'member_accuracy', one per member) on one split."""
+  mean, members = _probabilities(state, images, batch_size)
+  cal = calibration_lib.metrics(mean, labels)
+  if isinstance(state, ensemble.Ensemble):
+    out = {'loss': cal['nll'], 'accuracy': cal['accuracy'], 'count': len(labels),
+           'member_accuracy': [float(np.mean(m.argmax(-1) == labels)) for m in members]}
+  else:
+    out = metrics(state, images, labels, batch_size=batch_size)
+  return {**out, 'nll': cal['nll'], 'ece': cal['ece']}
+
+
 def checkpoint_metrics(workdir: str, which: str = 'best', data_dir=None) -> dict:
   """Val and test metrics of the ``which`` checkpoint of ``workdir``:
-  {'workdir', 'which', 'epoch', 'val': {...}, 'test': {...}}."""
+  {'workdir', 'which', 'epoch', 'val': {...}, 'test': {...}} (and 'val_ema',
+  'test_ema' for the weight EMA; an ensemble run's are the ensemble's)."""
   config = rundir.load_config(workdir)
   data = rundir.load_data(config, data_dir)
   _, state, meta = rundir.load_run(workdir, which, num_classes=data.num_classes)
   result = {'workdir': workdir, 'which': which, 'epoch': meta['epoch']}
-  if len(data.val_labels):
-    result['val'] = metrics(state, data.val_images, data.val_labels,
-                                       batch_size=config.eval_batch_size)
-  result['test'] = metrics(state, data.test_images, data.test_labels,
-                                      batch_size=config.eval_batch_size)
+  if isinstance(state, ensemble.Ensemble):
+    result['ensemble_size'] = state.size
+  variants = [('', state)] + ([('_ema', ema_weights(state))] if state.ema else [])
+  for tail, s in variants:
+    for split, images, labels in (('val', data.val_images, data.val_labels),
+                                  ('test', data.test_images, data.test_labels)):
+      if len(labels):
+        result[split + tail] = split_metrics(s, images, labels,
+                                             batch_size=config.eval_batch_size)
   return result
 
 
 def format_line(result: dict) -> str:
   parts = [f"{split} loss {result[split]['loss']:.4f} accuracy {result[split]['accuracy']:.4f}"
-           f" ({result[split]['count']} images)" for split in ('val', 'test') if split in result]
-  return f"{result['which']} checkpoint (epoch {result['epoch']}): " + ' | '.join(parts)
+           + (f" ECE {result[split]['ece']:.4f}" if 'ece' in result[split] else '')
+           + f" ({result[split]['count']} images)"
+           for split in ('val', 'test', 'val_ema', 'test_ema') if split in result]
+  what = (f"ensemble of {result['ensemble_size']}, " if 'ensemble_size' in result else '')
+  return f"{result['which']} checkpoint ({what}epoch {result['epoch']}): " + ' | '.join(parts)

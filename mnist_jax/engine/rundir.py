@@ -11,7 +11,9 @@ A workdir written by ``loop.train_and_evaluate`` holds
 tuples, keys missing from an older run take today's defaults), makes a fresh
 TrainState as the template and restores the checkpoint into it; the state
 carries the run's recorded preprocessing, so whatever uses it (evaluate,
-predict, plots, api) feeds the model what it was trained on. It works on an
+predict, plots, api) feeds the model what it was trained on. A run with
+config.ensemble.size = K > 1 holds its K members stacked in one checkpoint;
+``load_run`` gives it back as an ``ensemble.Ensemble``. It works on an
 ongoing run too: orbax lists only checkpoints whose write has committed.
 """
 import json
@@ -22,7 +24,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from mnist_jax import train
-from mnist_jax.engine import checkpoint
+from mnist_jax.engine import checkpoint, ensemble, stacked
 from mnist_jax.config import defaults
 from mnist_jax.data import pipeline
 from mnist_jax.errors import UserError
@@ -113,7 +115,8 @@ def _reader(directory: str, best: bool) -> ocp.CheckpointManager:
 
 
 def load_run(workdir: str, which: str = 'latest', *, num_train=None, num_classes: int = 10):
-  """(config, state, meta) of the ``which`` checkpoint of the run in ``workdir``.
+  """(config, state, meta) of the ``which`` checkpoint of the run in ``workdir``
+  (state: a TrainState, or an ensemble.Ensemble for an ensemble run).
 
   meta is the checkpoint's record ({'epoch', 'history', ['val_accuracy']}) plus
   'which' and 'checkpoint' (its directory). ``num_train`` sets the optimizer's
@@ -128,8 +131,12 @@ def load_run(workdir: str, which: str = 'latest', *, num_train=None, num_classes
             if which == 'best' else '')
     raise UserError(f'no {which} checkpoint in {directory}{hint}; train first with '
                     'python -m mnist_jax.main or pass another --workdir/--which')
-  template = train.create_train_state(config, jax.random.key(config.seed),
-                                      num_train=num_train, num_classes=num_classes)
+  if ensemble.size(config) > 1:   # the stacked members, as the driver saved them
+    template = stacked.create(ensemble.member_configs(config), num_train=num_train,
+                              num_classes=num_classes).state
+  else:
+    template = train.create_train_state(config, jax.random.key(config.seed),
+                                        num_train=num_train, num_classes=num_classes)
   mngr = _reader(directory, best=which == 'best')
   try:
     epoch = checkpoint.best_epoch(mngr) if which == 'best' else None
@@ -140,4 +147,6 @@ def load_run(workdir: str, which: str = 'latest', *, num_train=None, num_classes
     raise UserError(f'no finished checkpoint in {directory}; wait for the first epoch '
                     'to end or pass another --workdir')
   meta.update(which=which, checkpoint=os.path.join(directory, str(meta['epoch'])))
+  if ensemble.size(config) > 1:
+    state = ensemble.from_state(state)
   return config, state, meta

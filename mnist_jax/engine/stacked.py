@@ -107,7 +107,7 @@ def _dropout_interceptor(keep):
 
 def _stacked_axes(state):
   """vmap axes of a stacked state: every array on axis 0 but the shared step."""
-  return state.replace(step=None, params=0, batch_stats=0, opt_state=0)
+  return state.replace(step=None, params=0, batch_stats=0, opt_state=0, ema=0)
 
 
 def _train_step_k(states, batch, rngs, keep):
@@ -178,7 +178,7 @@ class Group:
     hp = dict(inner.hyperparams)
     hp['learning_rate'] = hp['learning_rate'] * scale.hyperparams['step_size']
     return self.templates[k].replace(step=self.state.step, params=s.params,
-                                     batch_stats=s.batch_stats,
+                                     batch_stats=s.batch_stats, ema=s.ema,
                                      opt_state=inner._replace(hyperparams=hp))
 
   def load_members(self, states) -> None:
@@ -191,7 +191,7 @@ class Group:
     self.state = self.state.replace(
         step=states[0].step, params=_stack([s.params for s in states]),
         batch_stats=_stack([s.batch_stats for s in states]),
-        opt_state=(_stack(inner), scale))
+        ema=_stack([s.ema for s in states]), opt_state=(_stack(inner), scale))
 
 
 def _stack(trees):
@@ -246,6 +246,7 @@ def create(configs, *, num_train=None, num_classes: int = 10) -> Group:
   state = templates[0].replace(
       params=_stack([t.params for t in templates]),
       batch_stats=_stack([t.batch_stats for t in templates]),
+      ema=_stack([t.ema for t in templates]),
       opt_state=_stack([opt_state(c, t.params) for c, t in zip(configs, templates)]),
       apply_fn=train.ModelApply(model), tx=tx)
   return Group(configs, state, keep, train_rngs, templates)
