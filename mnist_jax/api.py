@@ -12,7 +12,9 @@ SGD with the state's optimizer: at global step s (= state.step) it uses batch
 s mod ⌊N/B⌋ of the permutation of epoch ⌊s / ⌊N/B⌋⌋, both drawn from ``seed``,
 so fit(fit(state, 100 steps), 100 steps) == fit(state, 200 steps).
 For long runs with checkpoints and metrics use ``python -m mnist_jax.main``;
-``load`` brings such a run into the notebook.
+``load`` brings such a run into the notebook (an ensemble run, config.ensemble.size
+> 1, as an ``Ensemble``: ``predict``/``evaluate`` then use the mean of its members'
+probabilities; ``ensemble`` stacks single states into one).
 """
 import functools
 import os
@@ -25,12 +27,12 @@ import numpy as np
 from mnist_jax import models, train
 from mnist_jax.config import defaults
 from mnist_jax.data import idx, pipeline
-from mnist_jax.engine import evaluation, rundir
+from mnist_jax.engine import ensemble as ensemble_lib, evaluation, rundir
 from mnist_jax.errors import UserError
 from mnist_jax.inspection.image import load_image, prepare_image
 
 __all__ = ['load_data', 'make_config', 'create', 'fit', 'predict', 'evaluate', 'load',
-           'load_image', 'prepare_image']
+           'ensemble', 'load_image', 'prepare_image']
 
 
 def load_data(name: str = 'mnist', data_dir=None, *, val_size: int = 5000,
@@ -160,8 +162,23 @@ def evaluate(state, images, labels, *, batch_size: int = 1000) -> dict:
                             batch_size=batch_size)
 
 
-def load(workdir: str, which: str = 'best'):
+def load(workdir: str, which: str = 'best', *, weights: str = 'raw'):
   """(config, state) of a run written by ``python -m mnist_jax.main``; the state
-  carries the run's preprocessing, so ``predict``/``evaluate`` apply it."""
+  carries the run's preprocessing, so ``predict``/``evaluate`` apply it. An
+  ensemble run gives an ``Ensemble``. ``weights='ema'``: the weight EMA
+  (config.ema_decay > 0) in place of the raw weights."""
+  if weights not in ('raw', 'ema'):
+    raise UserError(f"unknown weights '{weights}'; use weights='raw' or weights='ema'")
   config, state, _ = rundir.load_run(workdir, which)
+  if weights == 'ema':
+    if not state.ema:
+      raise UserError(f'the run in {workdir} has no weight EMA (config.ema_decay = 0); '
+                      "load it with weights='raw'")
+    state = evaluation.ema_weights(state)
   return config, state
+
+
+def ensemble(states) -> ensemble_lib.Ensemble:
+  """An Ensemble of TrainStates of one model config (``predict``/``evaluate`` take
+  it); UserError if their arrays differ in shape."""
+  return ensemble_lib.stack(states)

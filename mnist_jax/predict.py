@@ -2,7 +2,10 @@
 
   python -m mnist_jax.predict --workdir=DIR [--which=best|latest] a.png b.jpg ...
 
-prints per image the predicted digit and the top-3 probabilities p = softmax(z).
+prints per image the predicted digit and the top-3 probabilities p = softmax(z);
+for an ensemble run (config.ensemble.size = K) p is the mean of the K members'
+probabilities and the line adds their disagreement: 'spread' = std over the
+members of p_k(ŷ), 'dissent' = the fraction of members whose own digit is not ŷ.
 Each image becomes an MNIST-like digit by inspection/image.py's ``prepare_image``
 (grayscale, invert, crop, 20 px box, centre of mass); the run's train state then
 applies the preprocessing it was trained with.
@@ -21,13 +24,18 @@ def top_k(probs: np.ndarray, k: int = 3):
   return [(int(c), float(probs[c])) for c in order]
 
 
-def format_line(path: str, probs: np.ndarray) -> str:
+def format_line(path: str, probs: np.ndarray, disagreement=None) -> str:
   top = top_k(probs)
-  return f'{path}: {top[0][0]}  (' + ', '.join(f'{c}: {p:.3f}' for c, p in top) + ')'
+  line = f'{path}: {top[0][0]}  (' + ', '.join(f'{c}: {p:.3f}' for c, p in top) + ')'
+  if disagreement is not None:
+    line += (f"  members: spread {disagreement['spread']:.3f}, "
+             f"dissent {disagreement['dissent']:.2f}")
+  return line
 
 
 def predict_files(workdir: str, paths, which: str = 'best') -> list:
-  """[(path, probabilities (K,))] for image files, with the run's checkpoint."""
+  """[(path, probabilities (C,), disagreement)] for image files, with the run's
+  checkpoint; disagreement is None for a single model, else {'spread', 'dissent'}."""
   if not paths:
     raise UserError('no image given; pass image files after the flags, e.g. '
                     'python -m mnist_jax.predict --workdir=DIR digit.png')
@@ -37,10 +45,16 @@ def predict_files(workdir: str, paths, which: str = 'best') -> list:
       digits.append(prepare_image(load_image(path)))
     except UserError as e:
       raise UserError(e if path in str(e) else f'{path}: {e}') from None
-  from mnist_jax.engine import evaluation, rundir  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from mnist_jax.engine import ensemble, evaluation, rundir
   _, state, _ = rundir.load_run(workdir, which)
-  probs = evaluation.probabilities(state, np.stack(digits))
-  return list(zip(paths, probs))
+  members = evaluation.member_probabilities(state, np.stack(digits))
+  probs = ensemble.combine(members)
+  if len(members) == 1:
+    return [(p, q, None) for p, q in zip(paths, probs)]
+  d = ensemble.disagreement(members)
+  return [(p, q, {'spread': float(s), 'dissent': float(f)})
+          for p, q, s, f in zip(paths, probs, d['spread'], d['dissent'])]
 
 
 def main(argv):
@@ -51,8 +65,8 @@ def main(argv):
     results = predict_files(fl.workdir, argv[1:], fl.which)
   except UserError as e:
     cli.fail(e)
-  for path, probs in results:
-    print(format_line(path, probs))
+  for path, probs, disagreement in results:
+    print(format_line(path, probs, disagreement))
 
 
 if __name__ == '__main__':

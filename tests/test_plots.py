@@ -25,7 +25,8 @@ from mnist_jax.data import pipeline
 pytestmark = pytest.mark.xdist_group('plots')
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PLOTS = ('curves', 'confusion', 'misclassified', 'filters', 'feature_maps', 'augmented')
+PLOTS = ('curves', 'confusion', 'misclassified', 'filters', 'feature_maps', 'augmented',
+         'reliability')
 
 
 @pytest.fixture(scope='module')

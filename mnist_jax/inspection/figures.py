@@ -10,6 +10,13 @@
   feature_maps*.png     every conv layer's output FM = K ∗ x + b for one test
                         digit (before the activation); 12 layers per file
   augmented.png         training digits and random augmentations (if enabled)
+  reliability.png       accuracy against confidence in 15 bins, with ECE and NLL
+                        (engine/calibration.py); for an ensemble run its member 0
+                        (the single run of the config) beside the ensemble
+
+An ensemble run (engine/ensemble.py) is drawn from the mean of its members'
+probabilities (confusion, mistakes, reliability); its layers (filters, feature
+maps) are member 0's.
 
 Layer outputs are grabbed with flax's ``nn.intercept_methods``: every call of
 a module owning a 4-D 'kernel' (K, K, C, F) is a conv layer (nn.Conv or a
@@ -29,7 +36,7 @@ from absl import logging
 from flax import linen as nn
 
 from mnist_jax.data import preprocess
-from mnist_jax.engine import evaluation, rundir
+from mnist_jax.engine import calibration, ensemble, evaluation, rundir
 
 LAYERS_PER_PAGE = 12
 MAX_MAPS = 16
@@ -229,8 +236,37 @@ def augmented(state, images, path, seed=0, copies=4):
   return _save(fig, path)
 
 
+def reliability(panels, labels, path, bins=calibration.BINS):
+  """Reliability diagrams side by side: per panel (title, probabilities (N, C)),
+  accuracy per equal-width confidence bin against the diagonal (perfect
+  calibration), the gap shaded, the share of examples per bin below."""
+  fig, axes = plt.subplots(2, len(panels), figsize=(4.6 * len(panels), 5.6), squeeze=False,
+                           gridspec_kw={'height_ratios': (3, 1)}, sharex=True)
+  for (title, probs), top, bottom in zip(panels, axes[0], axes[1]):
+    r = calibration.reliability(probs, labels, bins)
+    m = calibration.metrics(probs, labels)
+    lo, width = r['edges'][:-1], 1.0 / bins
+    full = r['count'] > 0
+    top.bar(lo[full], r['accuracy'][full], width, align='edge', color='tab:blue',
+            edgecolor='white', label='accuracy')
+    top.bar(lo[full], (r['confidence'] - r['accuracy'])[full], width,
+            bottom=r['accuracy'][full], align='edge', color='tab:red', alpha=0.35,
+            label='gap to confidence')
+    top.plot([0, 1], [0, 1], 'k--', lw=0.8, label='perfect calibration')
+    top.set(ylim=(0, 1), ylabel='accuracy',
+            title=f"{title}\nacc {m['accuracy']:.2%}  ECE {m['ece']:.4f}  NLL {m['nll']:.4f}")
+    top.legend(loc='upper left', fontsize=8)
+    bottom.bar(lo, r['count'] / max(1, r['count'].sum()), width, align='edge',
+               color='gray')
+    bottom.set(xlim=(0, 1), yscale='log', xlabel='confidence max p', ylabel='share')
+  fig.suptitle(f'Reliability on test ({len(labels):,} digits, {bins} bins)', y=1.0)
+  fig.tight_layout()
+  return _save(fig, path)
+
+
 def write_all(workdir, config, state, data, *, tensorboard=True) -> list:
-  """All plots of the run into ``workdir/plots`` (and TensorBoard); their paths."""
+  """All plots of the run into ``workdir/plots`` (and TensorBoard); their paths.
+  ``state``: a TrainState, or an ensemble.Ensemble."""
   if jax.process_index() != 0:
     return []
   out = os.path.join(workdir, 'plots')
@@ -238,8 +274,14 @@ def write_all(workdir, config, state, data, *, tensorboard=True) -> list:
   history = rundir.load_history(workdir)
   paths = ([curves(history, os.path.join(out, 'curves.png'), config.model.name)]
            if history else [])
-  probs = evaluation.probabilities(state, data.test_images,
-                                   batch_size=config.eval_batch_size)
+  members = evaluation.member_probabilities(state, data.test_images,
+                                            batch_size=config.eval_batch_size)
+  probs = ensemble.combine(members)
+  panels = [(config.model.name, probs)]
+  if isinstance(state, ensemble.Ensemble):
+    panels = [(f'{config.model.name}: member 0 (seed {config.seed})', members[0]),
+              (f'ensemble of {len(members)} (mean of probabilities)', probs)]
+    state = state.member(0)   # its layers: filters, feature maps
   paths.append(confusion(confusion_matrix(data.test_labels, probs.argmax(-1),
                                           probs.shape[-1]), os.path.join(out, 'confusion.png')))
   paths.append(misclassified(data.test_images, data.test_labels, probs,
@@ -252,6 +294,7 @@ def write_all(workdir, config, state, data, *, tensorboard=True) -> list:
                            config.seed))
   else:
     logging.info('No augmentation plot: config.augment is off.')
+  paths.append(reliability(panels, data.test_labels, os.path.join(out, 'reliability.png')))
   if tensorboard:
     write_tensorboard(workdir, paths, config, history)
   return paths
