@@ -96,7 +96,7 @@ def test_plots_cli_rebuilds_the_run_from_its_workdir(run):
                         '--which=best', '--notensorboard'], cwd=ROOT, capture_output=True,
                        text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
-  assert out.stdout.startswith('6 plots of the best checkpoint (epoch 1):')
+  assert out.stdout.startswith(f'{len(PLOTS)} plots of the best checkpoint (epoch 1):')
   assert all(os.path.exists(p) for p in paths)
 
 
