@@ -10,7 +10,7 @@ all-convolutional nets with batch norm and no pooling, trained with rotations of
 ±20° and translations of ±20 %, and evaluated with an EMA (0.999) of the
 weights: 99.70 % mean test accuracy over 30 seeds for a single model. M5 is
 five 5×5 VALID convolutions (28 → 24 → 20 → 16 → 12 → 8) of 32, 64, 96, 128,
-160 filters, each conv → BN → ReLU, then flatten → Dense 10 (~0.9 M parameters).
+160 filters, each conv → BN → ReLU, then flatten → Dense 10 (1.13 M parameters).
 
 Our deviations, chosen before any test accuracy was seen: a cosine decay of
 Adam's η = 1e-3 over the epochs instead of ×0.98 per epoch; translations are
@@ -46,6 +46,7 @@ def get_config():
   config.schedule = 'cosine'
   config.batch_size = 120
   config.num_epochs = 150
+  config.eval_batch_size = 250         # im2col of 5x5 kernels: smaller eval batches are faster
   config.augment.rotate = 20.0          # ±20°
   config.augment.translate = 5.0        # ±5 px (±20 % of 28, rounded down)
   config.ema_decay = 0.999

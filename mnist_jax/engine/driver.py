@@ -213,8 +213,9 @@ def _train_locked(configs, workdirs, data, mesh, start) -> list:
   group.state = parallel.replicate(group.state, mesh)
   raw_splits = {'val': (data.val_images, data.val_labels),
                 'test': (data.test_images, data.test_labels)}
-  splits = {name: evaluation.padded_split(x, y, ref.eval_batch_size, mesh)
-            for name, (x, y) in raw_splits.items() if len(y)}
+  splits = {name: evaluation.padded_split(x, y, ref.eval_batch_size, mesh)  # an ensemble:
+            for name, (x, y) in raw_splits.items()                   # ensemble.record
+            if len(y) and not ensemble.is_ensemble(group)}
   eval_fn = evaluation.make_eval_fn(mesh, ref.eval_batch_size, group.eval_step)
   run_chunk = chunk_fn(group.train_step, mesh, shared=group.shared_data,
                        gather=feed.gather, mode=ref.loop_mode)

@@ -231,10 +231,12 @@ _OWN = ('epoch', 'train_time_s', 'eval_time_s')
 
 
 def record(group, member_records, splits, batch_size: int) -> dict:
-  """The ensemble run's epoch record from its members' records (driver) and the
-  raw ``splits`` {'val'|'test': (images, labels)}: ensemble metrics at the top
-  level (accuracy; loss = NLL of the mean probabilities; nll; ece; the same with
-  '_ema'), each member's under ``member<k>_``, train metrics averaged."""
+  """The ensemble run's epoch record from its members' training records (driver)
+  and the raw ``splits`` {'val'|'test': (images, labels)}: ensemble metrics at the
+  top level (accuracy; loss = NLL of the mean probabilities; nll; ece; the same
+  with '_ema'), each member's under ``member<k>_`` (its loss is its NLL too:
+  every number comes from one pass of the members' probabilities), train
+  metrics averaged over the members."""
   start = time.time()
   first = member_records[0]
   out = {key: first[key] for key in _OWN}
@@ -249,13 +251,12 @@ def record(group, member_records, splits, batch_size: int) -> dict:
       continue
     for tail, e in variants:
       probs = member_probabilities(e, images, batch_size=batch_size)
-      m = calibration.metrics(combine(probs), labels)
-      out.update({f'{split}_accuracy{tail}': m['accuracy'], f'{split}_loss{tail}': m['nll'],
-                  f'{split}_nll{tail}': m['nll'], f'{split}_ece{tail}': m['ece']})
-      for k in range(len(member_records)):
-        mk = calibration.metrics(probs[k], labels)
-        member_records[k].update({f'{split}_nll{tail}': mk['nll'],
-                                  f'{split}_ece{tail}': mk['ece']})
+      for k, p in [(None, combine(probs))] + list(enumerate(probs)):
+        m = calibration.metrics(p, labels)
+        target = out if k is None else member_records[k]
+        target.update({f'{split}_accuracy{tail}': m['accuracy'],
+                       f'{split}_loss{tail}': m['nll'], f'{split}_nll{tail}': m['nll'],
+                       f'{split}_ece{tail}': m['ece']})
   for k, r in enumerate(member_records):
     out.update({f'member{k}_{key}': v for key, v in r.items() if key not in _OWN})
   out['eval_time_s'] += time.time() - start
