@@ -1,11 +1,11 @@
 """K ensemble members trained as one vmapped program vs K runs one after another.
 
   python experiments/ensemble_speed.py [--config=configs/record_single.py] \
-      [--ks=1,4,8] [--train_limit=600] [--epochs=3]
+      [--ks=1,4,8] [--train_limit=480] [--val_size=100] [--epochs=2] [--ema_decay=0]
 
 Every side is the product's own driver (``engine.driver.train``) on the small
-MNIST fixture (the first ``--train_limit`` training images, 500 validation and
-1,000 test images), ``--epochs`` epochs; the first epoch compiles, so a side's
+MNIST fixture (the first ``--train_limit`` training images, ``--val_size`` validation
+and 1,000 test images), ``--epochs`` epochs; the first epoch compiles, so a side's
 per-epoch time is the median over the later epochs of metrics.jsonl's
 'train_time_s' (training) and 'eval_time_s' (validation and test of the raw and
 EMA weights; for an ensemble also its mean-probability metrics and every
@@ -39,8 +39,10 @@ from mnist_jax.engine import driver, rundir
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/record_single.py',
                                           'the member config', lock_config=False)
 _KS = flags.DEFINE_list('ks', ['1', '4', '8'], 'ensemble sizes K')
-_TRAIN_LIMIT = flags.DEFINE_integer('train_limit', 600, 'training images per epoch')
-_EPOCHS = flags.DEFINE_integer('epochs', 3, 'epochs per side (the first compiles)')
+_TRAIN_LIMIT = flags.DEFINE_integer('train_limit', 480, 'training images per epoch')
+_EPOCHS = flags.DEFINE_integer('epochs', 2, 'epochs per side (the first compiles)')
+_VAL_SIZE = flags.DEFINE_integer('val_size', 100, 'validation images')
+_EMA = flags.DEFINE_float('ema_decay', None, "config.ema_decay (default: the config's)")
 _DATA_DIR = flags.DEFINE_string('data_dir', 'tests/fixtures/mnist_small', 'IDX folder')
 _OUT = flags.DEFINE_string('out', 'experiments/results/ensemble_speed.md', 'table file')
 
@@ -62,9 +64,11 @@ def main(argv):
   del argv
   config = _CONFIG.value
   config.data.source, config.data.data_dir, config.data.download = 'idx', _DATA_DIR.value, False
-  config.data.val_size, config.data.train_limit = 500, _TRAIN_LIMIT.value
+  config.data.val_size, config.data.train_limit = _VAL_SIZE.value, _TRAIN_LIMIT.value
   config.num_epochs, config.write_plots, config.checkpoint_every_epochs = _EPOCHS.value, False, 0
   config.seed = 0
+  if _EMA.value is not None:
+    config.ema_decay = _EMA.value
   ks = [int(k) for k in _KS.value]
   with tempfile.TemporaryDirectory() as root:
     one = per_epoch(config, 1, root)
@@ -83,8 +87,10 @@ def main(argv):
       f'Hardware: {hardware.describe()}; run under the shared CPU lock (nothing else '
       f'training); load average at the end {os.getloadavg()[0]:.1f}.', '',
       f'The small MNIST fixture: {_TRAIN_LIMIT.value} training images ({steps} steps of '
-      f'{config.batch_size}), 500 validation and 1,000 test images; median over epochs '
-      f'2..{_EPOCHS.value} of the driver\'s own per-epoch times (epoch 1 compiles). '
+      f'{config.batch_size}), {_VAL_SIZE.value} validation and 1,000 test images; median '
+      'over epochs '
+      f'2..{_EPOCHS.value} of the driver\'s own per-epoch times (epoch 1 compiles); '
+      f'weight EMA {"off" if not config.ema_decay else config.ema_decay}. '
       'Sequential = K x one single run. See the docstring of experiments/ensemble_speed.py.',
       '',
       '| K | sequential train s/epoch | vmapped train s/epoch | train speed-up | '

@@ -180,32 +180,33 @@ def stack(states) -> Ensemble:
 
 
 @jax.jit
-def _member_probs(template, params, batch_stats, images):
-  """(K, B, C): softmax(f(x; w_k)) of every member, one vmapped program."""
-  x = template.inputs(images)
-
-  def one(p, b):
-    variables = {'params': p, 'batch_stats': b} if b else {'params': p}
-    return jax.nn.softmax(template.apply_fn(variables, x, train=False))
-
-  return jax.vmap(one)(params, batch_stats)
+def _member_probs(template, params, batch_stats, k, images):
+  """(B, C): softmax(f(x; w_k)) of member k (one compilation serves every k)."""
+  pick = lambda tree: jax.tree_util.tree_map(lambda a: a[k], tree)
+  p, b = pick(params), pick(batch_stats)
+  variables = {'params': p, 'batch_stats': b} if b else {'params': p}
+  return jax.nn.softmax(template.apply_fn(variables, template.inputs(images), train=False))
 
 
 def member_probabilities(ens: Ensemble, images, *, batch_size: int = 1000) -> np.ndarray:
   """(K, N, C) float32 member probabilities of uint8 images (N, 28, 28, 1) (or
-  floats in [0, 1]), in padded batches of ``batch_size`` (one compilation)."""
+  floats in [0, 1]), in padded batches of ``batch_size``. Members run one after
+  another (each costs what its single model costs; a vmapped prediction of K
+  members was slower on a 2-core CPU, experiments/ensemble_speed.py)."""
   images = np.asarray(images)
   images = images[..., None] if images.ndim == 3 else images
   out = []
   for i in range(0, len(images), batch_size):
     chunk = images[i:i + batch_size]
     pad = -len(chunk) % batch_size if len(images) > batch_size else 0
-    padded = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
-    out.append(np.asarray(_member_probs(ens.template, ens.params, ens.batch_stats,
-                                        padded))[:, :len(chunk)])
+    padded = jax.device_put(np.concatenate(
+        [chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)]))
+    out.append(np.stack([np.asarray(_member_probs(ens.template, ens.params, ens.batch_stats,
+                                                  k, padded))[:len(chunk)]
+                         for k in range(ens.size)]))
   if out:
     return np.concatenate(out, axis=1)
-  classes = jax.eval_shape(_member_probs, ens.template, ens.params, ens.batch_stats,
+  classes = jax.eval_shape(_member_probs, ens.template, ens.params, ens.batch_stats, 0,
                            np.zeros((1,) + images.shape[1:], np.uint8)).shape[-1]
   return np.zeros((ens.size, 0, classes), np.float32)
 
