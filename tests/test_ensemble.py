@@ -7,6 +7,7 @@ rounding), and its prediction is the mean of those runs' probabilities.
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -206,7 +207,8 @@ def test_single_run_summary_has_calibration_and_ema(runs):
 
 
 def test_metrics_and_tensorboard_carry_members_and_ensemble(runs):
-  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from tensorboard.backend.event_processing import event_accumulator
   ens_dir, ens, _ = runs
   record = rundir.load_history(ens_dir)[-1]
   for key in ('val_accuracy', 'val_ece', 'test_nll', 'test_accuracy_ema',
@@ -245,7 +247,6 @@ def test_evaluate_predict_and_plots_use_the_ensemble(runs, mnist_small_dir, tmp_
 
 def test_an_ensemble_resumes_from_its_one_checkpoint(runs, tmp_path, mnist_small_dir):
   ens_dir, _, _ = runs
-  import shutil  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path / 'resumed')
   shutil.copytree(ens_dir, workdir)
   config = _config(mnist_small_dir, seed=3, num_epochs=2)
@@ -274,7 +275,8 @@ def test_an_ensemble_too_large_for_memory_names_the_size_that_fits():
   per = ensemble.member_bytes(config)
   params = 784 * 500 + 500 + 500 * 10 + 10
   assert per['state'] == params * 4 * 4   # params, gradient, Adam's two moments
-  assert per["activations"] >= 2 * 4 * 128 * (500 + 10)   # the layers' outputs, kept and differentiated
+  # every layer's output for a batch of 128, kept and differentiated
+  assert per['activations'] >= 2 * 4 * 128 * (500 + 10)
   one = per['state'] + per['activations']
   ensemble.check_memory(config, available=64 * one / 0.9 + 1)   # fits
   with pytest.raises(UserError) as e:

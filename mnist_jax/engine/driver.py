@@ -1,11 +1,14 @@
 """The one epoch driver: K ≥ 1 models that share a data order, from config to outputs.
 
 K = 1 is a run (``train_and_evaluate``); K > 1 are vectorized trials
-(engine/stacked.py). Every epoch e, for every model k at once:
+(engine/stacked.py) or the members of one ensemble run (engine/ensemble.py: one
+workdir, one checkpoint of the stacked members, one record per epoch from the
+members' probabilities). Every epoch e, for every model k at once:
 
   π = permutation(fold_in(train_key_k, e))   (one π, shared, when seeds are equal)
   for t = 1 .. ⌊N / B⌋:  (w_k, s_k), m_k = train_step((w_k, s_k), batch_t(π), key_e)
-  val / test accuracy of every w_k; per model: metrics.jsonl, checkpoints, summary.json
+  val / test accuracy of every w_k (and of its weight EMA, config.ema_decay > 0);
+  per run: metrics.jsonl, checkpoints, summary.json (with NLL and ECE)
 
 train_step folds its step counter into key_e, so randomness is a pure function
 of (seed, epoch, step): a resumed run replays what an uninterrupted one does.

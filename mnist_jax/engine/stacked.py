@@ -1,5 +1,5 @@
 """A group of K ≥ 1 models that train together: K = 1 is a plain run; K > 1
-are vectorized trials (or, later, an ensemble) as one program.
+are vectorized trials or an ensemble's members (engine/ensemble.py) as one program.
 
 Trials k = 1..K that differ only in η_k (peak learning rate), β_k (momentum),
 λ_k (weight decay), p_k (dropout rate) and their seed take each step together,

@@ -239,7 +239,8 @@ def augmented(state, images, path, seed=0, copies=4):
 def reliability(panels, labels, path, bins=calibration.BINS):
   """Reliability diagrams side by side: per panel (title, probabilities (N, C)),
   accuracy per equal-width confidence bin against the diagonal (perfect
-  calibration), the gap shaded, the share of examples per bin below."""
+  calibration), the gap to the bin's mean confidence hatched (above the bar:
+  overconfident, inside it: underconfident), the share of examples per bin below."""
   fig, axes = plt.subplots(2, len(panels), figsize=(4.6 * len(panels), 5.6), squeeze=False,
                            gridspec_kw={'height_ratios': (3, 1)}, sharex=True)
   for (title, probs), top, bottom in zip(panels, axes[0], axes[1]):
@@ -249,9 +250,10 @@ def reliability(panels, labels, path, bins=calibration.BINS):
     full = r['count'] > 0
     top.bar(lo[full], r['accuracy'][full], width, align='edge', color='tab:blue',
             edgecolor='white', label='accuracy')
-    top.bar(lo[full], (r['confidence'] - r['accuracy'])[full], width,
-            bottom=r['accuracy'][full], align='edge', color='tab:red', alpha=0.35,
-            label='gap to confidence')
+    acc, conf = r['accuracy'][full], r['confidence'][full]
+    top.bar(lo[full], np.abs(conf - acc), width, bottom=np.minimum(acc, conf), align='edge',
+            facecolor=(0.84, 0.15, 0.16, 0.25), edgecolor='tab:red', hatch='//', lw=0.5,
+            label='gap |accuracy − confidence|')
     top.plot([0, 1], [0, 1], 'k--', lw=0.8, label='perfect calibration')
     top.set(ylim=(0, 1), ylabel='accuracy',
             title=f"{title}\nacc {m['accuracy']:.2%}  ECE {m['ece']:.4f}  NLL {m['nll']:.4f}")
