@@ -199,8 +199,7 @@ def member_probabilities(ens: Ensemble, images, *, batch_size: int = 1000) -> np
   for i in range(0, len(images), batch_size):
     chunk = images[i:i + batch_size]
     pad = -len(chunk) % batch_size if len(images) > batch_size else 0
-    padded = jax.device_put(np.concatenate(
-        [chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)]))
+    padded = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
     out.append(np.stack([np.asarray(_member_probs(ens.template, ens.params, ens.batch_stats,
                                                   k, padded))[:len(chunk)]
                          for k in range(ens.size)]))
