@@ -74,18 +74,21 @@ def main(argv):
   head = '| | test accuracy | test NLL | test ECE | val accuracy |' + (
       ' test accuracy (EMA) | test ECE (EMA) |' if ema else '')
   lines = [
-      f'# Ensemble of {_SIZE.value} x {config.model.name} on the small fixture '
+      f'# {_SIZE.value} x {config.model.name} on the small fixture '
       f'({os.path.basename(flags.FLAGS["config"].config_filename)})', '',
       f'`python {" ".join(shlex.quote(a) for a in sys.argv)}`', '',
       f'Hardware: {hardware.describe()}. The FIXTURE (tests/fixtures/mnist_small: '
       f'{s["train_images_in_process"]} training, 500 validation, 1,000 test images), '
       f'{s["epochs"]} epochs: a pilot, not a record. Training {s["train_time_s"]:.0f} s '
-      f'for all {_SIZE.value} members in one vmapped program. Reliability diagram: '
+      f'({_SIZE.value} member(s) in one vmapped program). Reliability diagram: '
       f'{os.path.relpath(target, ROOT)}.', '', head, '|---' * (head.count('|') - 1) + '|']
-  for m in s['ensemble']['members']:
-    lines.append(_row(f"member, seed {m['seed']}", m, ema))
-  lines.append(_row('member mean', s['ensemble']['member_mean'], ema))
-  lines.append(_row(f'**ensemble of {_SIZE.value}** (mean of probabilities)', s, ema))
+  if _SIZE.value == 1:   # a single run (the pilot of configs/record_single.py)
+    lines.append(_row('single model, seed 0', s, ema))
+  else:
+    for m in s['ensemble']['members']:
+      lines.append(_row(f"member, seed {m['seed']}", m, ema))
+    lines.append(_row('member mean', s['ensemble']['member_mean'], ema))
+    lines.append(_row(f'**ensemble of {_SIZE.value}** (mean of probabilities)', s, ema))
   report.write_markdown(os.path.join(ROOT, 'experiments', 'results',
                                      f'ensemble_{_NAME.value}_fixture.md'), lines)
 
