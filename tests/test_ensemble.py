@@ -195,9 +195,15 @@ def test_ensemble_predicts_the_mean_of_its_members(runs, mnist_small_dir):
       summary['test_accuracy_ema'], abs=1e-6)
 
 
-def test_single_run_summary_has_calibration_and_ema(runs):
+def test_single_run_summary_has_calibration_and_ema(runs, mnist_small_dir):
   _, _, singles = runs
   summary = singles[0][1]
+  data = pipeline.load(_config(mnist_small_dir).data)
+  _, ema = api.load(singles[0][0], 'latest', weights='ema')
+  assert api.evaluate(ema, data.test_images, data.test_labels)['accuracy'] == pytest.approx(
+      summary['test_accuracy_ema'], abs=1e-6)
+  with pytest.raises(UserError, match="unknown weights 'average'"):
+    api.load(singles[0][0], 'latest', weights='average')
   for key in ('test_nll', 'test_ece', 'val_nll', 'val_ece', 'test_accuracy_ema',
               'test_ece_ema', 'val_accuracy_ema'):
     assert key in summary and np.isfinite(summary[key]), key
