@@ -117,6 +117,9 @@ class Runs:
     return found[run_id]
 
   def get(self, run_id: str):
+    loaded = self._loaded.get(run_id)   # found and checked when it was loaded
+    if loaded is not None:
+      return loaded
     from mnist_jax.inspection import live  # pylint: disable=g-import-not-at-top
     path = self.path(run_id)
     with self._lock:
@@ -147,6 +150,7 @@ def create_app(root: str, single: bool = False, which: str = 'best', host: str =
 
   runs = Runs(root, single, which)
   app = FastAPI(title='mnist_jax serve', docs_url=None, redoc_url=None, openapi_url=None)
+  app.state.runs = runs   # the loaded runs (scripts time them without HTTP)
   if host in LOOPBACK:
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=['127.0.0.1', 'localhost', '[::1]'])
   app.mount('/static', StaticFiles(directory=STATIC), name='static')
@@ -184,6 +188,9 @@ def create_app(root: str, single: bool = False, which: str = 'best', host: str =
 
   @app.post('/api/predict')
   async def predict(request: Request, run: str, inside: bool = False):
+    if int(request.headers.get('content-length') or 0) > MAX_UPLOAD:
+      raise UserError(f'the image is over the {MAX_UPLOAD // 2**20} MB limit; pass a '
+                      'smaller picture')
     data = await request.body()
     return await run_in_threadpool(lambda: runs.get(run).predict(decode_upload(data), inside))
 

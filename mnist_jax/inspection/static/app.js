@@ -6,7 +6,8 @@
 const $ = (id) => document.getElementById(id);
 const INPUT_SCALE = 8;            // #input shows the 28x28 digit at 8 px per pixel
 const page = {run: null, summary: null, maps: null, rfPick: null, inked: false,
-              busy: false, queued: null, runViewFor: null};
+              busy: false, queued: null, runViewFor: null,
+              latencies: []};   // ms from a stroke's drawing to its bars shown (last 1000)
 
 // ---- helpers ----------------------------------------------------------------
 function bytes(b64) {
@@ -125,21 +126,26 @@ function schedule(inside) {
     return;
   }
   page.busy = true;
+  const start = performance.now();
   track(new Promise((resolve) => pad.toBlob(resolve, 'image/png'))
-    .then((blob) => predict(blob, inside))
+    .then((blob) => predict(blob, inside, start))
     .finally(() => {
       page.busy = false;
       if (page.queued) { const next = page.queued; page.queued = null; schedule(next.inside); }
     }));
 }
 
-async function predict(blob, inside) {
+async function predict(blob, inside, start) {
   try {
     const r = await api(`/api/predict?run=${q(page.run)}&inside=${inside ? 1 : 0}`, {
       method: 'POST', body: blob,
       headers: {'Content-Type': blob.type || 'application/octet-stream'}});
     showError('');
     showPrediction(r);
+    if (start !== undefined) {
+      page.latencies.push({inside, ms: performance.now() - start});
+      page.latencies.splice(0, page.latencies.length - 1000);
+    }
   } catch (e) {
     showError(e.message);
   }
