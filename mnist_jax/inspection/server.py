@@ -146,13 +146,14 @@ def create_app(root: str, single: bool = False, which: str = 'best', host: str =
   from fastapi.exceptions import RequestValidationError  # pylint: disable=g-import-not-at-top
   from fastapi.responses import FileResponse, JSONResponse  # pylint: disable=g-import-not-at-top
   from fastapi.staticfiles import StaticFiles  # pylint: disable=g-import-not-at-top
-  from starlette.middleware.trustedhost import TrustedHostMiddleware  # pylint: disable=g-import-not-at-top
+  from starlette.middleware import trustedhost  # pylint: disable=g-import-not-at-top
 
   runs = Runs(root, single, which)
   app = FastAPI(title='mnist_jax serve', docs_url=None, redoc_url=None, openapi_url=None)
   app.state.runs = runs   # the loaded runs (scripts time them without HTTP)
   if host in LOOPBACK:
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=['127.0.0.1', 'localhost', '[::1]'])
+    app.add_middleware(trustedhost.TrustedHostMiddleware,
+                       allowed_hosts=['127.0.0.1', 'localhost', '[::1]'])
   app.mount('/static', StaticFiles(directory=STATIC), name='static')
 
   @app.exception_handler(UserError)

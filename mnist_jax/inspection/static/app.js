@@ -35,7 +35,10 @@ const q = (name) => encodeURIComponent(name);
 // Gray digit (ink bright, 0..255) as dark ink on white, like the plots.
 function paintGray(canvas, pixels, width, height, cssScale) {
   canvas.width = width; canvas.height = height;
-  if (cssScale) { canvas.style.width = `${width * cssScale}px`; canvas.style.height = `${height * cssScale}px`; }
+  if (cssScale) {
+    canvas.style.width = `${width * cssScale}px`;
+    canvas.style.height = `${height * cssScale}px`;
+  }
   const ctx = canvas.getContext('2d');
   const img = ctx.createImageData(width, height);
   for (let i = 0; i < width * height; i++) {
@@ -185,7 +188,8 @@ function makeBars() {
     const row = document.createElement('div');
     row.className = 'bar-row';
     row.dataset.digit = k;
-    row.innerHTML = `<span class="digit">${k}</span><div class="bar-track"><div class="bar" style="width:0"></div></div><span class="pct"></span>`;
+    row.innerHTML = `<span class="digit">${k}</span><div class="bar-track">` +
+      '<div class="bar" style="width:0"></div></div><span class="pct"></span>';
     bars.append(row);
   }
 }
@@ -326,7 +330,8 @@ function drawCurves(series) {
     if (!all.length) return;
     const f = log ? Math.log10 : (v) => v;
     const ex = [Math.min(...all.map((d) => d[0])), Math.max(...all.map((d) => d[0]))];
-    let ey = [Math.min(...all.map((d) => f(Math.max(d[1], 1e-6)))), Math.max(...all.map((d) => f(Math.max(d[1], 1e-6))))];
+    const fy = all.map((d) => f(Math.max(d[1], 1e-6)));
+    let ey = [Math.min(...fy), Math.max(...fy)];
     if (ey[1] - ey[0] < 1e-9) ey = [ey[0] - 0.5, ey[1] + 0.5];
     const margin = 0.05 * (ey[1] - ey[0]);
     ey = [ey[0] - margin, ey[1] + margin];
@@ -353,7 +358,8 @@ function drawCurves(series) {
     }
   });
   $('curves-legend').textContent = 'train (blue) = mean over the epoch\'s steps, val (orange) ' +
-    'and test (green) after the epoch. ' + series.map((s) => `${s.dash.length ? 'dashed' : 'solid'}: ${s.name}`).join('; ');
+    'and test (green) after the epoch. ' +
+    series.map((s) => `${s.dash.length ? 'dashed' : 'solid'}: ${s.name}`).join('; ');
 }
 
 async function showCurves() {
@@ -379,7 +385,8 @@ function showConfusion(c) {
       const v = c.matrix[i][j];
       const a = v ? Math.log1p(v) / Math.log1p(max) : 0;
       const bg = i === j ? `rgba(30,136,229,${a})` : `rgba(229,57,53,${Math.min(1, 0.15 + a)})`;
-      html += `<td data-true="${i}" data-pred="${j}" style="background:${v ? bg : '#fff'};color:${a > 0.6 ? '#fff' : '#222'}">${v || ''}</td>`;
+      const style = `background:${v ? bg : '#fff'};color:${a > 0.6 ? '#fff' : '#222'}`;
+      html += `<td data-true="${i}" data-pred="${j}" style="${style}">${v || ''}</td>`;
     }
     html += '</tr>';
   }
