@@ -55,7 +55,9 @@ def _draw_plots(config, workdir, outcome, data):
 
 def _study(config_path, trials, workdir):
   """Runs this process's share of the study; returns (ran, table path)."""
+  import optuna  # pylint: disable=g-import-not-at-top
   from mnist_jax.search import storage, study, study_table  # pylint: disable=g-import-not-at-top
+  optuna.logging.set_verbosity(optuna.logging.WARNING)   # our log says what each trial does
   path = config_path.split(':')[0]
   search = study.Search(
       name=_STUDY.value or os.path.splitext(os.path.basename(path))[0], trials=trials,

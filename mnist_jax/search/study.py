@@ -58,7 +58,6 @@ ATTR, READY = 'mnist_jax', 'mnist_jax:queued'
 COLUMNS = ('best_val_accuracy', 'test_accuracy_at_best_val', 'best_epoch', 'epochs',
            'train_time_s')
 WAITING, RUNNING = optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING
-optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 @dataclasses.dataclass(frozen=True)
