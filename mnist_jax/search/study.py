@@ -238,13 +238,14 @@ class _Heartbeat:
     self.thread.join()
 
 
-def _report(trial, record) -> bool:
-  """The engine's per-epoch hook: reports val accuracy; True if the pruner stops the trial."""
+def _report(trial, record, num_epochs: int) -> bool:
+  """The engine's per-epoch hook: reports val accuracy; True if the pruner stops
+  the trial (never after its last epoch: nothing is left to save)."""
   if record.get('val_accuracy') is None:
     return False
   try:
     trial.report(record['val_accuracy'], record['epoch'])
-    return trial.should_prune()
+    return record['epoch'] < num_epochs and trial.should_prune()
   except optuna.exceptions.UpdateFinishedTrialError:
     return False   # declared dead by another worker: finish; the retry reads our summary
 
@@ -267,7 +268,8 @@ def _train(config, trial_dir: str, trial, poll_s: float):
                    trial_dir)
       return driver.Outcome(summary=summary), None
     try:
-      results = driver.train([config], [trial_dir], on_epoch=lambda k, r: _report(trial, r))
+      results = driver.train([config], [trial_dir],
+                             on_epoch=lambda k, r: _report(trial, r, config.num_epochs))
       return results.outcomes[0], results.data
     except workdir_lib.WorkdirBusy:
       time.sleep(poll_s)   # the earlier attempt's worker still trains here: wait for it
