@@ -92,9 +92,9 @@ def render(results: dict, setup: dict) -> str:
   grid = results.get('grid')
   lines = ['# Hyperparameter search: grid vs ASHA vs TPE (LeNet, 12-point space)', '',
            '`python experiments/search_benchmark.py ' + setup['args'] + '`', '',
-           f"Hardware: {setup['hardware']}; one worker, one process, the CPU shared with "
-           'other work (wall-clock is an upper bound; epochs and accuracies do not depend '
-           'on it).', '',
+           f"Hardware: {setup['hardware']}; one worker, one process, run while holding the "
+           "team's CPU lock on a shared machine (wall-clock is an upper bound; epochs and "
+           'accuracies do not depend on it).', '',
            f"configs/lenet.py, η ∈ {{5e-4, 1e-3, 2e-3, 4e-3}} x dropout ∈ {{0, 0.25, 0.5}}; "
            f"each trial on the first {setup['train_limit']} training images for up to "
            f"{setup['epochs']} epochs, validation on the last 5,000 training images, test "

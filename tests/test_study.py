@@ -128,6 +128,42 @@ def test_declarations_become_optuna_distributions():
 
 # --- workers ---------------------------------------------------------------------------
 
+POP = '''
+import json, sys, optuna
+from mnist_jax.search import storage, study
+store = storage.open_storage(sys.argv[1])
+study_id = store.get_study_id_from_name('pop')
+got = []
+while (popped := study._pop(store, study_id)) is not None:
+  got.append(popped[1].number)
+print(json.dumps(got))
+'''
+
+
+@pytest.mark.parametrize('kind', ['sqlite', 'postgresql'])
+def test_concurrent_pops_hand_each_queued_trial_to_one_worker(kind, tmp_path, request):
+  """Four processes pop 120 queued trials as fast as they can: each trial goes
+  to exactly one (SQLite without BEGIN IMMEDIATE handed trials out twice)."""
+  url = (f'sqlite:///{tmp_path / "pop.db"}' if kind == 'sqlite'
+         else request.getfixturevalue('postgres_url'))
+  store = storage_lib.open_storage(url)
+  try:
+    optuna.delete_study(study_name='pop', storage=store)
+  except KeyError:
+    pass
+  queued = optuna.create_study(study_name='pop', storage=store)
+  for i in range(120):
+    queued.enqueue_trial({'x': i})
+  procs = [subprocess.Popen([sys.executable, '-c', POP, url], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(4)]
+  popped = []
+  for p in procs:
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-2000:]
+    popped += json.loads(out.strip().splitlines()[-1])
+  assert sorted(popped) == list(range(120))
+
+
 
 def _storage_url(kind, tmp_path, request):
   if kind == 'sqlite':
