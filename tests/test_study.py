@@ -129,12 +129,12 @@ def test_declarations_become_optuna_distributions():
 # --- workers ---------------------------------------------------------------------------
 
 POP = '''
-import json, sys, optuna
-from mnist_jax.search import storage, study
+import json, sys
+from mnist_jax.search import storage
 store = storage.open_storage(sys.argv[1])
 study_id = store.get_study_id_from_name('pop')
 got = []
-while (popped := study._pop(store, study_id)) is not None:
+while (popped := storage.pop(store, study_id)) is not None:
   got.append(popped[1].number)
 print(json.dumps(got))
 '''
@@ -332,13 +332,24 @@ def test_bad_search_flags_are_one_line(change, message, small_config):
     study_lib.check(search)
 
 
+def test_bad_storage_urls_are_one_line(tmp_path):
+  with pytest.raises(UserError, match='in a folder that does not exist'):
+    storage_lib.open_storage(f'journal:{tmp_path}/no/such/study.log')
+  with pytest.raises(UserError, match='neither a database URL nor journal:PATH'):
+    storage_lib.open_storage('not a url')
+  with pytest.raises(UserError, match='folder of .* does not exist'):
+    storage_lib.open_storage(f'sqlite:///{tmp_path}/no/such/study.db')
+  with pytest.raises(UserError, match='need heartbeat_s >= 1 and grace_s > heartbeat_s'):
+    storage_lib.open_storage(f'sqlite:///{tmp_path}/study.db', 10, 5)
+  assert os.listdir(tmp_path) == []
+
+
 def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, mnist_small_dir):
   config = _config_file(tmp_path, mnist_small_dir)
   cases = [
       (['--storage=postgresql+psycopg2://me:s3cret@127.0.0.1:1/db'],
        'cannot open the study storage postgresql+psycopg2://me:***@127.0.0.1:1/db'),
       (['--sampler=bayes'], 'unknown --sampler=bayes'),
-      (['--storage=journal:/no/such/folder/study.log'], 'in a folder that does not exist'),
   ]
   for args, message in cases:
     proc = _worker(config, tmp_path / 'w', *args)

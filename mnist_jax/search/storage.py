@@ -163,3 +163,17 @@ def open_storage(url: str, heartbeat_s: int = 30, grace_s: int = 120):
     except (ImportError, sqlalchemy.exc.NoSuchModuleError) as e:
       raise UserError(f'cannot open the study storage {redact(url)}: no driver for it ({e}); '
                       'install it (PostgreSQL: pip install psycopg2-binary)') from None
+
+
+def pop(storage, study_id: int):
+  """(trial_id, frozen trial) of a WAITING trial that this process switched to
+  RUNNING (the storage lets only one process do so), or None if none is left."""
+  waiting, running = optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING
+  for frozen in storage.get_all_trials(study_id, deepcopy=False, states=(waiting,)):
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
+    try:
+      if storage.set_trial_state_values(trial_id, state=running):
+        return trial_id, storage.get_trial(trial_id)
+    except optuna.exceptions.UpdateFinishedTrialError:
+      continue
+  return None

@@ -199,18 +199,6 @@ def _jsonable(overrides: dict) -> dict:
   return json.loads(json.dumps(overrides, default=str))
 
 
-def _pop(storage, study_id: int):
-  """(trial_id, frozen trial) of a WAITING trial this worker now runs, or None."""
-  for frozen in storage.get_all_trials(study_id, deepcopy=False, states=(WAITING,)):
-    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
-    try:
-      if storage.set_trial_state_values(trial_id, state=RUNNING):
-        return trial_id, storage.get_trial(trial_id)
-    except optuna.exceptions.UpdateFinishedTrialError:
-      continue
-  return None
-
-
 class _Heartbeat:
   """Records the trial's heartbeat every ``interval`` s while in the block."""
 
@@ -362,7 +350,7 @@ def work(storage, search: Search, workdir: str, *, wait: bool = True, poll_s: fl
     with warnings.catch_warnings():
       warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
       optuna.storages.fail_stale_trials(study)
-    popped = _pop(storage, study_id)
+    popped = storage_lib.pop(storage, study_id)
     if popped is None:
       states = {t.state for t in storage.get_all_trials(study_id, deepcopy=False)}
       if WAITING in states:
