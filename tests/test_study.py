@@ -204,6 +204,26 @@ def test_three_workers_run_every_grid_trial_exactly_once(kind, tmp_path, mnist_s
       summary['test_accuracy_at_best_val'], abs=1e-4)
 
 
+@pytest.mark.parametrize('kind', ['sqlite', 'journal'])
+def test_a_trial_popped_by_a_worker_that_never_beat_is_retried(kind, tmp_path, small_config):
+  """A worker killed right after its pop, before its heartbeat thread ran: the
+  trial still goes stale and is queued again (Optuna skips trials without any
+  heartbeat, so the pop records one first)."""
+  url = (f'sqlite:///{tmp_path / "s.db"}' if kind == 'sqlite'
+         else f'journal:{tmp_path / "s.log"}')
+  store = storage_lib.open_storage(url, 1, 2)
+  search = study_lib.Search(name='s', trials=hyper.sweep('seed', [0]), config=small_config)
+  study = study_lib.open_study(store, search, url)
+  study_id = store.get_study_id_from_name('s')
+  trial_id, frozen = storage_lib.pop(store, study_id)
+  time.sleep(3)                                        # past the grace period, no beats
+  optuna.storages.fail_stale_trials(study)
+  trials = study.get_trials(deepcopy=False)
+  assert [t.state.name for t in trials] == ['FAIL', 'WAITING']
+  assert trials[1].system_attrs['failed_trial'] == frozen.number
+  assert trials[1].user_attrs['index'] == 0
+
+
 @pytest.mark.parametrize('kind', ['sqlite', 'postgresql'])
 def test_a_killed_workers_trial_is_retried_and_resumed(kind, tmp_path, mnist_small_dir,
                                                        request):

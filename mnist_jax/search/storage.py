@@ -172,6 +172,9 @@ def pop(storage, study_id: int):
   for frozen in storage.get_all_trials(study_id, deepcopy=False, states=(waiting,)):
     trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
     try:
+      # A heartbeat first: Optuna never calls a RUNNING trial without one stale, so a
+      # worker killed between its pop and its first beat would lose the trial.
+      storage.record_heartbeat(trial_id)
       if storage.set_trial_state_values(trial_id, state=running):
         return trial_id, storage.get_trial(trial_id)
     except optuna.exceptions.UpdateFinishedTrialError:

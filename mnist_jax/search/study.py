@@ -328,6 +328,8 @@ def run_one(storage, search: Search, workdir: str, trial_id: int, frozen,
     with _Heartbeat(storage, trial_id):
       outcome, data = _train(config, trial_dir, trial, poll_s)
   except BaseException as e:
+    if isinstance(e, UserError):
+      trial.set_user_attr('error', ' '.join(str(e).split()))
     study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
     if isinstance(e, UserError):
       return frozen.number, 'fail', e
