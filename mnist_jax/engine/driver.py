@@ -26,6 +26,9 @@ One policy for every K: a model whose loss becomes non-finite stops alone
 accuracy improves on every earlier epoch (so it is the epoch summary.json
 names); a workdir with checkpoints resumes; each workdir is locked while it
 trains. The engine draws no plots: commands ask for them afterwards.
+``on_epoch(k, record) -> stop``, if given, sees model k's metrics after each
+epoch (a search's pruner); True stops model k there, with its 'latest'
+checkpoint and summary.json (``stopped_early``) written at that epoch.
 """
 import contextlib
 import dataclasses
@@ -158,9 +161,10 @@ def _feed(config, data, mesh) -> tuple:
   return _Feed(images, labels, num_train, steps, permute, _gather), data
 
 
-def train(configs, workdirs) -> Results:
+def train(configs, workdirs, on_epoch=None) -> Results:
   """Trains a group of models (one signature, engine/stacked.py) into their
-  ``workdirs``; returns each model's Outcome and the data they trained on."""
+  ``workdirs``; returns each model's Outcome and the data they trained on.
+  ``on_epoch(k, record) -> bool``: True stops model k after that epoch."""
   start, ref, k_models = time.time(), configs[0], len(configs)
   mesh = parallel.make_mesh(ref.num_devices)
   for c in configs:
@@ -179,11 +183,11 @@ def train(configs, workdirs) -> Results:
     for w in workdirs:
       workdir_lib.prepare(w)
       stack.enter_context(workdir_lib.lock(w))
-    outcomes = _train_locked(configs, workdirs, data, mesh, start)
+    outcomes = _train_locked(configs, workdirs, data, mesh, start, on_epoch)
   return Results(outcomes, data)
 
 
-def _train_locked(configs, workdirs, data, mesh, start) -> list:
+def _train_locked(configs, workdirs, data, mesh, start, on_epoch=None) -> list:
   ref, k_models, init_start = configs[0], len(configs), time.time()
   feed, data = _feed(ref, data, mesh)
   group = stacked.create(configs, num_train=feed.num_train, num_classes=data.num_classes)
@@ -221,7 +225,7 @@ def _train_locked(configs, workdirs, data, mesh, start) -> list:
                ref.model.name, num_params, mesh.devices.size, jax.default_backend(),
                feed.num_train, len(data.val_labels), len(data.test_labels), feed.steps,
                ref.batch_size, time.time() - init_start)
-  errors = [None] * k_models
+  errors, stopped = [None] * k_models, {}  # stopped: k -> its state when on_epoch stopped it
   try:
     for epoch in range(start_epoch + 1, ref.num_epochs + 1):
       totals, seconds = _train_epoch(ref, epoch, group, feed, run_chunk, errors)
@@ -230,10 +234,11 @@ def _train_locked(configs, workdirs, data, mesh, start) -> list:
                for name, split in splits.items()}
       times = (seconds, time.time() - eval_start)
       for k in range(k_models):
-        if errors[k] is None:
-          _finish_epoch(group, k, epoch, totals, evals, times, feed.steps,
-                        histories[k], ckpt[k], metric_writers[k])
-      if all(e is not None for e in errors):
+        if errors[k] is None and k not in stopped and _finish_epoch(
+            group, k, epoch, totals, evals, times, feed.steps, histories[k], ckpt[k],
+            metric_writers[k], on_epoch):
+          stopped[k] = group.member(k)
+      if all(e is not None or k in stopped for k, e in enumerate(errors)):
         break
   finally:
     for latest, best in ckpt:
@@ -250,8 +255,10 @@ def _train_locked(configs, workdirs, data, mesh, start) -> list:
     summary['train_images_in_process'] = len(data.train_labels)
     if k_models > 1:
       summary['vectorized_trials'] = k_models
+    if k in stopped:
+      summary['stopped_early'] = True
     writers.write_json_atomic(os.path.join(w, 'summary.json'), summary)
-    outcomes.append(Outcome(summary=summary, state=group.member(k)))
+    outcomes.append(Outcome(summary=summary, state=stopped.get(k, group.member(k))))
   return outcomes
 
 
@@ -287,9 +294,11 @@ def _train_epoch(config, epoch, group, feed, run_chunk, errors):
   return totals, time.time() - t0
 
 
-def _finish_epoch(group, k, epoch, totals, evals, times, steps, history, ckpt, writer):
+def _finish_epoch(group, k, epoch, totals, evals, times, steps, history, ckpt, writer,
+                  on_epoch=None) -> bool:
   """Records model k's epoch (``times`` = its training and evaluation seconds):
-  metrics, 'latest' and (if val improved) 'best' checkpoints."""
+  metrics, 'latest' and (if val improved) 'best' checkpoints; returns whether
+  ``on_epoch`` stops model k here."""
   config, (seconds, eval_seconds) = group.configs[k], times
   record = {'epoch': epoch,
             **{f'train_{name}': float(v[k] / steps) for name, v in totals.items()
@@ -301,8 +310,9 @@ def _finish_epoch(group, k, epoch, totals, evals, times, steps, history, ckpt, w
     record[f'{name}_accuracy'] = float(out['accuracy'][k])
   best_before = max((h['val_accuracy'] for h in history if 'val_accuracy' in h), default=None)
   history.append(record)
+  stop = bool(on_epoch is not None and on_epoch(k, record))
   every = config.checkpoint_every_epochs
-  latest_due = epoch == config.num_epochs or (every and epoch % every == 0)
+  latest_due = epoch == config.num_epochs or (every and epoch % every == 0) or stop
   improved = 'val_accuracy' in record and (best_before is None
                                            or record['val_accuracy'] > best_before)
   if latest_due or improved:
@@ -317,6 +327,7 @@ def _finish_epoch(group, k, epoch, totals, evals, times, steps, history, ckpt, w
                f' (model {k})' if group.size > 1 else '', record['train_loss'],
                record['train_accuracy'], f"{record.get('val_accuracy', float('nan')):.4f}",
                record['test_loss'], record['test_accuracy'], record['images_per_s'])
+  return stop
 
 
 def summarize(config, history, num_params, mesh, wall_s) -> dict:
