@@ -274,6 +274,24 @@ def test_max_pool_equals_flax(k, s, p, w):
     assert got.shape[1] == blocks.conv_output_size(w, k, s, p)  # (W - K + 2P)/S + 1
 
 
+
+def test_max_pool_gradient_is_the_mask_of_each_windows_maximum():
+  # blocks.max_pool's custom gradient (one select) equals flax's reduce_window
+  # gradient on tie-free inputs, and gives the same parameter gradient through a
+  # ReLU, where zeros tie (the ReLU's derivative is 0 there).
+  x = jax.random.normal(jax.random.key(0), (2, 9, 9, 3))   # 9: a cropped border too
+  g = jax.random.normal(jax.random.key(1), (2, 4, 4, 3))
+  loss = lambda pool: lambda x: jnp.sum(pool(x) * g)
+  ours = jax.grad(loss(lambda x: blocks.max_pool(x, 2)))(x)
+  ref = jax.grad(loss(lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))))(x)
+  np.testing.assert_allclose(ours, ref, rtol=0, atol=0)
+  assert int(jnp.sum(ours != 0)) == g.size            # one element per window
+  w = jax.random.normal(jax.random.key(2), (3,))       # ReLU then pool: zeros tie
+  relu_loss = lambda pool: lambda w: jnp.sum(pool(jax.nn.relu(x * w)) * g)
+  np.testing.assert_allclose(
+      jax.grad(relu_loss(lambda x: blocks.max_pool(x, 2)))(w),
+      jax.grad(relu_loss(lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))))(w), rtol=1e-6)
+
 def test_stochastic_depth_drops_whole_examples():
   x = jnp.ones((64, 2, 2, 3))
   y = blocks.DropPath(0.5).apply({}, x, train=True, rngs={'dropout': jax.random.key(0)})

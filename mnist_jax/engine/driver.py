@@ -29,6 +29,9 @@ One policy for every K: a model whose loss becomes non-finite stops alone
 accuracy improves on every earlier epoch (so it is the epoch summary.json
 names); a workdir with checkpoints resumes; each workdir is locked while it
 trains. The engine draws no plots: commands ask for them afterwards.
+``on_epoch(k, record) -> stop``, if given, sees model k's metrics after each
+epoch (a search's pruner); True stops model k there, with its 'latest'
+checkpoint and summary.json (``stopped_early``) written at that epoch.
 """
 import contextlib
 import dataclasses
@@ -162,9 +165,10 @@ def _feed(config, data, mesh) -> tuple:
   return _Feed(images, labels, num_train, steps, permute, _gather), data
 
 
-def train(configs, workdirs) -> Results:
+def train(configs, workdirs, on_epoch=None) -> Results:
   """Trains a group of models (one signature, engine/stacked.py) into their
-  ``workdirs``; returns each model's Outcome and the data they trained on."""
+  ``workdirs``; returns each model's Outcome and the data they trained on.
+  ``on_epoch(k, record) -> bool``: True stops model k after that epoch."""
   start, ref, k_models = time.time(), configs[0], len(configs)
   mesh = parallel.make_mesh(ref.num_devices)
   for c in configs:
@@ -185,11 +189,11 @@ def train(configs, workdirs) -> Results:
     for w in workdirs:
       workdir_lib.prepare(w)
       stack.enter_context(workdir_lib.lock(w))
-    outcomes = _train_locked(configs, workdirs, data, mesh, start)
+    outcomes = _train_locked(configs, workdirs, data, mesh, start, on_epoch)
   return Results(outcomes, data)
 
 
-def _train_locked(configs, workdirs, data, mesh, start) -> list:
+def _train_locked(configs, workdirs, data, mesh, start, on_epoch=None) -> list:
   ref, k_models, init_start = configs[0], len(configs), time.time()
   feed, data = _feed(ref, data, mesh)
   group = stacked.create(ensemble.expand(configs), num_train=feed.num_train,
@@ -230,6 +234,7 @@ def _train_locked(configs, workdirs, data, mesh, start) -> list:
                feed.num_train, len(data.val_labels), len(data.test_labels), feed.steps,
                ref.batch_size, time.time() - init_start)
   errors, run_errors = [None] * group.size, [None] * k_models
+  stopped = {}   # run k -> its state when on_epoch stopped it
   try:
     for epoch in range(start_epoch + 1, ref.num_epochs + 1):
       totals, seconds = _train_epoch(ref, epoch, group, feed, run_chunk, errors)
@@ -247,9 +252,10 @@ def _train_locked(configs, workdirs, data, mesh, start) -> list:
         records = [ensemble.record(group, records, raw_splits, ref.eval_batch_size)]
       run_errors = ensemble.run_errors(group, errors)
       for k in range(k_models):
-        if run_errors[k] is None:
-          _finish_epoch(group, k, records[k], histories[k], ckpt[k], metric_writers[k])
-      if all(e is not None for e in run_errors):
+        if run_errors[k] is None and k not in stopped and _finish_epoch(
+            group, k, records[k], histories[k], ckpt[k], metric_writers[k], on_epoch):
+          stopped[k] = ensemble.run_value(group, k)
+      if all(e is not None or k in stopped for k, e in enumerate(run_errors)):
         break
   finally:
     for latest, best in ckpt:
@@ -266,11 +272,13 @@ def _train_locked(configs, workdirs, data, mesh, start) -> list:
     summary['train_images_in_process'] = len(data.train_labels)
     if k_models > 1:
       summary['vectorized_trials'] = k_models
-    value = ensemble.run_value(group, k)
+    value = stopped[k] if k in stopped else ensemble.run_value(group, k)
     if ensemble.is_ensemble(group):
       summary.update(ensemble.summary(group, histories[k]))
     else:   # calibration of the final weights (an ensemble's is in its records)
       summary.update(evaluation.calibration(value, raw_splits, ref.eval_batch_size))
+    if k in stopped:
+      summary['stopped_early'] = True
     writers.write_json_atomic(os.path.join(w, 'summary.json'), summary)
     outcomes.append(Outcome(summary=summary, state=value))
   return outcomes
@@ -324,14 +332,16 @@ def _record(group, k, epoch, totals, evals, times, steps) -> dict:
   return record
 
 
-def _finish_epoch(group, k, record, history, ckpt, writer):
+def _finish_epoch(group, k, record, history, ckpt, writer, on_epoch=None) -> bool:
   """Records run k's epoch: metrics, 'latest' and (if val improved) 'best'
-  checkpoints (an ensemble run: its stacked members, group.configs[0])."""
+  checkpoints (an ensemble run: its stacked members, group.configs[0]); returns
+  whether ``on_epoch`` stops run k here."""
   config, epoch = group.configs[k], record['epoch']
   best_before = max((h['val_accuracy'] for h in history if 'val_accuracy' in h), default=None)
   history.append(record)
+  stop = bool(on_epoch is not None and on_epoch(k, record))
   every = config.checkpoint_every_epochs
-  latest_due = epoch == config.num_epochs or (every and epoch % every == 0)
+  latest_due = epoch == config.num_epochs or (every and epoch % every == 0) or stop
   improved = 'val_accuracy' in record and (best_before is None
                                            or record['val_accuracy'] > best_before)
   if latest_due or improved:
@@ -346,6 +356,7 @@ def _finish_epoch(group, k, record, history, ckpt, writer):
                ensemble.label(group, k), record['train_loss'],
                record['train_accuracy'], f"{record.get('val_accuracy', float('nan')):.4f}",
                record['test_loss'], record['test_accuracy'], record['images_per_s'])
+  return stop
 
 
 def summarize(config, history, num_params, mesh, wall_s) -> dict:

@@ -61,6 +61,7 @@ class Row:
   stride: Optional[tuple] = None  # S
   rf: Any = None       # (r_h, r_w), FULL, or None (does not depend on the input)
   jump: Optional[tuple] = None
+  start: Optional[tuple] = None   # (a_h, a_w): input coordinate where unit 0's field starts
 
 
 # Same layer, other implementation: nn/conv.py's PatchConv computes nn.Conv's numbers.
@@ -284,6 +285,7 @@ def explain(model: nn.Module, input_shape=(1, 28, 28, 1), variables=None) -> lis
   for row in rows:
     if isinstance(row.rf, tuple):
       row.jump = tuple(j for _, j, _ in row.rf)
+      row.start = tuple(a for _, _, a in row.rf)
       row.rf = tuple(int(round(r)) for r, _, _ in row.rf)
   total = _size(variables.get('params', {}))
   counted = sum(r.params for r in rows)

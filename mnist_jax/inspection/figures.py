@@ -128,30 +128,39 @@ def _kernel(module):
   return None if kernel is None or hasattr(kernel, 'keys') else kernel
 
 
+def layer_outputs(state, x, kinds=('conv', 'dense')):
+  """(logits, [(name, kind)], [output]) of one forward pass on model inputs ``x``
+  (already preprocessed); traceable, so it can run under jit or grad. A layer is
+  a module with its own 'kernel' parameter: 4-D (K, K, C, F) = 'conv' (nn.Conv,
+  depthwise or im2col variants alike), 2-D (in, out) = 'dense'."""
+  names, outs = [], []
+
+  def interceptor(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)
+    kernel = _kernel(context.module) if context.method_name == '__call__' else None
+    kind = {4: 'conv', 2: 'dense'}.get(getattr(kernel, 'ndim', 0))
+    if kind in kinds:
+      names.append(('/'.join(context.module.path), kind))
+      outs.append(out)
+    return out
+
+  with nn.intercept_methods(interceptor):
+    logits = state.model.apply(state.variables, x, train=False)
+  return logits, names, outs
+
+
 def capture_layers(state, images, kinds=('conv', 'dense')):
-  """[(name, kind, output)] of every layer call, in call order (jitted). A layer
-  is a module with its own 'kernel' parameter: 4-D (K, K, C, F) = 'conv' (nn.Conv,
-  depthwise or im2col variants alike), 2-D (in, out) = 'dense'. ``images``: uint8
-  pixels or floats in [0, 1], fed through the state's own preprocessing."""
+  """[(name, kind, output)] of every layer call, in call order (jitted; see
+  ``layer_outputs``). ``images``: uint8 pixels or floats in [0, 1], fed through
+  the state's own preprocessing."""
   names = []
 
-  def run(variables, x):
-    outs = []
-
-    def interceptor(next_fun, args, kwargs, context):
-      out = next_fun(*args, **kwargs)
-      kernel = _kernel(context.module) if context.method_name == '__call__' else None
-      kind = {4: 'conv', 2: 'dense'}.get(getattr(kernel, 'ndim', 0))
-      if kind in kinds:
-        names.append(('/'.join(context.module.path), kind))
-        outs.append(out)
-      return out
-
-    with nn.intercept_methods(interceptor):
-      state.model.apply(variables, x, train=False)
+  def run(state, x):
+    _, found, outs = layer_outputs(state, x, kinds)
+    names.extend(found)
     return outs
 
-  outs = jax.jit(run)(state.variables, state.inputs(jnp.asarray(images)))
+  outs = jax.jit(run)(state, state.inputs(jnp.asarray(images)))
   return [(name, kind, np.asarray(o, np.float32)) for (name, kind), o in zip(names, outs)]
 
 

@@ -12,6 +12,7 @@ A photo or drawing is turned into an MNIST-like digit the way MNIST was made
      averaging: each output pixel is the mean of the input area it covers);
   6. paste into 28x28 so the centre of mass c = Σ p·x / Σ p lies at (14, 14)
      (integer shift; clamped so no ink leaves the frame).
+``preparation_steps`` returns the image after each step (the serve page shows them).
 """
 import numpy as np
 
@@ -58,35 +59,49 @@ def centre_of_mass(x: np.ndarray):
   return float(x.sum(1) @ rows / total), float(x.sum(0) @ cols / total)
 
 
-def prepare_image(array) -> np.ndarray:
-  """An MNIST-like uint8 (28, 28) digit from any image array (see the module doc)."""
+def preparation_steps(array) -> list:
+  """[(step, float (H, W) image 0..255)] of ``prepare_image`` in order: 'grayscale',
+  'ink bright' (inverted when the background is light), 'stretched', 'cropped',
+  'resized' (20 px box) and 'centred' (the 28x28 digit, before rounding)."""
   x = to_grayscale(array)
+  steps = [('grayscale', x)]
   border = np.concatenate([x[0], x[-1], x[:, 0], x[:, -1]])
   background = float(np.median(border))
   if background > 127.5:
     x, background = 255.0 - x, 255.0 - background
+  steps.append(('ink bright', x))
   x = np.clip(x - background, 0, None)
   if x.max() < 8:   # < 3 % contrast: nothing drawn
     raise UserError('the image is blank (no ink differs from the background); pass '
                     'a picture of one digit, dark on light or light on dark')
   x = x * (255.0 / x.max())
+  steps.append(('stretched', x))
   rows = np.flatnonzero((x >= INK_FRACTION * 255).any(1))
   cols = np.flatnonzero((x >= INK_FRACTION * 255).any(0))
   x = x[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+  steps.append(('cropped', x))
   h, w = x.shape
   scale = BOX / max(h, w)
   x = resize_area(x, (max(1, round(h * scale)), max(1, round(w * scale))))
+  steps.append(('resized', x))
   h, w = x.shape
   com_r, com_c = centre_of_mass(x)
   top = int(np.clip(round(CENTRE - com_r), 0, SIZE - h))
   left = int(np.clip(round(CENTRE - com_c), 0, SIZE - w))
   out = np.zeros((SIZE, SIZE))
   out[top:top + h, left:left + w] = x
-  return np.clip(np.round(out), 0, 255).astype(np.uint8)
+  steps.append(('centred', out))
+  return steps
 
 
-def load_image(path: str) -> np.ndarray:
-  """The pixels of an image file (Pillow; EXIF rotation applied) as uint8 (H, W[, C])."""
+def prepare_image(array) -> np.ndarray:
+  """An MNIST-like uint8 (28, 28) digit from any image array (see the module doc)."""
+  return np.clip(np.round(preparation_steps(array)[-1][1]), 0, 255).astype(np.uint8)
+
+
+def load_image(path, name=None) -> np.ndarray:
+  """The pixels of an image file (Pillow; EXIF rotation applied) as uint8 (H, W[, C]);
+  ``path`` may be a file object (then ``name`` names it in errors)."""
   from PIL import Image, ImageOps, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
   try:
     with Image.open(path) as image:
@@ -96,8 +111,10 @@ def load_image(path: str) -> np.ndarray:
                               else 'RGB')
       return np.asarray(image)
   except FileNotFoundError:
-    raise UserError(f'image {path} not found; check the path') from None
-  except (UnidentifiedImageError, OSError, ValueError) as e:
+    raise UserError(f'image {name or path} not found; check the path') from None
+  except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
     reason = type(e).__name__ if not str(e) else str(e).splitlines()[0][:120]
-    raise UserError(f'cannot read image {path} ({reason}); pass a PNG, JPEG or other '
+    if isinstance(e, UnidentifiedImageError):   # its text repeats the path or <BytesIO ...>
+      reason = 'not an image format Pillow knows'
+    raise UserError(f'cannot read image {name or path} ({reason}); pass a PNG, JPEG or other '
                     'image file Pillow can open') from None

@@ -57,7 +57,7 @@ class SpeedNet(nn.Module):
         x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                          epsilon=1e-5, axis_name=self.axis_name, dtype=self.dtype,
                          name=f'bn_{i}')(x)
-      x = blocks.max_pool(nn.relu(x), 2)
+      x = nn.relu(blocks.max_pool(x, 2))   # = max_pool(relu(x)): max and ReLU commute
     x = x.reshape((x.shape[0], -1))
     for i, width in enumerate(self.dense):
       x = nn.relu(nn.Dense(width, dtype=self.dtype, name=f'dense_{i}')(x))

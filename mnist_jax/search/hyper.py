@@ -23,6 +23,12 @@ rounded to 4 significant digits so that trial names stay readable.
 Keys may be written 'config.x' or 'x'; they are stored without 'config.'.
 ``trial_name(overrides)`` names a trial's directory; ``apply(config, overrides)``
 makes its config (an unknown key is a UserError).
+
+Each helper returns a ``Trials`` list that also remembers its search space,
+``trials.space``: {key: distribution} (a swept key is a choice of its values), or
+None where keys are coupled (zipit, chainit) and only the listed trials exist.
+Samplers that draw new points (search/study.py: random, TPE) need the space; the
+grid runs the list itself.
 """
 import hashlib
 import itertools
@@ -46,14 +52,29 @@ def canonical_key(key: str) -> str:
   return key[len('config.'):] if key.startswith('config.') else key
 
 
+class Trials(list):
+  """A list of trials (dicts of overrides) and its search space ``space``:
+  {key: distribution}, or None where the keys are coupled."""
+
+  def __init__(self, trials=(), space=None):
+    super().__init__(trials)
+    self.space = space
+
+
+def space_of(trials):
+  """The search space of a get_hyper result: {key: distribution} or None."""
+  return getattr(trials, 'space', None)
+
+
 def sweep(key: str, values) -> list:
   """One trial per value of ``key``."""
-  return [{canonical_key(key): v} for v in values]
+  values = list(values)
+  return Trials([{canonical_key(key): v} for v in values], {canonical_key(key): choice(values)})
 
 
 def fixed(key: str, value) -> list:
   """A single trial setting ``key`` (useful inside product/zipit)."""
-  return [{canonical_key(key): value}]
+  return sweep(key, [value])
 
 
 def _merge(parts) -> dict:
@@ -69,7 +90,10 @@ def _merge(parts) -> dict:
 
 def product(sweeps) -> list:
   """Every combination of one trial from each sweep (cartesian product)."""
-  return [_merge(parts) for parts in itertools.product(*sweeps)]
+  sweeps = list(sweeps)
+  trials = [_merge(parts) for parts in itertools.product(*sweeps)]
+  spaces = [space_of(s) for s in sweeps]
+  return Trials(trials, None if None in spaces else _merge(spaces))
 
 
 def zipit(sweeps) -> list:
@@ -79,19 +103,20 @@ def zipit(sweeps) -> list:
   if len(lengths) > 1:
     raise UserError(f'zipit got sweeps of lengths {lengths}; give every zipped sweep '
                     'the same number of values')
-  return [_merge(parts) for parts in zip(*sweeps)]
+  return Trials(_merge(parts) for parts in zip(*sweeps))
 
 
 def chainit(sweeps) -> list:
   """The trials of each sweep, one sweep after another."""
-  return [dict(t) for s in sweeps for t in s]
+  return Trials(dict(t) for s in sweeps for t in s)
 
 
 class _Dist:
-  """A distribution: ``sample(rng)`` with a numpy Generator."""
+  """A distribution: ``sample(rng)`` with a numpy Generator; ``kind`` and
+  ``args`` say which ('uniform', (a, b)), ('loguniform', (a, b)), ('choice', (values,))."""
 
-  def __init__(self, name, sample_fn):
-    self.name, self.sample = name, sample_fn
+  def __init__(self, name, sample_fn, kind, args):
+    self.name, self.sample, self.kind, self.args = name, sample_fn, kind, args
 
   def __repr__(self):
     return self.name
@@ -103,7 +128,8 @@ def _round(x: float) -> float:
 
 def uniform(low: float, high: float) -> _Dist:
   """x ~ U(low, high)."""
-  return _Dist(f'uniform({low}, {high})', lambda rng: _round(rng.uniform(low, high)))
+  return _Dist(f'uniform({low}, {high})', lambda rng: _round(rng.uniform(low, high)),
+               'uniform', (low, high))
 
 
 def loguniform(low: float, high: float) -> _Dist:
@@ -112,13 +138,14 @@ def loguniform(low: float, high: float) -> _Dist:
     raise UserError(f'loguniform({low}, {high}) needs 0 < low < high; '
                     'e.g. loguniform(1e-4, 1e-2)')
   return _Dist(f'loguniform({low}, {high})', lambda rng: _round(
-      math.exp(rng.uniform(math.log(low), math.log(high)))))
+      math.exp(rng.uniform(math.log(low), math.log(high)))), 'loguniform', (low, high))
 
 
 def choice(values) -> _Dist:
   """One of ``values``, each with probability 1/len(values)."""
   values = list(values)
-  return _Dist(f'choice({values})', lambda rng: values[int(rng.integers(len(values)))])
+  return _Dist(f'choice({values})', lambda rng: values[int(rng.integers(len(values)))],
+               'choice', (values,))
 
 
 def random(key, dist=None, *, n: int, seed: int = 0) -> list:
@@ -130,7 +157,8 @@ def random(key, dist=None, *, n: int, seed: int = 0) -> list:
       raise UserError(f'random({k!r}, ...) needs a distribution such as '
                       'h.loguniform(1e-4, 1e-2), h.uniform(0, 0.5) or h.choice([...])')
   rng = np.random.default_rng(seed)
-  return [{canonical_key(k): d.sample(rng) for k, d in dists.items()} for _ in range(n)]
+  return Trials([{canonical_key(k): d.sample(rng) for k, d in dists.items()} for _ in range(n)],
+                {canonical_key(k): d for k, d in dists.items()})
 
 
 def _format(value) -> str:

@@ -33,7 +33,8 @@ COLUMNS = ('best_val_accuracy', 'test_accuracy_at_best_val', 'best_epoch', 'epoc
 
 
 def load_trials(config_path: str) -> list:
-  """The overrides returned by ``get_hyper(hyper)`` of the config file."""
+  """The overrides returned by ``get_hyper(hyper)`` of the config file (a
+  hyper.Trials: its ``space`` is the search space, or None)."""
   path = config_path.split(':')[0]
   spec = importlib.util.spec_from_file_location(f'_sweep_{uuid.uuid4().hex}', path)
   module = importlib.util.module_from_spec(spec)
@@ -45,7 +46,8 @@ def load_trials(config_path: str) -> list:
   if not trials or not all(isinstance(t, dict) for t in trials):
     raise UserError(f'get_hyper in {path} returned {type(trials).__name__}; return a '
                     'non-empty list of dicts such as h.product([...])')
-  return [{hyper.canonical_key(k): v for k, v in t.items()} for t in trials]
+  return hyper.Trials([{hyper.canonical_key(k): v for k, v in t.items()} for t in trials],
+                      hyper.space_of(trials))
 
 
 def _atomic_write(path: str, text: str) -> None:

@@ -1,0 +1,186 @@
+"""One trained run, loaded once, answering the serve page's questions
+(inspection/server.py puts them on the web).
+
+For the 28x28 digit d = prepare_image(picture) and x = d/255:
+  probabilities    p = softmax(z), z = f(x) the logits            (``predict``)
+  feature maps     FM_L = K_L ∗ a_{L−1} + b_L of every conv layer L, before
+                   the activation, as ``figures.feature_maps`` draws them
+  saliency         S = ∂z_k/∂x for the predicted class k = argmax p (one
+                   jax.vjp of the forward pass that also gives the maps)
+  receptive field  unit (i, j) of layer L sees the input rows
+                   [a_L + i·j_L, a_L + i·j_L + RF_L) and the columns likewise;
+                   RF_L, jump j_L and start a_L from inspection/explain.py
+The forward passes are jitted functions of (state, image): they compile once per
+model and stay compiled for every later drawing (``load`` warms them up).
+Test-set views (confusion matrix, mistakes, a cell's digits) evaluate the run's
+test split once, when first asked (``test_view``).
+"""
+import base64
+import dataclasses
+import threading
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mnist_jax.engine import evaluation, rundir
+from mnist_jax.inspection import explain, figures
+from mnist_jax.inspection.image import SIZE, preparation_steps, resize_area
+
+MAX_MAPS = figures.MAX_MAPS   # maps shown per conv layer
+STEP_SIDE = 84                # longest side of a preprocessing-step thumbnail
+MISTAKES = 24
+CELL_DIGITS = 48
+
+
+def b64(array: np.ndarray) -> str:
+  """The bytes of an array, base64 (the page decodes them into typed arrays)."""
+  return base64.b64encode(np.ascontiguousarray(array).tobytes()).decode('ascii')
+
+
+def int8_maps(maps: np.ndarray) -> tuple:
+  """(b64 int8 maps, scales): each map (last axis) divided by its own max |v|,
+  times 127, so the page colours each on its own range (as figures does)."""
+  scales = np.abs(maps).reshape(-1, maps.shape[-1]).max(0)
+  safe = np.where(scales > 0, scales, 1.0)
+  q = np.round(np.moveaxis(maps / safe, -1, 0) * 127).astype(np.int8)
+  return b64(q), [float(s) for s in scales]
+
+
+def _forward(state, x):
+  """(logits, [conv outputs]) for model inputs built from x = d/255."""
+  logits, _, outs = figures.layer_outputs(state, state.inputs(x), ('conv',))
+  return logits[0], [o[0] for o in outs]
+
+
+@jax.jit
+def _inside(state, x):
+  """(p, conv outputs, ∂z_k/∂x with k = argmax p) for one x (1, 28, 28, 1)."""
+  logits, vjp, outs = jax.vjp(lambda x: _forward(state, x), x, has_aux=True)
+  k = jnp.argmax(logits)
+  (saliency,) = vjp(jax.nn.one_hot(k, logits.shape[-1], dtype=logits.dtype))
+  return jax.nn.softmax(logits), outs, saliency[0, ..., 0]
+
+
+def conv_layers(state) -> list:
+  """[{'name', 'shape', 'rf', 'jump', 'start'}] of each conv layer call, in the
+  order ``_inside`` returns their maps (RF, jump and start per axis from the
+  explainer; None where the explainer has no local field for it)."""
+  names = []
+
+  def trace(state, x):
+    _, found, outs = figures.layer_outputs(state, state.inputs(x), ('conv',))
+    names.extend(found)
+    return outs
+
+  shapes = jax.eval_shape(trace, state, jnp.zeros((1, SIZE, SIZE, 1)))
+  rows = {}
+  for row in explain.explain(state.model, variables=state.variables):
+    rows.setdefault(row.name, row)
+  layers = []
+  for (name, _), shape in zip(names, shapes):
+    row = rows.get(name)
+    local = row is not None and isinstance(row.rf, tuple)
+    layers.append({'name': name, 'shape': list(shape.shape[1:]),
+                   'rf': list(row.rf) if local else None,
+                   'jump': list(row.jump) if local else None,
+                   'start': list(row.start) if local else None})
+  return layers
+
+
+def _thumbnail(image: np.ndarray) -> dict:
+  """{'width', 'height', 'pixels'} of a step image, at most STEP_SIDE px a side."""
+  h, w = image.shape
+  if max(h, w) > STEP_SIDE:
+    scale = STEP_SIDE / max(h, w)
+    image = resize_area(image, (max(1, round(h * scale)), max(1, round(w * scale))))
+  pixels = np.clip(np.round(image), 0, 255).astype(np.uint8)
+  return {'width': pixels.shape[1], 'height': pixels.shape[0], 'pixels': b64(pixels)}
+
+
+@dataclasses.dataclass
+class LiveRun:
+  """A loaded run: its config, restored state and the page's answers about it."""
+  run_id: str
+  workdir: str
+  which: str
+  config: Any
+  state: Any
+  meta: dict
+  layers: list
+  _test: Optional[dict] = None
+  _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+  def summary(self) -> dict:
+    """What the page shows about the run: config, curves, conv layers."""
+    return {'run': self.run_id, 'which': self.which, 'epoch': self.meta['epoch'],
+            'model': self.config.model.name, 'config': self.config.to_dict(),
+            'history': rundir.load_history(self.workdir), 'layers': self.layers}
+
+  def predict(self, picture: np.ndarray, inside: bool = False) -> dict:
+    """Probabilities (and with ``inside`` the maps and saliency) for a picture
+    of one digit, any size, with its preprocessing steps."""
+    steps = preparation_steps(picture)
+    digit = np.clip(np.round(steps[-1][1]), 0, 255).astype(np.uint8)
+    out = {'steps': [dict(title=t, **_thumbnail(s)) for t, s in steps],
+           'digit': b64(digit)}
+    if not inside:
+      probs = evaluation.probabilities(self.state, digit[None])[0]
+    else:
+      probs, maps, saliency = jax.device_get(
+          _inside(self.state, jnp.asarray(digit[None, ..., None] / 255.0, jnp.float32)))
+      out['maps'] = []
+      for layer, m in zip(self.layers, maps):
+        data, scales = int8_maps(np.asarray(m, np.float32)[..., :MAX_MAPS])
+        out['maps'].append({'name': layer['name'], 'data': data, 'scales': scales})
+      sal, scale = int8_maps(np.asarray(saliency, np.float32)[..., None])
+      out['saliency'] = {'data': sal, 'scale': scale[0]}
+    probs = np.asarray(probs, np.float64)
+    out['probs'] = [float(p) for p in probs]
+    out['digit_class'] = int(np.argmax(probs))
+    return out
+
+  def test_view(self) -> dict:
+    """The run's test split evaluated once: labels, predictions, p(ŷ), images."""
+    with self._lock:
+      if self._test is None:
+        data = rundir.load_data(self.config)
+        probs = evaluation.probabilities(self.state, data.test_images,
+                                         batch_size=self.config.eval_batch_size)
+        self._test = {'images': data.test_images[..., 0], 'labels': data.test_labels,
+                      'probs': probs, 'preds': probs.argmax(-1)}
+      return self._test
+
+  def confusion(self) -> dict:
+    """The test confusion matrix C[i, j] and the most confident mistakes."""
+    t = self.test_view()
+    matrix = figures.confusion_matrix(t['labels'], t['preds'], t['probs'].shape[-1])
+    wrong = figures.mistakes(t['labels'], t['probs'], MISTAKES)
+    return {'matrix': matrix.tolist(), 'count': int(matrix.sum()),
+            'accuracy': float(np.trace(matrix) / max(1, matrix.sum())),
+            'mistakes': self._digits(wrong)}
+
+  def cell(self, true: int, pred: int) -> dict:
+    """The test digits of class ``true`` predicted as ``pred`` (the first 48)."""
+    t = self.test_view()
+    hits = np.flatnonzero((t['labels'] == true) & (t['preds'] == pred))
+    return {'true': true, 'pred': pred, 'count': int(len(hits)),
+            'digits': self._digits(hits[:CELL_DIGITS])}
+
+  def _digits(self, indices) -> list:
+    t = self.test_view()
+    return [{'index': int(i), 'label': int(t['labels'][i]), 'pred': int(t['preds'][i]),
+             'p': float(t['probs'][i, t['preds'][i]]), 'pixels': b64(t['images'][i])}
+            for i in indices]
+
+
+def load(run_id: str, workdir: str, which: str = 'best') -> LiveRun:
+  """The ``which`` checkpoint of ``workdir``, its compiled functions warmed up."""
+  config, state, meta = rundir.load_run(workdir, which)
+  run = LiveRun(run_id, workdir, which, config, state, meta, conv_layers(state))
+  blank = np.zeros((SIZE, SIZE), np.uint8)
+  blank[8:20, 13:15] = 255
+  run.predict(blank, inside=True)   # compiles the forward passes now, not on the first stroke
+  run.predict(blank)
+  return run
