@@ -57,7 +57,8 @@ def _atomic_write(path: str, text: str) -> None:
   os.replace(tmp, path)
 
 
-def _read_json(path: str):
+def read_json(path: str):
+  """The JSON in ``path``, or None if it is missing or not (yet) whole."""
   try:
     with open(path) as f:
       return json.load(f)
@@ -70,11 +71,11 @@ def collect(workdir: str) -> list:
   rows = []
   for name in sorted(os.listdir(workdir)):
     trial_dir = os.path.join(workdir, name)
-    overrides = _read_json(os.path.join(trial_dir, OVERRIDES))
+    overrides = read_json(os.path.join(trial_dir, OVERRIDES))
     if overrides is None:
       continue
     row = {'trial': name, 'overrides': overrides, 'status': 'unfinished'}
-    summary = _read_json(os.path.join(trial_dir, SUMMARY))
+    summary = read_json(os.path.join(trial_dir, SUMMARY))
     if summary is not None:
       row.update({k: summary.get(k) for k in COLUMNS if k != 'status'}, status='done')
       row['vectorized_trials'] = summary.get('vectorized_trials', 1)

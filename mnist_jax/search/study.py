@@ -48,7 +48,7 @@ from absl import logging
 
 from mnist_jax.engine import driver, workdir as workdir_lib, writers
 from mnist_jax.errors import UserError
-from mnist_jax.search import hyper, space as space_lib, storage as storage_lib
+from mnist_jax.search import hyper, runner, space as space_lib, storage as storage_lib
 
 SAMPLERS = ('grid', 'random', 'tpe')
 PRUNERS = ('none', 'asha', 'hyperband')
@@ -238,19 +238,11 @@ def _report(trial, record, num_epochs: int) -> bool:
     return False   # declared dead by another worker: finish; the retry reads our summary
 
 
-def _read_json(path: str):
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
-
-
 def _train(config, trial_dir: str, trial, poll_s: float):
   """(Outcome, data or None): trains the trial, or reads an earlier attempt's summary."""
   summary_path = os.path.join(trial_dir, 'summary.json')
   while True:
-    summary = _read_json(summary_path)
+    summary = runner.read_json(summary_path)
     if summary is not None:
       logging.info('%s holds summary.json: an earlier attempt finished it; not trained again.',
                    trial_dir)
