@@ -3,8 +3,8 @@ in a real headless Chromium driven by Playwright.
 
 One folder of runs, trained once: LeNet-5 (configs/lenet.py, 5 epochs on the
 4,500-image real-MNIST fixture, over 95 % test accuracy: a mouse-drawn 1 and 0
-are easy), a 1-epoch MLP (no conv layer; the second run for overlaid curves) and
-a run without checkpoints; the app is served by uvicorn in a background thread.
+are easy), a 1-epoch MLP (no conv layer; the second run for overlaid curves), an
+ensemble of three such MLPs and a run without checkpoints; the app is served by uvicorn in a background thread.
 The browser tests skip when Playwright or Debian's chromium is missing; CI
 (.ci/run) installs both, so there they always run.
 """
@@ -26,9 +26,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from mnist_jax import api
 from mnist_jax.config import defaults
 from mnist_jax.data import idx
-from mnist_jax.engine import driver, evaluation, rundir
+from mnist_jax.engine import driver, ensemble, evaluation, rundir
 from mnist_jax.inspection import figures, server
 from mnist_jax.inspection.image import prepare_image
 
@@ -59,13 +60,16 @@ def _load_config(path):
 
 @pytest.fixture(scope='session')
 def runs_root(tmp_path_factory, mnist_small_dir):
-  """runs/{lenet, mlp, nockpt} and, next to runs/, a run the server must not serve."""
+  """runs/{lenet, mlp, ens, nockpt} and, next to runs/, a run the server must not serve."""
   base = tmp_path_factory.mktemp('serve')
   root = base / 'runs'
   driver.train_and_evaluate(_config('configs/lenet.py', mnist_small_dir, 5), str(root / 'lenet'))
   mlp = _config('configs/mlp.py', mnist_small_dir, 1)
   mlp.model.hidden = (64,)
   driver.train_and_evaluate(mlp, str(root / 'mlp'))
+  ens = mlp.copy_and_resolve_references()
+  ens.ensemble.size = 3
+  driver.train_and_evaluate(ens, str(root / 'ens'))
   (root / 'nockpt').mkdir()
   shutil.copy(root / 'mlp' / 'config.json', root / 'nockpt' / 'config.json')
   shutil.copytree(root / 'mlp', base / 'outside')        # a real run outside the root
@@ -141,7 +145,7 @@ def stroke_points(digit: str):
 
 def test_runs_are_the_run_directories_under_the_root(client):
   runs = {r['id']: r for r in client.get('/api/runs').json()['runs']}
-  assert set(runs) == {'lenet', 'mlp', 'nockpt'}   # not link_out: it leads outside
+  assert set(runs) == {'lenet', 'mlp', 'ens', 'nockpt'}   # not link_out: it leads outside
   assert runs['lenet']['model'] == 'lenet5' and runs['lenet']['epochs'] == 5
   assert runs['lenet']['checkpoints'] and not runs['nockpt']['checkpoints']
 
@@ -187,6 +191,30 @@ def test_predict_is_the_library_on_the_prepared_digit(client, best):
     assert np.array_equal(unpack(r['digit'], np.uint8).reshape(28, 28), prepared)
     assert [s['title'] for s in r['steps']] == ['grayscale', 'ink bright', 'stretched',
                                                  'cropped', 'resized', 'centred']
+
+
+def test_an_ensemble_predicts_its_members_mean_with_their_spread(client, runs_root):
+  _, ens = api.load(os.path.join(runs_root, 'ens'))
+  assert client.get('/api/run', params={'run': 'ens'}).json()['ensemble'] == 3
+  assert client.get('/api/run', params={'run': 'mlp'}).json()['ensemble'] == 1
+  for digit, inside in (('1', 0), ('0', 1)):
+    image = drawn(digit)
+    r = client.post('/api/predict', params={'run': 'ens', 'inside': inside},
+                    content=png(image)).json()
+    prepared = prepare_image(np.asarray(image))
+    members = np.asarray(r['members'])
+    assert members.shape == (3, 10)
+    np.testing.assert_allclose(members.mean(0), r['probs'], atol=1e-5)
+    np.testing.assert_allclose(r['probs'], api.predict(ens, prepared), atol=1e-5)
+    expected = ensemble.member_probabilities(ens, prepared[None])[:, 0]
+    np.testing.assert_allclose(members, expected, atol=1e-6)
+    assert np.ptp(members, axis=0).max() > 1e-4   # three seeds: three different models
+    d = ensemble.disagreement(expected[:, None])
+    assert r['spread'] == pytest.approx(float(d['spread'][0]), abs=1e-6)
+    assert r['dissent'] == pytest.approx(float(d['dissent'][0]))
+    assert r['digit_class'] == int(np.argmax(r['probs']))
+  single = client.post('/api/predict', params={'run': 'mlp'}, content=png(drawn('1'))).json()
+  assert not {'members', 'spread', 'dissent'} & set(single)
 
 
 def _dequantize(data, scales, shape):
@@ -269,7 +297,7 @@ def test_the_command_serves_the_page_and_a_taken_port_is_one_line(runs_root):
   first = _serve(f'--runs={runs_root}', f'--port={port}')
   try:
     line = first.stdout.readline()
-    assert line.startswith(f'serving 3 runs under {runs_root} at http://127.0.0.1:{port}/'), \
+    assert line.startswith(f'serving 4 runs under {runs_root} at http://127.0.0.1:{port}/'), \
         line + first.stderr.read()
     page = httpx.get(f'http://127.0.0.1:{port}/', timeout=30)
     assert page.status_code == 200 and '<canvas id="pad"' in page.text
@@ -425,3 +453,22 @@ def test_a_run_without_checkpoints_shows_one_message(page):
   draw(page, '1')
   assert predicted(page) is not None
   assert 'no conv layer' in page.locator('#maps').inner_text()
+
+
+def test_an_ensemble_run_draws_its_members_on_the_bars(page):
+  page.select_option('#run', 'ens')
+  page.wait_for_function('document.getElementById("run-info").textContent.includes("ensemble of 3")')
+  draw(page, '1')
+  assert page.locator('.bar-track .tick').count() == 3 * 10
+  assert page.locator('.bar-track .whisker').count() == 10
+  top = page.locator('.bar-row.top')
+  bar = top.locator('.bar').bounding_box()
+  ticks = [t.bounding_box() for t in top.locator('.tick').all()]
+  mean_x = np.mean([t['x'] + t['width'] / 2 for t in ticks])
+  assert mean_x == pytest.approx(bar['x'] + bar['width'], abs=2)   # the bar ends at their mean
+  assert page.locator('#spread').inner_text().startswith('Ensemble of 3')
+  assert 'Member 0' in page.locator('#saliency-info').inner_text()
+  page.select_option('#run', 'mlp')
+  page.wait_for_selector('#message', state='hidden')
+  draw(page, '1')
+  assert page.locator('.tick').count() == 0 and page.locator('#spread').inner_text() == ''

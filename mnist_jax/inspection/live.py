@@ -10,6 +10,11 @@ For the 28x28 digit d = prepare_image(picture) and x = d/255:
   receptive field  unit (i, j) of layer L sees the input rows
                    [a_L + i·j_L, a_L + i·j_L + RF_L) and the columns likewise;
                    RF_L, jump j_L and start a_L from inspection/explain.py
+An ensemble run (config.ensemble.size = K > 1, engine/ensemble.py) predicts
+p = (1/K) Σ_k p_k, the mean of its members' probabilities, and its answer adds
+each member's p_k and their disagreement (``ensemble.disagreement``: spread =
+std_k p_k(ŷ), dissent = the fraction of members whose argmax is not ŷ); its
+feature maps, saliency and receptive fields are member 0's.
 The forward passes are jitted functions of (state, image): they compile once per
 model and stay compiled for every later drawing (``load`` warms them up).
 Test-set views (confusion matrix, mistakes, a cell's digits) evaluate the run's
@@ -24,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mnist_jax.engine import evaluation, rundir
+from mnist_jax.engine import ensemble, evaluation, rundir
 from mnist_jax.inspection import explain, figures
 from mnist_jax.inspection.image import SIZE, preparation_steps, resize_area
 
@@ -101,7 +106,9 @@ def _thumbnail(image: np.ndarray) -> dict:
 
 @dataclasses.dataclass
 class LiveRun:
-  """A loaded run: its config, restored state and the page's answers about it."""
+  """A loaded run: its config, restored state (a TrainState, or an Ensemble) and
+  the page's answers about it; ``inner`` is the model whose inside is shown (the
+  state, or an ensemble's member 0)."""
   run_id: str
   workdir: str
   which: str
@@ -109,6 +116,7 @@ class LiveRun:
   state: Any
   meta: dict
   layers: list
+  inner: Any = None
   _test: Optional[dict] = None
   _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
@@ -116,26 +124,40 @@ class LiveRun:
     """What the page shows about the run: config, curves, conv layers."""
     return {'run': self.run_id, 'which': self.which, 'epoch': self.meta['epoch'],
             'model': self.config.model.name, 'config': self.config.to_dict(),
-            'history': rundir.load_history(self.workdir), 'layers': self.layers}
+            'history': rundir.load_history(self.workdir), 'layers': self.layers,
+            'ensemble': self.members()}
+
+  def members(self) -> int:
+    """K, the ensemble's members (1 for a single model)."""
+    return self.state.size if isinstance(self.state, ensemble.Ensemble) else 1
 
   def predict(self, picture: np.ndarray, inside: bool = False) -> dict:
     """Probabilities (and with ``inside`` the maps and saliency) for a picture
-    of one digit, any size, with its preprocessing steps."""
+    of one digit, any size, with its preprocessing steps; an ensemble's adds
+    'members' (K, C) (their mean is 'probs'), 'spread' and 'dissent'."""
     steps = preparation_steps(picture)
     digit = np.clip(np.round(steps[-1][1]), 0, 255).astype(np.uint8)
     out = {'steps': [dict(title=t, **_thumbnail(s)) for t, s in steps],
            'digit': b64(digit)}
-    if not inside:
+    if self.members() > 1:   # the ensemble's p (the members' mean) and the members'
+      members = evaluation.member_probabilities(self.state, digit[None])
+      probs = ensemble.combine(members)[0]
+      spread = ensemble.disagreement(members)
+      out.update(members=[[float(p) for p in m[0]] for m in members],
+                 spread=float(spread['spread'][0]), dissent=float(spread['dissent'][0]))
+    elif not inside:
       probs = evaluation.probabilities(self.state, digit[None])[0]
-    else:
-      probs, maps, saliency = jax.device_get(
-          _inside(self.state, jnp.asarray(digit[None, ..., None] / 255.0, jnp.float32)))
+    if inside:   # member 0's inside for an ensemble; a single model's p comes with it
+      p_inner, maps, saliency = jax.device_get(
+          _inside(self.inner, jnp.asarray(digit[None, ..., None] / 255.0, jnp.float32)))
       out['maps'] = []
       for layer, m in zip(self.layers, maps):
         data, scales = int8_maps(np.asarray(m, np.float32)[..., :MAX_MAPS])
         out['maps'].append({'name': layer['name'], 'data': data, 'scales': scales})
       sal, scale = int8_maps(np.asarray(saliency, np.float32)[..., None])
       out['saliency'] = {'data': sal, 'scale': scale[0]}
+      if self.members() == 1:
+        probs = p_inner
     probs = np.asarray(probs, np.float64)
     out['probs'] = [float(p) for p in probs]
     out['digit_class'] = int(np.argmax(probs))
@@ -178,7 +200,8 @@ class LiveRun:
 def load(run_id: str, workdir: str, which: str = 'best') -> LiveRun:
   """The ``which`` checkpoint of ``workdir``, its compiled functions warmed up."""
   config, state, meta = rundir.load_run(workdir, which)
-  run = LiveRun(run_id, workdir, which, config, state, meta, conv_layers(state))
+  inner = state.member(0) if isinstance(state, ensemble.Ensemble) else state
+  run = LiveRun(run_id, workdir, which, config, state, meta, conv_layers(inner), inner)
   blank = np.zeros((SIZE, SIZE), np.uint8)
   blank[8:20, 13:15] = 255
   run.predict(blank, inside=True)   # compiles the forward passes now, not on the first stroke

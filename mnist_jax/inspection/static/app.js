@@ -192,6 +192,35 @@ function makeBars() {
       '<div class="bar" style="width:0"></div></div><span class="pct"></span>';
     bars.append(row);
   }
+  $('spread').textContent = '';
+}
+
+// An ensemble's members on each bar: a min–max whisker and one tick per member's p_k.
+function showMembers(r) {
+  const rows = $('bars').children;
+  for (let k = 0; k < rows.length; k++) {
+    const track = rows[k].querySelector('.bar-track');
+    track.querySelectorAll('.whisker, .tick').forEach((e) => e.remove());
+    if (!r.members) continue;
+    const ps = r.members.map((m) => m[k]);
+    const whisker = document.createElement('div');
+    whisker.className = 'whisker';
+    whisker.style.left = `${(100 * Math.min(...ps)).toFixed(1)}%`;
+    whisker.style.width = `${(100 * (Math.max(...ps) - Math.min(...ps))).toFixed(1)}%`;
+    track.append(whisker);
+    ps.forEach((p, m) => {
+      const tick = document.createElement('div');
+      tick.className = 'tick';
+      tick.dataset.member = m;
+      tick.title = `member ${m}: ${(100 * p).toFixed(1)}%`;
+      tick.style.left = `${(100 * p).toFixed(1)}%`;
+      track.append(tick);
+    });
+  }
+  $('spread').innerHTML = r.members ?
+    `Ensemble of ${r.members.length}: bars are the mean p; ticks are each member's p<sub>k</sub>, ` +
+    `the grey line their min–max. Spread std<sub>k</sub> p<sub>k</sub>(ŷ) = ${r.spread.toFixed(3)}, ` +
+    `dissent ${(100 * r.dissent).toFixed(0)}% of members.` : '';
 }
 
 function resetDigitView() {
@@ -210,6 +239,7 @@ function showPrediction(r) {
     rows[k].querySelector('.bar').style.width = `${(100 * p).toFixed(1)}%`;
     rows[k].querySelector('.pct').textContent = `${(100 * p).toFixed(1)}%`;
   });
+  showMembers(r);
   $('predicted').textContent = r.digit_class;
   $('predicted').dataset.digit = r.digit_class;
   const steps = $('steps');
@@ -237,7 +267,9 @@ function showInside(r) {
   page.maps = r.maps;
   const sal = bytes(r.saliency.data);
   paintSigned($('saliency'), new Int8Array(sal.buffer), 28, 28, 0);
-  $('saliency-info').innerHTML = `For the predicted class k = ${r.digit_class}: red pixels raise ` +
+  const member0 = page.summary.ensemble > 1;
+  $('saliency-info').innerHTML = (member0 ? 'Member 0 of the ensemble, for its own predicted class k: ' :
+    `For the predicted class k = ${r.digit_class}: `) + 'red pixels raise ' +
     `z<sub>k</sub> when inked, blue ones lower it (max |∂z/∂x| = ${r.saliency.scale.toPrecision(3)}).`;
   const box = $('maps');
   box.textContent = '';
@@ -431,7 +463,10 @@ async function selectRun(id) {
   try {
     page.summary = await api(`/api/run?run=${q(id)}`);
     page.run = id;
-    $('run-info').textContent = `${page.summary.model}, ${page.summary.which} checkpoint (epoch ${page.summary.epoch})`;
+    const k = page.summary.ensemble;
+    $('run-info').textContent = `${page.summary.model}` +
+      (k > 1 ? ` ensemble of ${k} (maps, saliency and fields: member 0)` : '') +
+      `, ${page.summary.which} checkpoint (epoch ${page.summary.epoch})`;
     showError('');
     const url = new URL(location.href);
     url.searchParams.set('run', id);
