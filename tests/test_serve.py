@@ -297,8 +297,9 @@ def test_the_command_serves_the_page_and_a_taken_port_is_one_line(runs_root):
   first = _serve(f'--runs={runs_root}', f'--port={port}')
   try:
     line = first.stdout.readline()
-    assert line.startswith(f'serving 4 runs under {runs_root} at http://127.0.0.1:{port}/'), \
-        line + first.stderr.read()
+    if not line.startswith(f'serving 4 runs under {runs_root} at http://127.0.0.1:{port}/'):
+      first.terminate()   # stop it first: its stderr ends only when it exits
+      pytest.fail(f'first line {line!r}; stderr: {first.communicate(timeout=30)[1][-2000:]}')
     page = httpx.get(f'http://127.0.0.1:{port}/', timeout=30)
     assert page.status_code == 200 and '<canvas id="pad"' in page.text
     for asset in ('app.js', 'style.css'):
