@@ -1,6 +1,6 @@
 """Where one jitted train step's time goes, op by op (the loop_mode='step' path).
 
-  python experiments/step_profile.py --config=configs/record.py --set=batch_size=128
+  python experiments/step_profile.py --config=configs/speed_record.py --set=batch_size=128
   python experiments/step_profile.py --config=configs/speedrun.py
 
 Compiles ``jit(train.train_step)`` for the config on one random uint8 batch, runs

@@ -1,8 +1,8 @@
 """The fastest published MNIST recipe (github.com/tuomaso/train_mnist_fast), as a config.
 
-  python -m mnist_jax.main --config=configs/record.py \
+  python -m mnist_jax.main --config=configs/speed_record.py \
       --config.data.source=idx --config.data.data_dir=../shared/data/mnist
-  python experiments/benchmark.py --config=configs/record.py --data_dir=../shared/data/mnist \
+  python experiments/benchmark.py --config=configs/speed_record.py --data_dir=../shared/data/mnist \
       --loops=scan,warm,torch_record --pytorch_python=PY
 
 The same arithmetic as ``experiments/pytorch_reference.py --recipe=record``, so the
@@ -11,8 +11,8 @@ two frameworks are compared on one model (SpeedNet with this plan, no batch norm
   28x28x1 -C5-> 24x24x24 -pool-> 12x12x24 -C3-> 10x10x32 -pool-> 5x5x32 -> 800
   -> Dense 256 -> ReLU -> Dense 10                     (ReLU after each pool)
 
-(max-pool and ReLU commute: max(relu(a), relu(b)) = relu(max(a, b))), 1,239,040
-multiply-accumulates and 268,650 parameters per image; Adam η = 1e-2, β = (0.7, 0.9),
+(max-pool and ReLU commute: max(relu(a), relu(b)) = relu(max(a, b))); 215,194
+parameters and 1,244,160 multiply-accumulates per image; Adam η = 1e-2, β = (0.7, 0.9),
 one-cycle over one epoch (η/25 → η over 30 % of the steps, cosine to η/(25·10⁴)),
 batch 256, inputs standardized with (0.1307, 0.3081), no augmentation. Differences
 from the PyTorch script, both on purpose: 55,000 training images (the last 5,000 are the
