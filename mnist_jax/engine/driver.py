@@ -239,9 +239,12 @@ def _train_locked(configs, workdirs, data, mesh, start, on_epoch=None) -> list:
     for epoch in range(start_epoch + 1, ref.num_epochs + 1):
       totals, seconds = _train_epoch(ref, epoch, group, feed, run_chunk, errors)
       eval_start = time.time()
-      evals = {name: evaluation.evaluate(group.state, split, eval_fn)
-               for name, split in splits.items()}
-      if ref.ema_decay:   # the weight EMA: '<split>_<metric>_ema'
+      # An ensemble's members are evaluated by ensemble.record, from one pass of their
+      # probabilities that gives every split metric: no eval_fn pass for them here.
+      evals = {} if ensemble.is_ensemble(group) else {
+          name: evaluation.evaluate(group.state, split, eval_fn)
+          for name, split in splits.items()}
+      if ref.ema_decay and not ensemble.is_ensemble(group):   # '<split>_<metric>_ema'
         evals.update({f'{name}_ema': evaluation.evaluate(train_lib.ema_state(group.state),
                                                          split, eval_fn)
                       for name, split in splits.items()})
