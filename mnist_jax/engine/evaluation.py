@@ -110,12 +110,8 @@ def _probabilities(state, images, batch_size):
 
 
 def _single(state, images, batch_size):
-  out = []
-  for i in range(0, len(images), batch_size):
-    chunk = images[i:i + batch_size]
-    pad = -len(chunk) % batch_size if len(images) > batch_size else 0
-    padded = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
-    out.append(np.asarray(_predict(state, padded))[:len(chunk)])
+  out = [np.asarray(_predict(state, x))[:n]
+         for x, n in ensemble.padded_batches(images, batch_size)]
   if out:
     return np.concatenate(out)
   classes = jax.eval_shape(train.predict, state, np.zeros((1,) + images.shape[1:],
