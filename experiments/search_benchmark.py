@@ -1,7 +1,8 @@
 """Grid vs ASHA vs TPE on a LeNet search space: best validation accuracy and epochs trained.
 
   python experiments/search_benchmark.py --data_dir=../shared/data/mnist \
-      [--train_limit=2000 --epochs=4] [--strategies=grid,asha,tpe,tpe_asha]
+      [--train_limit=10000 --epochs=9] [--strategies=grid,asha,tpe,tpe_asha,grid_vec4] \
+      [--seeds=0,1,2]
 
 The space (12 points): η ∈ {5e-4, 1e-3, 2e-3, 4e-3} x dropout p ∈ {0, 0.25, 0.5}
 on configs/lenet.py (its recipe: Adam, warmup + cosine over the epochs, light
@@ -12,8 +13,14 @@ worker in this process, so its decisions are reproducible:
 
   grid       the 12 points, every epoch (GridSampler, no pruner)
   asha       the same 12 points with --pruner=asha (min 1 epoch, reduction 3)
-  tpe        TPE (seed 0) for 40 % of the grid's trials (5), no pruner
-  tpe_asha   TPE (seed 0) for 12 trials with ASHA
+  tpe        TPE for 40 % of the grid's trials (5), no pruner
+  tpe_asha   TPE for 12 trials with ASHA
+  grid_vec4  the grid, each worker pop taking 4 trials and training them as one
+             vmapped group (--vectorize_trials=4): the grid's epochs, its wall-clock
+
+Every strategy but the grid (whose epochs and best do not depend on the order)
+runs once per --seeds value (the sampler seed: the grid's queue order, TPE's
+draws), since an asynchronous pruner's savings depend on the order trials come in.
 
 Reported: the best validation accuracy any trial reached (the number a search
 selects on), the test accuracy at that trial's best epoch, the epochs trained in
@@ -35,16 +42,19 @@ sys.path.insert(0, ROOT)
 import hardware  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _DATA_DIR = flags.DEFINE_string('data_dir', '../shared/data/mnist', 'IDX folder')
-_EPOCHS = flags.DEFINE_integer('epochs', 4, 'epochs per trial (the most a trial trains)')
-_TRAIN_LIMIT = flags.DEFINE_integer('train_limit', 2000, 'training images per trial (0: all)')
-_STRATEGIES = flags.DEFINE_list('strategies', ['grid', 'asha', 'tpe', 'tpe_asha'],
+_EPOCHS = flags.DEFINE_integer('epochs', 9, 'epochs per trial (the most a trial trains)')
+_TRAIN_LIMIT = flags.DEFINE_integer('train_limit', 10000, 'training images per trial (0: all)')
+_STRATEGIES = flags.DEFINE_list('strategies', ['grid', 'asha', 'tpe', 'tpe_asha', 'grid_vec4'],
                                 'which searches to run')
+_SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'],
+                           'sampler seeds (every strategy but the grid runs once per seed)')
 _OUT = flags.DEFINE_string('out', os.path.join(ROOT, 'experiments', 'results',
                                                'search_benchmark'), 'results path stem')
 
-STRATEGIES = {  # name: (sampler, pruner, share of the grid's trials)
-    'grid': ('grid', 'none', 1.0), 'asha': ('grid', 'asha', 1.0),
-    'tpe': ('tpe', 'none', 0.4), 'tpe_asha': ('tpe', 'asha', 1.0)}
+STRATEGIES = {  # name: (sampler, pruner, share of the grid's trials, trials per group)
+    'grid': ('grid', 'none', 1.0, 1), 'asha': ('grid', 'asha', 1.0, 1),
+    'tpe': ('tpe', 'none', 0.4, 1), 'tpe_asha': ('tpe', 'asha', 1.0, 1),
+    'grid_vec4': ('grid', 'none', 1.0, 4)}
 
 
 def space(h):
@@ -60,27 +70,32 @@ def config():
   return c
 
 
-def run(name: str) -> dict:
-  """Runs one strategy's study; returns its numbers."""
+def run(name: str, seed: int) -> dict:
+  """Runs one strategy's study with one sampler seed; returns its numbers."""
   import optuna  # pylint: disable=g-import-not-at-top
   from mnist_jax.search import hyper, storage, study  # pylint: disable=g-import-not-at-top
-  sampler, pruner, share = STRATEGIES[name]
+  sampler, pruner, share, vectorize = STRATEGIES[name]
   trials = space(hyper)
   search = study.Search(name=name, trials=trials, config=config(), sampler=sampler,
                         pruner=pruner, n_trials=0 if sampler == 'grid' else round(
-                            share * len(trials)), seed=0)
+                            share * len(trials)), seed=seed)
   study.check(search)
   with tempfile.TemporaryDirectory(prefix=f'search_{name}_') as workdir:
     url = storage.url_for(workdir)
     store = storage.open_storage(url)
     study.open_study(store, search, url)
     start = time.time()
-    study.work(store, search, workdir)
+    study.work(store, search, workdir, vectorize=vectorize)
     wall = time.time() - start
     done = optuna.load_study(study_name=name, storage=store).get_trials()
   ran = [t for t in done if t.user_attrs.get('best_val_accuracy') is not None]
   best = max(ran, key=lambda t: t.user_attrs['best_val_accuracy'])
-  return {'strategy': name, 'sampler': sampler, 'pruner': pruner, 'trials': len(done),
+  order = [{'number': t.number, 'params': t.params, 'state': t.state.name,
+            'epochs': t.user_attrs.get('epochs'),
+            'best_val_accuracy': t.user_attrs.get('best_val_accuracy')} for t in done]
+  return {'strategy': name, 'seed': seed, 'sampler': sampler, 'pruner': pruner,
+          'vectorize_trials': vectorize,
+          'trials': len(done), 'order': order,
           'pruned': sum(t.state.name == 'PRUNED' for t in done),
           'epochs': sum(t.user_attrs['epochs'] for t in ran),
           'best_val_accuracy': best.user_attrs['best_val_accuracy'],
@@ -88,8 +103,17 @@ def run(name: str) -> dict:
           'best_params': best.params, 'wall_s': wall}
 
 
+def _mean_row(name: str, runs: list, grid: dict) -> str:
+  epochs = sum(r['epochs'] for r in runs) / len(runs)
+  gaps = [100 * (r['best_val_accuracy'] - grid['best_val_accuracy']) for r in runs]
+  hits = sum(g >= -0.05 for g in gaps)
+  return (f"| **{name}, mean of {len(runs)} seeds** | | | | {epochs:.1f} | "
+          f"**{100 * epochs / grid['epochs']:.0f} %** | | worst {min(gaps):+.2f} | | "
+          f"within 0.05 points of the grid's best: {hits} of {len(runs)} | |")
+
+
 def render(results: dict, setup: dict) -> str:
-  grid = results.get('grid')
+  grid = (results.get('grid') or [None])[0]
   lines = ['# Hyperparameter search: grid vs ASHA vs TPE (LeNet, 12-point space)', '',
            '`python experiments/search_benchmark.py ' + setup['args'] + '`', '',
            f"Hardware: {setup['hardware']}; one worker, one process, run while holding the "
@@ -103,16 +127,18 @@ def render(results: dict, setup: dict) -> str:
            "grid's epochs | best val accuracy | vs grid (points) | test at best val | "
            'best point | wall-clock (s) |', '|' + '---|' * 11]
   for name in STRATEGIES:
-    r = results.get(name)
-    if r is None:
-      continue
-    share = f"{100 * r['epochs'] / grid['epochs']:.0f} %" if grid else ''
-    gap = (f"{100 * (r['best_val_accuracy'] - grid['best_val_accuracy']):+.2f}"
-           if grid else '')
-    point = ', '.join(f'{k}={v}' for k, v in sorted(r['best_params'].items()))
-    lines.append(f"| {name} | {r['sampler']} | {r['pruner']} | {r['trials']} ({r['pruned']}) "
-                 f"| {r['epochs']} | {share} | {100 * r['best_val_accuracy']:.2f} | {gap} | "
-                 f"{100 * r['test_accuracy_at_best_val']:.2f} | {point} | {r['wall_s']:.0f} |")
+    runs = results.get(name) or []
+    for r in runs:
+      share = f"{100 * r['epochs'] / grid['epochs']:.0f} %" if grid else ''
+      gap = (f"{100 * (r['best_val_accuracy'] - grid['best_val_accuracy']):+.2f}"
+             if grid else '')
+      point = ', '.join(f'{k}={v}' for k, v in sorted(r['best_params'].items()))
+      lines.append(f"| {name} (seed {r['seed']}) | {r['sampler']} | {r['pruner']} | "
+                   f"{r['trials']} ({r['pruned']}) | {r['epochs']} | {share} | "
+                   f"{100 * r['best_val_accuracy']:.2f} | {gap} | "
+                   f"{100 * r['test_accuracy_at_best_val']:.2f} | {point} | {r['wall_s']:.0f} |")
+    if grid and len(runs) > 1:
+      lines.append(_mean_row(name, runs, grid))
   return '\n'.join(lines) + '\n'
 
 
@@ -126,15 +152,17 @@ def main(argv):
     with open(_OUT.value + '.json') as f:
       saved = json.load(f)
     if saved['setup']['epochs'] == _EPOCHS.value and (
-        saved['setup']['train_limit'] == _TRAIN_LIMIT.value):
+        saved['setup']['train_limit'] == _TRAIN_LIMIT.value) and all(
+            isinstance(v, list) for v in saved['results'].values()):
       results = saved['results']
   for name in _STRATEGIES.value:
-    results[name] = run(name)
+    seeds = [0] if name.startswith('grid') else [int(x) for x in _SEEDS.value]
+    results[name] = [run(name, seed) for seed in seeds]
     print(json.dumps(results[name]), flush=True)
   setup = {'epochs': _EPOCHS.value, 'train_limit': _TRAIN_LIMIT.value,
            'hardware': hardware.describe(),
            'args': f'--data_dir={_DATA_DIR.value} --train_limit={_TRAIN_LIMIT.value} '
-                   f'--epochs={_EPOCHS.value}'}
+                   f'--epochs={_EPOCHS.value} --seeds={",".join(_SEEDS.value)}'}
   with open(_OUT.value + '.json', 'w') as f:
     json.dump({'setup': setup, 'results': results}, f, indent=1)
   with open(_OUT.value + '.md', 'w') as f:

@@ -3,7 +3,7 @@
   python -m mnist_jax.sweep --config=configs/lenet.py --workdir=sweeps/lenet \
       [--config.num_epochs=3 ...]        # overrides for every trial
       [--sampler=grid|random|tpe --n_trials=N --pruner=none|asha|hyperband]
-      [--storage=postgresql+psycopg2://... | journal:PATH] [--worker]
+      [--storage=postgresql+psycopg2://... | journal:PATH] [--worker] [--vectorize_trials=K]
   python -m mnist_jax.sweep --config=... --list | --num_trials   # no --workdir needed
   python -m mnist_jax.sweep ... --trial=N | --vectorize          # without a study
 
@@ -37,9 +37,13 @@ _SAMPLER = flags.DEFINE_string('sampler', 'grid', 'grid | random | tpe')
 _PRUNER = flags.DEFINE_string('pruner', 'none', 'none | asha | hyperband (per epoch)')
 _N_TRIALS = flags.DEFINE_integer('n_trials', 0, 'random / tpe: trials to draw '
                                  '(default: as many as get_hyper lists).')
-_SEED = flags.DEFINE_integer('sampler_seed', 0, 'Seed of the random / TPE sampler.')
+_SEED = flags.DEFINE_integer('sampler_seed', 0, 'Seed of the sampler: the grid\'s queue '
+                             'order, the random / TPE draws.')
 _WORKER = flags.DEFINE_bool('worker', False, 'One of many workers: stop when no trial is '
                             'left to pop (default: wait until the whole study is done).')
+_VECTORIZE_TRIALS = flags.DEFINE_integer(
+    'vectorize_trials', 1, 'A study worker pops up to this many trials at once and trains '
+    'those sharing an architecture as one vmapped group.')
 _HEARTBEAT = flags.DEFINE_integer('heartbeat_s', 30, 'Seconds between a worker\'s heartbeats.')
 _GRACE = flags.DEFINE_integer('grace_s', 120, 'A running trial without a heartbeat for this '
                               'long belongs to a dead worker and is retried.')
@@ -64,6 +68,9 @@ def _study(config_path, trials, workdir):
       config=_CONFIG.value, sampler=_SAMPLER.value, pruner=_PRUNER.value,
       n_trials=_N_TRIALS.value, seed=_SEED.value, source=path)
   study.check(search)
+  if _VECTORIZE_TRIALS.value < 1:
+    raise UserError(f'--vectorize_trials={_VECTORIZE_TRIALS.value}; pass 1 (one trial at a '
+                    'time) or more')
   if any(flags.FLAGS[name].value is not None for name in cli.DISTRIBUTED_FLAGS):
     raise UserError('a study worker is one process; start one worker per host instead of '
                     'passing --num_processes / --coordinator_address')
@@ -73,8 +80,8 @@ def _study(config_path, trials, workdir):
   store = storage.open_storage(url, _HEARTBEAT.value, _GRACE.value)
   study.open_study(store, search, storage.redact(url))
   write = lambda: study_table.write(store, search.name, workdir)
-  ran = study.work(store, search, workdir, wait=not _WORKER.value,
-                   on_trained=_draw_plots, after_each=write)
+  ran = study.work(store, search, workdir, wait=not _WORKER.value, on_trained=_draw_plots,
+                   after_each=write, vectorize=_VECTORIZE_TRIALS.value)
   table = write()
   board = url[len(storage.JOURNAL):] if url.startswith(storage.JOURNAL) else storage.redact(url)
   print(f'study {search.name} in {storage.redact(url)}; dashboard: optuna-dashboard {board}')

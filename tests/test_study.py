@@ -126,6 +126,28 @@ def test_declarations_become_optuna_distributions():
     space.require_space(zipped, 'tpe', 'c.py')
 
 
+def test_a_grid_is_queued_once_per_point_in_a_seeded_shuffled_order(tmp_path, small_config):
+  """A grid declared from small to large η is not queued in that order (asynchronous
+  successive halving would let every next, better-looking trial through): the order
+  is a seeded permutation, each point exactly once, the same for the same seed."""
+  rates = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
+  orders = []
+  for seed in (0, 0, 1):
+    url = storage_lib.url_for(str(tmp_path), f'sqlite:///{tmp_path}/{len(orders)}.db')
+    store = storage_lib.open_storage(url)
+    search = study_lib.Search(name='g', trials=hyper.sweep('learning_rate', rates),
+                              config=small_config, seed=seed)
+    study = study_lib.open_study(store, search, url)
+    trials = study.get_trials(deepcopy=False)
+    order = [t.user_attrs['index'] for t in trials]
+    declared = [rates[i] for i in order]
+    assert [t.user_attrs['overrides']['learning_rate'] for t in trials] == declared
+    assert [t.system_attrs['fixed_params']['learning_rate'] for t in trials] == declared
+    orders.append(order)
+  assert sorted(orders[0]) == list(range(6)) and orders[0] == study_lib.grid_order(6, 0)
+  assert orders[0] == orders[1] and orders[0] != orders[2] and orders[0] != list(range(6))
+
+
 # --- workers ---------------------------------------------------------------------------
 
 POP = '''
@@ -267,15 +289,20 @@ def test_a_killed_workers_trial_is_retried_and_resumed(kind, tmp_path, mnist_sma
   assert 'fail (worker died)' in table and f'| {failed.number} | complete |' not in table
 
 
+def _tiny_mlp(config):
+  config.data.train_limit = 300
+  config.num_epochs = 2
+  config.model.name = 'mlp'
+  config.model.hidden = (32,)
+  return config
+
+
 def test_pruning_stops_a_lagging_trial_and_keeps_its_run(tmp_path, small_config):
   """ASHA stops η = 1e-6 (far behind η = 3e-3 after epoch 1); the pruned trial
   keeps its metrics, checkpoint and summary, and the table says pruned."""
-  small_config.data.train_limit = 300
-  small_config.num_epochs = 2
-  small_config.model.name = 'mlp'
-  small_config.model.hidden = (32,)
+  seed = next(s for s in range(10) if study_lib.grid_order(2, s) == [0, 1])  # 3e-3 first
   search = study_lib.Search(name='prune', trials=hyper.sweep('learning_rate', [3e-3, 1e-6]),
-                            config=small_config, pruner='asha')
+                            config=_tiny_mlp(small_config), pruner='asha', seed=seed)
   study_lib.check(search)
   url = storage_lib.url_for(str(tmp_path))
   store = storage_lib.open_storage(url)
@@ -295,6 +322,44 @@ def test_pruning_stops_a_lagging_trial_and_keeps_its_run(tmp_path, small_config)
       ('0', 'complete', '2'), ('1', 'pruned', '1')]
   # a retry of a finished trial reads its summary: nothing trained again
   assert study_lib.work(store, search, str(tmp_path)) == []
+
+
+def test_a_worker_trains_popped_trials_as_one_vmapped_group(tmp_path, small_config):
+  """--vectorize_trials=2 on a 3-point grid: two trials train as one group, the
+  third alone; each ends complete exactly once with its own run directory."""
+  search = study_lib.Search(name='v', config=_tiny_mlp(small_config),
+                            trials=hyper.sweep('learning_rate', [1e-3, 2e-3, 3e-3]))
+  url = storage_lib.url_for(str(tmp_path))
+  store = storage_lib.open_storage(url)
+  study_lib.open_study(store, search, url)
+  ran = study_lib.work(store, search, str(tmp_path), vectorize=2)
+  assert [(n, s, e) for n, s, e in ran] == [(0, 'complete', None), (1, 'complete', None),
+                                           (2, 'complete', None)]
+  trials = optuna.load_study(study_name='v', storage=store).get_trials()
+  summaries = [json.loads((tmp_path / t.user_attrs['dir'] / 'summary.json').read_text())
+               for t in trials]
+  assert [s.get('vectorized_trials') for s in summaries] == [2, 2, None]
+  assert [s['epochs'] for s in summaries] == [2, 2, 2]
+  assert [t.value for t in trials] == [s['best_val_accuracy'] for s in summaries]
+  assert len({t.user_attrs['dir'] for t in trials}) == 3
+
+
+def test_pruning_a_member_of_a_vmapped_group_ends_only_its_trial(tmp_path, small_config):
+  """η = 1e-6 popped with η = 3e-3 into one group: ASHA prunes it after epoch 1
+  (its checkpoint and summary from then) while its partner trains on."""
+  seed = next(s for s in range(10) if study_lib.grid_order(2, s) == [0, 1])  # 3e-3 first
+  search = study_lib.Search(name='vp', config=_tiny_mlp(small_config), pruner='asha',
+                            trials=hyper.sweep('learning_rate', [3e-3, 1e-6]), seed=seed)
+  url = storage_lib.url_for(str(tmp_path))
+  store = storage_lib.open_storage(url)
+  study_lib.open_study(store, search, url)
+  ran = study_lib.work(store, search, str(tmp_path), vectorize=2)
+  assert [(n, s) for n, s, _ in ran] == [(0, 'complete'), (1, 'pruned')]
+  lagging = json.loads((tmp_path / 'learning_rate=1e-06' / 'summary.json').read_text())
+  partner = json.loads((tmp_path / 'learning_rate=0.003' / 'summary.json').read_text())
+  assert lagging['stopped_early'] and lagging['epochs'] == 1 and partner['epochs'] == 2
+  assert lagging['vectorized_trials'] == partner['vectorized_trials'] == 2
+  assert os.path.isdir(tmp_path / 'learning_rate=1e-06' / 'checkpoints' / 'latest' / '1')
 
 
 def test_random_sampler_draws_reproducible_values_from_the_space(tmp_path, small_config):
@@ -370,6 +435,7 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, mnist_small_dir)
       (['--storage=postgresql+psycopg2://me:s3cret@127.0.0.1:1/db'],
        'cannot open the study storage postgresql+psycopg2://me:***@127.0.0.1:1/db'),
       (['--sampler=bayes'], 'unknown --sampler=bayes'),
+      (['--vectorize_trials=0'], '--vectorize_trials=0; pass 1 (one trial at a time) or more'),
   ]
   for args, message in cases:
     proc = _worker(config, tmp_path / 'w', *args)

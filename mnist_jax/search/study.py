@@ -8,7 +8,13 @@ trial, then marks the study ready:
 
   --sampler=grid     one trial per point of the declared list, its values as
                      fixed parameters (Optuna's GridSampler is the study's
-                     sampler, so the dashboard and study.optimize see a grid)
+                     sampler, so the dashboard and study.optimize see a grid),
+                     queued in a random order seeded by --sampler_seed, as
+                     GridSampler itself draws points: a pruner compares a trial
+                     only with the trials that reached its rung before it, and
+                     a declared list is often sorted (η from small to large),
+                     the order in which every next trial looks best so far and
+                     asynchronous successive halving stops almost none
   --sampler=random   --n_trials empty trials (default: the list's length); each
   --sampler=tpe      draws its values when a worker pops it, from the
                      distributions of get_hyper (search/space.py), seeded by
@@ -34,10 +40,18 @@ never trained again; the directory's lock makes a retry wait for such a worker.
 Without --worker a process waits until no trial is WAITING or RUNNING (so it
 retries dead workers' trials and ends with the whole study done); with
 --worker it stops when nothing is left to pop.
+
+--vectorize_trials=K: a worker pops up to K trials at once and trains those of
+one architecture as one vmapped group (the engine's K-model driver), reporting
+each member's epochs to its own trial. A pruned member's trial ends PRUNED at
+once (its checkpoint and summary are from that epoch), but the group's program
+keeps computing it until every member has stopped: pruning saves a group's time
+only when all its members stop.
 """
 import dataclasses
 import json
 import os
+import random
 import threading
 import time
 import warnings
@@ -46,7 +60,7 @@ from typing import Any
 import optuna
 from absl import logging
 
-from mnist_jax.engine import driver, workdir as workdir_lib, writers
+from mnist_jax.engine import driver, stacked, workdir as workdir_lib, writers
 from mnist_jax.errors import UserError
 from mnist_jax.search import hyper, runner, space as space_lib, storage as storage_lib
 
@@ -185,9 +199,17 @@ def open_study(storage, search: Search, where: str, wait_s: float = 120.0):
   return study
 
 
+def grid_order(n: int, seed: int) -> list:
+  """The order in which a grid's n declared points are queued (seeded)."""
+  order = list(range(n))
+  random.Random(seed).shuffle(order)
+  return order
+
+
 def _queue(study, search: Search) -> None:
   if search.sampler == 'grid':
-    for i, t in enumerate(search.trials):
+    for i in grid_order(len(search.trials), search.seed):
+      t = search.trials[i]
       study.enqueue_trial({k: space_lib.encode(v) for k, v in t.items()},
                           user_attrs={'index': i, 'overrides': _jsonable(t)})
   else:
@@ -200,20 +222,21 @@ def _jsonable(overrides: dict) -> dict:
 
 
 class _Heartbeat:
-  """Records the trial's heartbeat every ``interval`` s while in the block."""
+  """Records the trials' heartbeats every ``interval`` s while in the block."""
 
-  def __init__(self, storage, trial_id: int):
-    self.storage, self.trial_id = storage, trial_id
+  def __init__(self, storage, trial_ids: list):
+    self.storage, self.trial_ids = storage, trial_ids
     self.stop = threading.Event()
     self.thread = threading.Thread(target=self._beat, daemon=True)
 
   def _beat(self):
     interval = self.storage.get_heartbeat_interval()
     while True:
-      try:
-        self.storage.record_heartbeat(self.trial_id)
-      except Exception as e:  # pylint: disable=broad-except  (a lost connection: keep training)
-        logging.warning('heartbeat of trial %d not recorded: %s', self.trial_id, e)
+      for trial_id in self.trial_ids:
+        try:
+          self.storage.record_heartbeat(trial_id)
+        except Exception as e:  # pylint: disable=broad-except  (lost connection: keep training)
+          logging.warning('heartbeat of trial %d not recorded: %s', trial_id, e)
       if self.stop.wait(interval):
         return
 
@@ -238,23 +261,24 @@ def _report(trial, record, num_epochs: int) -> bool:
     return False   # declared dead by another worker: finish; the retry reads our summary
 
 
-def _train(config, trial_dir: str, trial, poll_s: float):
-  """(Outcome, data or None): trains the trial, or reads an earlier attempt's summary."""
-  summary_path = os.path.join(trial_dir, 'summary.json')
+def _train(batch: list, poll_s: float):
+  """([Outcome], data or None): trains the batch's trials as one group, or reads
+  a lone trial's summary left by an earlier attempt."""
   while True:
-    summary = runner.read_json(summary_path)
-    if summary is not None:
+    summary = runner.read_json(os.path.join(batch[0].trial_dir, 'summary.json'))
+    if len(batch) == 1 and summary is not None:
       logging.info('%s holds summary.json: an earlier attempt finished it; not trained again.',
-                   trial_dir)
-      return driver.Outcome(summary=summary), None
+                   batch[0].trial_dir)
+      return [driver.Outcome(summary=summary)], None
     try:
-      results = driver.train([config], [trial_dir],
-                             on_epoch=lambda k, r: _report(trial, r, config.num_epochs))
-      return results.outcomes[0], results.data
+      results = driver.train(
+          [r.config for r in batch], [r.trial_dir for r in batch],
+          on_epoch=lambda k, record: _report(batch[k].trial, record, batch[k].config.num_epochs))
+      return results.outcomes, results.data
     except workdir_lib.WorkdirBusy:
       time.sleep(poll_s)   # the earlier attempt's worker still trains here: wait for it
     except UserError as e:
-      return driver.Outcome(error=e), None
+      return [driver.Outcome(error=e) for _ in batch], None
 
 
 def _tell(study, trial, trial_id: int, storage, outcome) -> str:
@@ -299,9 +323,20 @@ def trial_dir_name(search: Search, overrides: dict, first_number: int) -> str:
   return name if search.sampler == 'grid' else f'{first_number:04d}-{name}'
 
 
-def run_one(storage, search: Search, workdir: str, trial_id: int, frozen,
-            poll_s: float = 2.0, on_trained=None) -> tuple:
-  """Runs one popped trial to its end; returns (number, state, error or None)."""
+@dataclasses.dataclass
+class _Run:
+  """A popped trial, ready to train."""
+  study: Any
+  trial: Any
+  trial_id: int
+  number: int
+  config: Any
+  trial_dir: str
+  retry: bool
+
+
+def _start(storage, search: Search, workdir: str, trial_id: int, frozen) -> _Run:
+  """Draws or fixes the popped trial's values and makes its directory."""
   first = frozen.system_attrs.get('failed_trial', frozen.number)
   study = _load(storage, search, search.seed + first)
   study.get_trials(deepcopy=False)   # Optuna's RDB cache learns the trials (the popped one too)
@@ -315,28 +350,64 @@ def run_one(storage, search: Search, workdir: str, trial_id: int, frozen,
     config = hyper.apply(search.config, overrides)
     os.makedirs(trial_dir, exist_ok=True)
     writers.write_json_atomic(os.path.join(trial_dir, 'overrides.json'), overrides)
-    logging.info('trial %d (%s): training in %s', frozen.number,
-                 'retry of %d' % first if first != frozen.number else 'first attempt', trial_dir)
-    with _Heartbeat(storage, trial_id):
-      outcome, data = _train(config, trial_dir, trial, poll_s)
   except BaseException as e:
-    if isinstance(e, UserError):
-      trial.set_user_attr('error', ' '.join(str(e).split()))
-    study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-    if isinstance(e, UserError):
-      return frozen.number, 'fail', e
+    _fail(study, trial, e)
     raise
-  state = _tell(study, trial, trial_id, storage, outcome)
-  if outcome.error is None and on_trained is not None and data is not None:
-    on_trained(config, trial_dir, outcome, data)
-  return frozen.number, state, outcome.error
+  logging.info('trial %d (%s): training in %s', frozen.number,
+               'retry of %d' % first if first != frozen.number else 'first attempt', trial_dir)
+  return _Run(study, trial, trial_id, frozen.number, config, trial_dir, first != frozen.number)
+
+
+def _fail(study, trial, error) -> None:
+  if isinstance(error, UserError):
+    trial.set_user_attr('error', ' '.join(str(error).split()))
+  study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+
+
+def batches(runs: list) -> list:
+  """Popped trials as training groups: those sharing an architecture
+  (stacked.signature) train as one vmapped group; a retry (it may resume from a
+  checkpoint, or wait for a worker declared dead that is not) and an ensemble
+  train alone."""
+  alone = lambda r: r.retry or r.config.ensemble.size > 1
+  rest = [r for r in runs if not alone(r)]
+  return [[r] for r in runs if alone(r)] + [[rest[i] for i in g] for g in stacked.groups(
+      [r.config for r in rest])]
+
+
+def run_group(storage, search: Search, workdir: str, popped: list, poll_s: float = 2.0,
+              on_trained=None) -> list:
+  """Runs popped trials [(trial_id, frozen)] to their ends, those that can as one
+  vmapped group (``batches``); returns [(number, state, error or None)]."""
+  runs, ended = [], []
+  for trial_id, frozen in popped:
+    try:
+      runs.append(_start(storage, search, workdir, trial_id, frozen))
+    except UserError as e:
+      ended.append((frozen.number, 'fail', e))
+  for batch in batches(runs):
+    try:
+      with _Heartbeat(storage, [r.trial_id for r in batch]):
+        outcomes, data = _train(batch, poll_s)
+    except BaseException as e:
+      for r in batch:
+        _fail(r.study, r.trial, e)
+      raise
+    for r, outcome in zip(batch, outcomes):
+      state = _tell(r.study, r.trial, r.trial_id, storage, outcome)
+      if outcome.error is None and on_trained is not None and data is not None:
+        on_trained(r.config, r.trial_dir, outcome, data)
+      ended.append((r.number, state, outcome.error))
+  return sorted(ended, key=lambda e: e[0])
 
 
 def work(storage, search: Search, workdir: str, *, wait: bool = True, poll_s: float = 2.0,
-         on_trained=None, after_each=None) -> list:
+         on_trained=None, after_each=None, vectorize: int = 1) -> list:
   """Pops and runs trials until none is left (``wait``: until none is WAITING
   or RUNNING, retrying dead workers' trials); returns [(number, state, error)].
-  ``after_each()`` runs after every trial (the command rewrites the table)."""
+  ``vectorize``: pops up to that many trials at once and trains those sharing an
+  architecture as one vmapped group (run_group). ``after_each()`` runs after
+  every pop's trials (the command rewrites the table)."""
   study = _load(storage, search, search.seed)
   study_id = storage.get_study_id_from_name(search.name)
   ran = []
@@ -344,8 +415,10 @@ def work(storage, search: Search, workdir: str, *, wait: bool = True, poll_s: fl
     with warnings.catch_warnings():
       warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
       optuna.storages.fail_stale_trials(study)
-    popped = storage_lib.pop(storage, study_id)
-    if popped is None:
+    popped = []
+    while len(popped) < vectorize and (one := storage_lib.pop(storage, study_id)):
+      popped.append(one)
+    if not popped:
       states = {t.state for t in storage.get_all_trials(study_id, deepcopy=False)}
       if WAITING in states:
         continue             # another worker took the one we tried; look again
@@ -353,7 +426,6 @@ def work(storage, search: Search, workdir: str, *, wait: bool = True, poll_s: fl
         return ran
       time.sleep(poll_s)     # a running trial may turn out dead and come back
       continue
-    ran.append(run_one(storage, search, workdir, *popped, poll_s=poll_s,
-                       on_trained=on_trained))
+    ran += run_group(storage, search, workdir, popped, poll_s=poll_s, on_trained=on_trained)
     if after_each is not None:
       after_each()
