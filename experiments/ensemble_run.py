@@ -1,0 +1,132 @@
+"""An ensemble run: members vs ensemble, EMA vs raw weights, reliability, the val trail.
+
+  python experiments/ensemble_run.py [--config=configs/lenet.py] [--size=5] \
+      [--epochs=3] [--train_limit=0] [--name=lenet]              # the small fixture
+  python experiments/ensemble_run.py --config=configs/record_cpu.py --size=0 \
+      --epochs=0 --data_dir=../shared/data/mnist --name=record_cpu  # the full MNIST
+
+Trains ``--config`` with config.ensemble.size = ``--size`` (0: the config's;
+members seeds 0..K−1, one vmapped program, engine/ensemble.py) for ``--epochs``
+(0: the config's) on tests/fixtures/mnist_small (4,500 training images or the
+first ``--train_limit``, 500 validation, 1,000 test: the FIXTURE, whose numbers
+are not records) or on the full MNIST in ``--data_dir`` (55,000 / 5,000 /
+10,000), draws the run's plots and copies its reliability diagram (member 0 = the
+config's single run beside the ensemble) to
+experiments/results/ensemble_<name>_reliability.png. Writes
+experiments/results/ensemble_<name>_<fixture|mnist>.md: test accuracy, NLL and
+ECE of every member, their mean ± std and the ensemble (and of the EMA weights
+when the config has them), the validation accuracy of every epoch (the
+selection trail) and the training time.
+
+On the fixture it is the pilot of the record configs (configs/record_*.py): a
+check that they train, before the hours their full runs take.
+"""
+import json
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import hardware
+import report
+from mnist_jax import cli
+from mnist_jax.engine import driver
+from mnist_jax.inspection import figures
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_CONFIG = config_flags.DEFINE_config_file('config', 'configs/lenet.py', 'member config',
+                                          lock_config=False)
+_SIZE = flags.DEFINE_integer('size', 5, 'ensemble size K')
+_EPOCHS = flags.DEFINE_integer('epochs', 3, 'epochs (the schedule spans them)')
+_TRAIN_LIMIT = flags.DEFINE_integer('train_limit', 0, 'training images (0 = all 4,500)')
+_NAME = flags.DEFINE_string('name', 'lenet', 'results/ensemble_<name>_*')
+_DATA_DIR = flags.DEFINE_string('data_dir', 'tests/fixtures/mnist_small', 'IDX folder')
+_WORKDIR = flags.DEFINE_string('workdir', '', 'keep the run here (default: a temporary folder)')
+FIXTURE = 'tests/fixtures/mnist_small'
+
+
+def _std_row(members, ema: bool) -> str:
+  keys = ['test_accuracy', 'test_nll', 'test_ece', 'val_accuracy'] + (
+      ['test_accuracy_ema', 'test_ece_ema'] if ema else [])
+  return '| member std | ' + ' | '.join(
+      f'{np.std([m[k] for m in members], ddof=1):.4f}' for k in keys) + ' |'
+
+
+def _trail(workdir: str, ema: bool) -> list:
+  """The validation accuracy of every epoch (ensemble; EMA weights too)."""
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    records = [json.loads(line) for line in f]
+  key = 'val_accuracy_ema' if ema else 'val_accuracy'
+  return ['', f'Validation accuracy by epoch ({key}, the ensemble; the selection trail): ' +
+          ', '.join(f"{r['epoch']}: {r[key]:.4f}" for r in records) + '.']
+
+
+def _row(name, m, ema: bool) -> str:
+  cells = [f"{m['test_accuracy']:.4f}", f"{m['test_nll']:.4f}", f"{m['test_ece']:.4f}",
+           f"{m['val_accuracy']:.4f}"]
+  if ema:
+    cells += [f"{m['test_accuracy_ema']:.4f}", f"{m['test_ece_ema']:.4f}"]
+  return f'| {name} | ' + ' | '.join(cells) + ' |'
+
+
+def main(argv):
+  del argv
+  cli.quiet_logs()
+  config = _CONFIG.value
+  fixture = os.path.abspath(_DATA_DIR.value) == os.path.join(ROOT, FIXTURE)
+  config.data.source, config.data.data_dir, config.data.download = 'idx', _DATA_DIR.value, False
+  config.data.val_size, config.data.train_limit = 500 if fixture else 5000, _TRAIN_LIMIT.value
+  if _EPOCHS.value:
+    config.num_epochs, config.warmup_epochs = _EPOCHS.value, min(config.warmup_epochs, 0.5)
+  if _SIZE.value:
+    config.ensemble.size = _SIZE.value
+  size, config.seed, config.write_plots = config.ensemble.size, 0, False
+  with tempfile.TemporaryDirectory() as tmp:
+    workdir = _WORKDIR.value or tmp
+    results = driver.train([config], [workdir])
+    outcome = results.outcomes[0]
+    if outcome.error is not None:
+      raise outcome.error
+    figures.write_all(workdir, config, outcome.state, results.data, tensorboard=False)
+    target = os.path.join(ROOT, 'experiments', 'results',
+                          f'ensemble_{_NAME.value}_reliability.png')
+    shutil.copyfile(os.path.join(workdir, 'plots', 'reliability.png'), target)
+    trail = _trail(workdir, bool(config.ema_decay))
+  s = outcome.summary
+  ema = bool(config.ema_decay)
+  head = '| | test accuracy | test NLL | test ECE | val accuracy |' + (
+      ' test accuracy (EMA) | test ECE (EMA) |' if ema else '')
+  data = (f'The FIXTURE ({FIXTURE}: {s["train_images_in_process"]} training, 500 '
+          'validation, 1,000 test images): a pilot, not a record' if fixture else
+          f'The full MNIST ({s["train_images_in_process"]} training, 5,000 validation, '
+          '10,000 test images)')
+  lines = [
+      f'# {size} x {config.model.name}, '
+      f'{os.path.basename(flags.FLAGS["config"].config_filename)}', '',
+      f'`python {" ".join(shlex.quote(a) for a in sys.argv)}`', '',
+      f'Hardware: {hardware.describe()}. {data}; {s["epochs"]} epochs. Training '
+      f'{s["train_time_s"]:.0f} s ({size} member(s) in one vmapped program). Reliability '
+      f'diagram: {os.path.relpath(target, ROOT)}.', '', head,
+      '|---' * (head.count('|') - 1) + '|']
+  if size == 1:   # a single run (the pilot of configs/record_single.py)
+    lines.append(_row('single model, seed 0', s, ema))
+  else:
+    for m in s['ensemble']['members']:
+      lines.append(_row(f"member, seed {m['seed']}", m, ema))
+    lines.append(_row('member mean', s['ensemble']['member_mean'], ema))
+    lines.append(_std_row(s['ensemble']['members'], ema))
+    lines.append(_row(f'**ensemble of {size}** (mean of probabilities)', s, ema))
+  report.write_markdown(os.path.join(ROOT, 'experiments', 'results', f'ensemble_{_NAME.value}_'
+                                     f'{"fixture" if fixture else "mnist"}.md'), lines + trail)
+
+
+if __name__ == '__main__':
+  app.run(main)
