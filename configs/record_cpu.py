@@ -22,21 +22,7 @@ from mnist_jax.config import defaults
 
 
 def get_config():
-  config = defaults.get_config()
-  config.model.name = 'cnn'
-  config.model.features = (32, 64, 128)
-  config.model.kernel_size = 3
-  config.model.strides = 1
-  config.model.padding = 'SAME'
-  config.model.pool = 'max'
-  config.model.pool_size = 2
-  config.model.batch_norm = True
-  config.model.dense = (128,)
-  config.model.activation = 'relu'
-  config.model.dropout_rate = 0.3
-  config.model.conv_impl = 'auto'         # CPU: patches + matmul; GPU/TPU: nn.Conv
-  config.loss = 'cce'
-  defaults.cnn_recipe(config)             # Adam 2e-3, warmup + cosine, B = 128
+  config = defaults.sibling(__file__, 'cnn')   # the net and defaults.cnn_recipe
   config.num_epochs = 20
   config.augment.translate = 2.0
   config.augment.rotate = 15.0

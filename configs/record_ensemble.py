@@ -13,20 +13,10 @@ The summary reports the ensemble's ECE next to its members' (summary.json
 NOT YET RUN on the full data (see README); memory: ensemble.check_memory
 estimates about 0.2 GiB per member for a batch of 120.
 """
-import importlib.util
-import os
-
-
-def _single():
-  """configs/record_single.py, loaded by its path (configs/ is not a package)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'record_single.py')
-  spec = importlib.util.spec_from_file_location('record_single', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from mnist_jax.config import defaults
 
 
 def get_config():
-  config = _single().get_config()
+  config = defaults.sibling(__file__, 'record_single')
   config.ensemble.size = 5
   return config

@@ -81,7 +81,7 @@ def test_bare_command_makes_a_new_run_directory(tmp_path, mnist_small_dir):
 def test_sigkill_and_resume_give_the_same_metrics(tmp_path, mnist_small_dir):
   """Kill a 3-epoch run after its first checkpoint; the restarted run ends
   with exactly the metrics of an uninterrupted run with the same seed."""
-  flags = small_flags(mnist_small_dir, epochs=3)
+  flags = small_flags(mnist_small_dir, epochs=3) + ['--config.data.train_limit=2000']
   whole = run_main(flags + [f'--workdir={tmp_path / "whole"}'])
   assert whole.returncode == 0, whole.stderr[-2000:]
   workdir = tmp_path / 'killed'

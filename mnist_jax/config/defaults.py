@@ -13,8 +13,21 @@ The primer's hyperparameters, with its typical values:
 | dropout rate    | p      | model.dropout_rate  | 0.2–0.5     |
 | weight decay    | λ      | weight_decay        | 1e-4        |
 """
+import importlib.util
+import os
+
 import ml_collections
 from ml_collections import config_dict
+
+
+def sibling(config_file: str, name: str) -> ml_collections.ConfigDict:
+  """``get_config()`` of ``<name>.py`` in the folder of ``config_file`` (a config
+  built on another: configs/ is a folder of files, not a package)."""
+  path = os.path.join(os.path.dirname(os.path.abspath(config_file)), name + '.py')
+  spec = importlib.util.spec_from_file_location(f'_config_{name}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
 
 
 def get_config() -> ml_collections.ConfigDict:
