@@ -1,6 +1,5 @@
 """Perceptron, MLP and CNN: shapes, parameter counts, dropout, batch norm, the
 perceptron rule, the primer's 3x3-on-5x5 convolution, and the default configs."""
-import importlib.util
 import os
 
 import jax
@@ -10,6 +9,7 @@ import pytest
 from flax import linen as nn
 
 from mnist_jax import models
+from mnist_jax.config import defaults
 from mnist_jax.models import perceptron
 from mnist_jax.models.cnn import CNN
 from mnist_jax.models.mlp import MLP
@@ -23,11 +23,7 @@ def _count(tree):
 
 
 def _config(name):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'configs',
-                                                                   name + '.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return defaults.sibling(os.path.join(ROOT, 'configs', name + '.py'), name)
 
 
 def test_primers_3x3_filter_on_5x5_image():
