@@ -21,7 +21,6 @@ selection trail) and the training time.
 On the fixture it is the pilot of the record configs (configs/record_*.py): a
 check that they train, before the hours their full runs take.
 """
-import json
 import os
 import shlex
 import shutil
@@ -37,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hardware
 import report
 from mnist_jax import cli
-from mnist_jax.engine import driver
+from mnist_jax.engine import driver, rundir
 from mnist_jax.inspection import figures
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -53,28 +52,25 @@ _WORKDIR = flags.DEFINE_string('workdir', '', 'keep the run here (default: a tem
 FIXTURE = 'tests/fixtures/mnist_small'
 
 
-def _std_row(members, ema: bool) -> str:
-  keys = ['test_accuracy', 'test_nll', 'test_ece', 'val_accuracy'] + (
+def _columns(ema: bool) -> list:
+  return ['test_accuracy', 'test_nll', 'test_ece', 'val_accuracy'] + (
       ['test_accuracy_ema', 'test_ece_ema'] if ema else [])
-  return '| member std | ' + ' | '.join(
-      f'{np.std([m[k] for m in members], ddof=1):.4f}' for k in keys) + ' |'
+
+
+def _row(name, m, ema: bool) -> str:
+  return f'| {name} | ' + ' | '.join(f'{m[k]:.4f}' for k in _columns(ema)) + ' |'
+
+
+def _std_row(members, ema: bool) -> str:
+  return _row('member std', {k: np.std([m[k] for m in members], ddof=1)
+                             for k in _columns(ema)}, ema)
 
 
 def _trail(workdir: str, ema: bool) -> list:
   """The validation accuracy of every epoch (ensemble; EMA weights too)."""
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    records = [json.loads(line) for line in f]
   key = 'val_accuracy_ema' if ema else 'val_accuracy'
   return ['', f'Validation accuracy by epoch ({key}, the ensemble; the selection trail): ' +
-          ', '.join(f"{r['epoch']}: {r[key]:.4f}" for r in records) + '.']
-
-
-def _row(name, m, ema: bool) -> str:
-  cells = [f"{m['test_accuracy']:.4f}", f"{m['test_nll']:.4f}", f"{m['test_ece']:.4f}",
-           f"{m['val_accuracy']:.4f}"]
-  if ema:
-    cells += [f"{m['test_accuracy_ema']:.4f}", f"{m['test_ece_ema']:.4f}"]
-  return f'| {name} | ' + ' | '.join(cells) + ' |'
+          ', '.join(f"{r['epoch']}: {r[key]:.4f}" for r in rundir.load_history(workdir)) + '.']
 
 
 def main(argv):

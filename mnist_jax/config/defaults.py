@@ -30,6 +30,17 @@ def sibling(config_file: str, name: str) -> ml_collections.ConfigDict:
   return module.get_config()
 
 
+def flat(tree: dict, prefix: str = '') -> dict:
+  """A nested dict (e.g. ``config.to_dict()``) as {dotted key: leaf value}."""
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(flat(value, f'{prefix}{key}.'))
+    else:
+      out[prefix + key] = value
+  return out
+
+
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0

@@ -35,6 +35,7 @@ from matplotlib import ticker
 from absl import logging
 from flax import linen as nn
 
+from mnist_jax.config import defaults
 from mnist_jax.data import preprocess
 from mnist_jax.engine import calibration, ensemble, evaluation, rundir
 
@@ -311,16 +312,6 @@ def write_all(workdir, config, state, data, *, tensorboard=True) -> list:
   return paths
 
 
-def _flat(tree, prefix=''):
-  items = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      items.update(_flat(value, f'{prefix}{key}.'))
-    else:
-      items[prefix + key] = value if isinstance(value, (int, float, str, bool)) else str(value)
-  return items
-
-
 def write_tensorboard(workdir, paths, config, history) -> None:
   """The PNGs as TensorBoard images and the config as hparams with the final
   metrics, in an event file of their own (suffix '.plots': two writers opened
@@ -343,7 +334,9 @@ def write_tensorboard(workdir, paths, config, history) -> None:
       best = max(with_val, key=lambda h: h['val_accuracy'])
       metrics.update({'best/val_accuracy': best['val_accuracy'],
                       'best/test_accuracy': best['test_accuracy']})
-    for summary in hparams(_flat(config.to_dict()), metrics):  # the HParams dashboard
+    hp = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
+          for k, v in defaults.flat(config.to_dict()).items()}
+    for summary in hparams(hp, metrics):  # the HParams dashboard
       tb.file_writer.add_summary(summary)
     for key, value in metrics.items():
       tb.add_scalar(key, value, step)

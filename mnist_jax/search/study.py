@@ -60,6 +60,7 @@ from typing import Any
 import optuna
 from absl import logging
 
+from mnist_jax.config import defaults
 from mnist_jax.engine import driver, stacked, workdir as workdir_lib, writers
 from mnist_jax.errors import UserError
 from mnist_jax.search import hyper, runner, space as space_lib, storage as storage_lib
@@ -116,20 +117,10 @@ def identity(search: Search) -> dict:
       'n_trials': search.size, 'seed': search.seed}, default=str))
 
 
-def _flat(d, prefix=''):
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flat(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = v
-  return out
-
-
 def _differences(stored: dict, current: dict) -> list:
   diff = [k for k in ('trials', 'sampler', 'pruner', 'n_trials', 'seed')
           if stored.get(k) != current.get(k)]
-  old, new = _flat(stored.get('config', {})), _flat(current['config'])
+  old, new = defaults.flat(stored.get('config', {})), defaults.flat(current['config'])
   diff += [f'config.{k}' for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
   return diff
 
@@ -265,8 +256,9 @@ def _train(batch: list, poll_s: float):
   """([Outcome], data or None): trains the batch's trials as one group, or reads
   a lone trial's summary left by an earlier attempt."""
   while True:
-    summary = runner.read_json(os.path.join(batch[0].trial_dir, 'summary.json'))
-    if len(batch) == 1 and summary is not None:
+    summary = (runner.read_json(os.path.join(batch[0].trial_dir, 'summary.json'))
+               if len(batch) == 1 else None)
+    if summary is not None:
       logging.info('%s holds summary.json: an earlier attempt finished it; not trained again.',
                    batch[0].trial_dir)
       return [driver.Outcome(summary=summary)], None
