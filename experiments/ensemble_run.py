@@ -4,16 +4,18 @@
       [--epochs=3] [--train_limit=0] [--name=lenet]              # the small fixture
   python experiments/ensemble_run.py --config=configs/record_cpu.py --size=0 \
       --epochs=0 --data_dir=../shared/data/mnist --name=record_cpu  # the full MNIST
+  python experiments/ensemble_run.py --config=configs/cnn.py --size=0 --epochs=0 \
+      --data_dir=/tmp/fashion_mnist --dataset=fashion_mnist --name=cnn  # another dataset
 
 Trains ``--config`` with config.ensemble.size = ``--size`` (0: the config's;
 members seeds 0..K−1, one vmapped program, engine/ensemble.py) for ``--epochs``
 (0: the config's) on tests/fixtures/mnist_small (4,500 training images or the
 first ``--train_limit``, 500 validation, 1,000 test: the FIXTURE, whose numbers
 are not records) or on the full MNIST in ``--data_dir`` (55,000 / 5,000 /
-10,000), draws the run's plots and copies its reliability diagram (member 0 = the
+10,000; with ``--dataset``, another 28x28 IDX dataset of that size), draws the run's plots and copies its reliability diagram (member 0 = the
 config's single run beside the ensemble) to
-experiments/results/ensemble_<name>_reliability.png. Writes
-experiments/results/ensemble_<name>_<fixture|mnist>.md: test accuracy, NLL and
+experiments/results/ensemble_<name>[_<dataset>]_reliability.png. Writes
+experiments/results/ensemble_<name>_<fixture|dataset>.md: test accuracy, NLL and
 ECE of every member, their mean ± std and the ensemble (and of the EMA weights
 when the config has them), the validation accuracy of every epoch (the
 selection trail) and the training time.
@@ -48,6 +50,8 @@ _EPOCHS = flags.DEFINE_integer('epochs', 3, 'epochs (the schedule spans them)')
 _TRAIN_LIMIT = flags.DEFINE_integer('train_limit', 0, 'training images (0 = all 4,500)')
 _NAME = flags.DEFINE_string('name', 'lenet', 'results/ensemble_<name>_*')
 _DATA_DIR = flags.DEFINE_string('data_dir', 'tests/fixtures/mnist_small', 'IDX folder')
+_DATASET = flags.DEFINE_string('dataset', 'mnist', 'config.data.name of the IDX files in '
+                               '--data_dir (e.g. fashion_mnist: experiments/fashion_mnist_idx.py)')
 _WORKDIR = flags.DEFINE_string('workdir', '', 'keep the run here (default: a temporary folder)')
 FIXTURE = 'tests/fixtures/mnist_small'
 
@@ -79,12 +83,14 @@ def main(argv):
   config = _CONFIG.value
   fixture = os.path.abspath(_DATA_DIR.value) == os.path.join(ROOT, FIXTURE)
   config.data.source, config.data.data_dir, config.data.download = 'idx', _DATA_DIR.value, False
+  config.data.name = _DATASET.value
   config.data.val_size, config.data.train_limit = 500 if fixture else 5000, _TRAIN_LIMIT.value
   if _EPOCHS.value:
     config.num_epochs, config.warmup_epochs = _EPOCHS.value, min(config.warmup_epochs, 0.5)
   if _SIZE.value:
     config.ensemble.size = _SIZE.value
   size, config.seed, config.write_plots = config.ensemble.size, 0, False
+  other = '' if _DATASET.value == 'mnist' else f'_{_DATASET.value}'
   with tempfile.TemporaryDirectory() as tmp:
     workdir = _WORKDIR.value or tmp
     results = driver.train([config], [workdir])
@@ -93,7 +99,7 @@ def main(argv):
       raise outcome.error
     figures.write_all(workdir, config, outcome.state, results.data, tensorboard=False)
     target = os.path.join(ROOT, 'experiments', 'results',
-                          f'ensemble_{_NAME.value}_reliability.png')
+                          f'ensemble_{_NAME.value}{other}_reliability.png')
     shutil.copyfile(os.path.join(workdir, 'plots', 'reliability.png'), target)
     trail = _trail(workdir, bool(config.ema_decay))
   s = outcome.summary
@@ -102,8 +108,8 @@ def main(argv):
       ' test accuracy (EMA) | test ECE (EMA) |' if ema else '')
   data = (f'The FIXTURE ({FIXTURE}: {s["train_images_in_process"]} training, 500 '
           'validation, 1,000 test images): a pilot, not a record' if fixture else
-          f'The full MNIST ({s["train_images_in_process"]} training, 5,000 validation, '
-          '10,000 test images)')
+          f'The full {_DATASET.value} ({s["train_images_in_process"]} training, 5,000 '
+          'validation, 10,000 test images)')
   lines = [
       f'# {size} x {config.model.name}, '
       f'{os.path.basename(flags.FLAGS["config"].config_filename)}', '',
@@ -121,7 +127,7 @@ def main(argv):
     lines.append(_std_row(s['ensemble']['members'], ema))
     lines.append(_row(f'**ensemble of {size}** (mean of probabilities)', s, ema))
   report.write_markdown(os.path.join(ROOT, 'experiments', 'results', f'ensemble_{_NAME.value}_'
-                                     f'{"fixture" if fixture else "mnist"}.md'), lines + trail)
+                                     f'{"fixture" if fixture else _DATASET.value}.md'), lines + trail)
 
 
 if __name__ == '__main__':

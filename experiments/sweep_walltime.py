@@ -64,8 +64,11 @@ def run_sweep(workdir: str, vectorize: bool, cache: str) -> float:
 
 
 def best_val(workdir: str) -> dict:
+  """{trial directory name: best val accuracy}; a sequential sweep (a study) numbers
+  its trials and names the directory in 'dir', a vectorized one names them in 'trial'."""
   with open(os.path.join(workdir, 'results.csv')) as f:
-    return {r['trial']: float(r['best_val_accuracy']) for r in csv.DictReader(f)}
+    return {r.get('dir') or r['trial']: float(r['best_val_accuracy'])
+            for r in csv.DictReader(f)}
 
 
 def main(argv):

@@ -199,3 +199,23 @@ def test_benchmark_profile_categories_and_table():
   assert '1/2 runs' in text                          # one naive run never reached 99 %
   assert '| 10.0 | 10.0 |' in text                   # 1000 img/s x 10 MFLOP = 10 GFLOP/s = 10 %
   assert 'time to target: 2.00x' in text and 'steady images/s: 2.00x' in text
+
+
+def test_fashion_mnist_idx_splits_each_class_at_its_end(tmp_path):
+  """experiments/fashion_mnist_idx.py: the last N images of every class are the
+  test split, empty entries are dropped, and the IDX files read back as written."""
+  import json  # pylint: disable=g-import-not-at-top
+  from mnist_jax.data import idx  # pylint: disable=g-import-not-at-top
+  clothes = tmp_path / 'package' / 'src' / 'clothes'
+  clothes.mkdir(parents=True)
+  for label in range(10):  # image i of class c: every pixel 10·c + i
+    rows = [[10 * label + i] * 784 for i in range(5)] + ([[]] if label == 0 else [])
+    (clothes / f'{label}.json').write_text(json.dumps({'data': rows}))
+  module = _load('fashion_mnist_idx')
+  written = module.convert(str(tmp_path / 'package'), str(tmp_path / 'out'), test_per_class=2)
+  for split, per_class in (('train', (0, 1, 2)), ('test', (3, 4))):
+    images, labels = idx.load_split(str(tmp_path / 'out'), split, name='fashion_mnist')
+    assert np.array_equal(images[..., 0], written[split][0])
+    assert sorted(np.unique(images[:, 0, 0, 0]).tolist()) == sorted(
+        10 * c + i for c in range(10) for i in per_class)
+    assert np.array_equal(images[:, 0, 0, 0] // 10, labels)

@@ -107,6 +107,44 @@ def test_decoupled_weight_decay_shrinks_weights_directly():
   np.testing.assert_allclose(updates['bias'], 0.0)
 
 
+def _lowered_step(**overrides) -> str:
+  """The HLO text of jit(train_step) for an MLP config with ``overrides``."""
+  config = defaults.get_config()
+  config.model.name, config.model.hidden = 'mlp', (16,)
+  config.schedule, config.warmup_epochs, config.weight_decay = 'warmup_cosine', 0.5, 1e-4
+  config.update(overrides)
+  state = train.create_train_state(config, jax.random.key(0), num_train=1000)
+  batch = {'image': jnp.zeros((8, 28, 28, 1), jnp.uint8), 'label': jnp.zeros(8, jnp.int32)}
+  return jax.jit(train.train_step).lower(state, batch, jax.random.key(1)).as_text()
+
+
+def test_sweep_hyperparameters_are_inputs_so_a_sweep_compiles_once():
+  """η, β and λ live in the optimizer state (η_t = η · s(t), s the peak-1
+  schedule), not in the program: trials that differ only in them lower to the
+  same HLO, so the persistent compilation cache serves trials 2..N of a sweep.
+  The schedule's shape is part of the program."""
+  base = _lowered_step()
+  assert _lowered_step(learning_rate=3e-3, momentum=0.8, weight_decay=1e-3) == base
+  assert _lowered_step(schedule='cosine') != base
+
+
+@pytest.mark.parametrize('schedule', ['warmup_cosine', 'onecycle'])
+def test_the_step_is_the_peak_times_the_schedule(schedule):
+  """SGD with g = 1 moves every weight by −η_t = −η·s(t), the config's schedule
+  (learning_rate_schedule) at t = 0..4, for two peaks η."""
+  config = defaults.get_config()
+  config.optimizer, config.schedule, config.warmup_epochs = 'sgd', schedule, 0.4
+  params = {'kernel': jnp.ones((2, 2))}
+  for lr in (0.1, 0.03):
+    config.learning_rate = lr
+    tx = optim.create_optimizer(config, steps_per_epoch=10)
+    eta, opt_state = optim.learning_rate_schedule(config, 10), tx.init(params)
+    for t in range(5):
+      updates, opt_state = tx.update({'kernel': jnp.ones((2, 2))}, opt_state, params)
+      np.testing.assert_allclose(updates['kernel'], -eta(t), rtol=1e-6)
+      assert float(eta(t)) > 0 or t == 0
+
+
 @pytest.mark.parametrize('schedule', optim.SCHEDULES)
 def test_schedules_peak_at_the_learning_rate(schedule):
   config = defaults.get_config()

@@ -10,10 +10,9 @@ as ``jax.vmap(train.train_step)`` over the stacked parameters w, optimizer
 states s and hyperparameters. Each trial computes what its sequential run
 computes (same config, same seed), up to float rounding:
 
-  η_k  every schedule is linear in its peak, η_k(t) = η_k · s(t): the group's
-       optax chain is built with peak 1, then scaled by η_k (a per-trial
-       ``optax.inject_hyperparams(optax.scale)`` hyperparameter);
-  β_k, λ_k  ``opt_state.hyperparams['momentum' | 'weight_decay']`` per trial;
+  η_k, β_k, λ_k  ``opt_state.hyperparams['learning_rate' | 'momentum' |
+       'weight_decay']`` per trial: every optax chain injects them as arrays
+       and computes η_k(t) = η_k · s(t) with the peak-1 schedule s (nn/optim.py);
   p_k  flax's nn.Dropout has a static rate, so an ``nn.intercept_methods``
        interceptor applies its rule (mask ~ Bernoulli(1 − p), y = mask · x/(1 − p),
        with the layer's own make_rng key) with a traced p_k — models in
@@ -174,24 +173,20 @@ class Group:
     if self.size == 1:
       return self.state
     s = jax.tree_util.tree_map(lambda x: x[k], self.state.replace(step=None))
-    inner, scale = s.opt_state
-    hp = dict(inner.hyperparams)
-    hp['learning_rate'] = hp['learning_rate'] * scale.hyperparams['step_size']
     return self.templates[k].replace(step=self.state.step, params=s.params,
                                      batch_stats=s.batch_stats, ema=s.ema,
-                                     opt_state=inner._replace(hyperparams=hp))
+                                     opt_state=s.opt_state)
 
   def load_members(self, states) -> None:
     """Sets the group's state from single-run states (resuming)."""
     if self.size == 1:
       self.state = states[0]
       return
-    inner = [s.opt_state for s in states]
-    _, scale = self.state.opt_state
     self.state = self.state.replace(
         step=states[0].step, params=_stack([s.params for s in states]),
         batch_stats=_stack([s.batch_stats for s in states]),
-        ema=_stack([s.ema for s in states]), opt_state=(_stack(inner), scale))
+        ema=_stack([s.ema for s in states]),
+        opt_state=_stack([s.opt_state for s in states]))
 
 
 def _stack(trees):
@@ -228,7 +223,7 @@ def create(configs, *, num_train=None, num_classes: int = 10) -> Group:
   with group_config.unlocked():
     group_config.learning_rate = 1.0
     group_config.weight_decay = max(c.weight_decay for c in configs)
-  tx = optim.Optimizer.from_config(group_config, steps, per_model_scale=True)
+  tx = optim.create_optimizer(group_config, steps)
   model = templates[0].model
   if 'conv_impl' in models.fields(type(model)):
     model = model.clone(conv_impl='patches')
@@ -237,11 +232,10 @@ def create(configs, *, num_train=None, num_classes: int = 10) -> Group:
     model = model.clone(dropout_rate=_SENTINEL_RATE)
 
   def opt_state(c, params):
-    inner, scale = tx.init(params)
-    hp = {**inner.hyperparams, 'momentum': jnp.float32(c.momentum),
-          'weight_decay': jnp.float32(c.weight_decay)}
-    scale = scale._replace(hyperparams={'step_size': jnp.float32(c.learning_rate)})
-    return inner._replace(hyperparams=hp), scale
+    inner = tx.init(params)
+    return inner._replace(hyperparams={
+        **inner.hyperparams, 'learning_rate': jnp.float32(c.learning_rate),
+        'momentum': jnp.float32(c.momentum), 'weight_decay': jnp.float32(c.weight_decay)})
 
   state = templates[0].replace(
       params=_stack([t.params for t in templates]),

@@ -14,7 +14,9 @@ Weight decay λ (config.weight_decay) comes in two forms (config.weight_decay_mo
                rescaling (Loshchilov & Hutter 2019); 'adamw' is adam + this.
 Decay applies to kernels only (ndim > 1), never to biases or batch-norm scales.
 
-Schedules over T = steps_per_epoch · num_epochs steps, warmup W steps:
+Schedules over T = steps_per_epoch · num_epochs steps, warmup W steps (each is
+η_t = η · s(t), s the schedule with peak 1; the step computes the product, so η
+is an input of the compiled program, not a constant):
   constant       η_t = η
   cosine         η_t = η · ½(1 + cos(π t / T))
   warmup_cosine  linear 0 → η over W steps, then cosine to 0
@@ -81,12 +83,7 @@ def _direction(name, momentum, b2) -> optax.GradientTransformation:
 
 @dataclasses.dataclass(frozen=True)
 class Optimizer:
-  """The settings of clip? -> direction -> decoupled decay? -> −η_t, and the chain.
-
-  ``per_model_scale``: a final ``optax.scale`` whose factor is an injected
-  hyperparameter, so K stacked models can each scale a peak-1 schedule by their
-  own η_k (engine/stacked.py).
-  """
+  """The settings of clip? -> direction -> decoupled decay? -> −η_t, and the chain."""
   optimizer: str
   learning_rate: float
   momentum: float
@@ -99,7 +96,6 @@ class Optimizer:
   warmup_epochs: float
   steps_per_epoch: int
   batch_size: int
-  per_model_scale: bool = False
 
   @classmethod
   def from_config(cls, config, steps_per_epoch: int, **changes) -> 'Optimizer':
@@ -127,24 +123,33 @@ class Optimizer:
 
 @functools.lru_cache(maxsize=64)
 def _build(o: Optimizer) -> optax.GradientTransformation:
-  """The optax chain of ``o``, hyperparameters injected (``optax.inject_hyperparams``)
-  so they can be read from the optimizer state and set per model."""
+  """The optax chain of ``o``. Its hyperparameters are injected
+  (``optax.inject_hyperparams``): η, β, λ are arrays in the optimizer state and
+  the schedule is its peak-1 shape s(t), so η_t = η · s(t) is computed in the
+  step. A program never holds η, β or λ as constants: configs that differ only
+  in them compile to one program (a sweep's trials share the persistent
+  compilation cache; K stacked models set their own, engine/stacked.py)."""
+  shape = _schedule(dataclasses.replace(o, learning_rate=1.0))
 
-  def chain(learning_rate, momentum, weight_decay):
+  def chain(schedule, learning_rate, momentum, weight_decay):
     parts = []
     if o.grad_clip_norm > 0:
       parts.append(optax.clip_by_global_norm(o.grad_clip_norm))
     parts.append(_direction(o.optimizer, momentum, o.b2))
     if o.decoupled:  # d ← d + λ w, after the adaptive rescaling
       parts.append(optax.add_decayed_weights(weight_decay, decay_mask))
-    parts.append(optax.scale_by_learning_rate(learning_rate))  # w ← w − η d
+    parts.append(optax.scale_by_learning_rate(learning_rate * schedule))  # w ← w − η s(t) d
     return optax.chain(*parts)
 
-  tx = optax.inject_hyperparams(chain)(
-      learning_rate=_schedule(o), momentum=o.momentum, weight_decay=o.weight_decay)
-  if o.per_model_scale:
-    tx = optax.chain(tx, optax.inject_hyperparams(optax.scale)(step_size=1.0))
-  return tx
+  return optax.inject_hyperparams(chain)(
+      schedule=shape, learning_rate=o.learning_rate, momentum=o.momentum,
+      weight_decay=o.weight_decay)
+
+
+def current_learning_rate(opt_state) -> jax.Array:
+  """η_t = η · s(t) of the last step, read from an optimizer state of ``_build``."""
+  hp = opt_state.hyperparams
+  return hp['learning_rate'] * hp['schedule']
 
 
 def create_optimizer(config, steps_per_epoch: int) -> Optimizer:
