@@ -61,17 +61,16 @@ def _train_with_twins(group, data_dir, steps, keys_for_step):
 
 
 def test_vmapped_trials_match_sequential_train_step(mnist_small_dir):
-  """K=3 trials (η, β, λ, dropout p and seed differ) for 24 steps: parameters and
-  losses equal those of train.train_step run on each trial alone."""
+  """K=2 trials (η, β, λ, dropout p and seed all differ) for 24 steps: parameters
+  and losses equal those of train.train_step run on each trial alone. (Each twin
+  with its own p compiles its own step: two trials keep the test short.)"""
   configs = [_config(learning_rate=1e-3, weight_decay=1e-3),
-             _config(learning_rate=3e-3, momentum=0.8, weight_decay=1e-4,
-                     **{'model.dropout_rate': 0.3}),
-             _config(learning_rate=2e-3, weight_decay=1e-2, seed=1,
-                     **{'model.dropout_rate': 0.1})]
+             _config(learning_rate=3e-3, momentum=0.8, weight_decay=1e-4, seed=1,
+                     **{'model.dropout_rate': 0.3})]
   group = stacked.create(configs, num_train=4500)
   twins = _train_with_twins(group, mnist_small_dir, 24, lambda i: jnp.stack(
       [jax.random.fold_in(r, i) for r in group.train_rngs]))
-  for k in range(3):
+  for k in range(2):
     trial = group.member(k)
     assert _max_diff(trial.params, group.templates[k].params) > 1e-3  # it trained
     assert _max_diff(trial.params, twins[k].params) < 1e-5
@@ -84,12 +83,12 @@ def test_one_shared_key_matches_sequential_twins_with_augmentation(mnist_small_d
   uniforms drawn once); each trial still equals train.train_step on its own."""
   aug = {'augment.translate': 1.0, 'augment.rotate': 10.0}
   configs = [_config(learning_rate=lr, **aug, **{'model.dropout_rate': p})
-             for lr, p in ((1e-3, 0.0), (3e-3, 0.3), (2e-3, 0.1))]
+             for lr, p in ((1e-3, 0.0), (3e-3, 0.3))]
   group = stacked.create(configs, num_train=4500)
   assert group.shared_data
   twins = _train_with_twins(group, mnist_small_dir, 8,
                             lambda i: jax.random.fold_in(group.train_rngs[0], i))
-  for k in range(3):
+  for k in range(2):
     assert _max_diff(group.member(k).params, twins[k].params) < 1e-5
   # The key matters: another key gives other augmentations, hence other losses.
   images, labels = idx.load_split(mnist_small_dir, 'train')
