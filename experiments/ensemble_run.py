@@ -12,8 +12,9 @@ members seeds 0..K−1, one vmapped program, engine/ensemble.py) for ``--epochs`
 (0: the config's) on tests/fixtures/mnist_small (4,500 training images or the
 first ``--train_limit``, 500 validation, 1,000 test: the FIXTURE, whose numbers
 are not records) or on the full MNIST in ``--data_dir`` (55,000 / 5,000 /
-10,000; with ``--dataset``, another 28x28 IDX dataset of that size), draws the run's plots and copies its reliability diagram (member 0 = the
-config's single run beside the ensemble) to
+10,000; with ``--dataset``, another 28x28 IDX dataset of that size), draws the
+run's plots and copies its reliability diagram (member 0 = the config's single
+run beside the ensemble) to
 experiments/results/ensemble_<name>[_<dataset>]_reliability.png. Writes
 experiments/results/ensemble_<name>_<fixture|dataset>.md: test accuracy, NLL and
 ECE of every member, their mean ± std and the ensemble (and of the EMA weights

@@ -146,12 +146,6 @@ def _build(o: Optimizer) -> optax.GradientTransformation:
       weight_decay=o.weight_decay)
 
 
-def current_learning_rate(opt_state) -> jax.Array:
-  """η_t = η · s(t) of the last step, read from an optimizer state of ``_build``."""
-  hp = opt_state.hyperparams
-  return hp['learning_rate'] * hp['schedule']
-
-
 def create_optimizer(config, steps_per_epoch: int) -> Optimizer:
   """The config's optimizer: clip_by_global_norm? -> optimizer -> decoupled decay?
   -> learning-rate schedule, as a hashable ``Optimizer``."""
