@@ -41,7 +41,6 @@ of /proc/cpuinfo); the line printed says how it was computed. Medians over
 JAX_PLATFORMS=cuda on a GPU machine); the CPU peak is then not the right ceiling.
 """
 import ast
-import importlib.util
 import json
 import os
 import re
@@ -97,10 +96,8 @@ def cpu_peak(fma_per_cycle: int = 0) -> dict:
 
 def load_config(path: str, overrides):
   """The config of ``path`` (``get_config()``) with 'key=value' overrides applied."""
-  spec = importlib.util.spec_from_file_location('bench_config', os.path.join(ROOT, path))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  from mnist_jax.config import defaults  # pylint: disable=g-import-not-at-top
+  config = defaults.load(os.path.join(ROOT, path))
   for item in overrides:
     key, value = item.split('=', 1)
     try:

@@ -15,7 +15,6 @@ inspection.figures if config.write_plots, as mnist_jax.main) with the config's
 hyperparameters; --epochs and --train_limit shrink the runs. Writes
 experiments/results/activations_losses.{md,png} with the command and hardware.
 """
-import importlib.util
 import os
 import shlex
 import sys
@@ -29,6 +28,7 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hardware  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax.engine import driver  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mnist_jax.config import defaults  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax.inspection import figures  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 ACTIVATIONS = ('step', 'sigmoid', 'tanh', 'relu', 'leaky_relu', 'softmax')
@@ -48,10 +48,7 @@ _OUT = flags.DEFINE_string('out', 'experiments/results/activations_losses',
 
 
 def load_config(path):
-  spec = importlib.util.spec_from_file_location('config_module', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = defaults.load(path)
   if _EPOCHS.value:
     config.num_epochs = _EPOCHS.value
   config.data.train_limit = _TRAIN_LIMIT.value

@@ -14,7 +14,6 @@ the convolutions of a while-loop body run far slower than the same ones in a
 top-level computation (github.com/jax-ml/jax/issues/12868); patches + matmul
 do not have this problem. Writes a markdown table to ``--out``.
 """
-import importlib.util
 import os
 import shlex
 import sys
@@ -28,6 +27,7 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hardware  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax import train  # pylint: disable=wrong-import-position
+from mnist_jax.config import defaults  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _CONFIGS = flags.DEFINE_list('configs', ['lenet', 'speedrun', 'alexnet', 'resnet'],
@@ -39,11 +39,7 @@ _OUT = flags.DEFINE_string('out', os.path.join(ROOT, 'experiments', 'results',
 
 
 def load(name):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'configs',
-                                                                   f'{name}.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return defaults.load(os.path.join(ROOT, 'configs', f'{name}.py'))
 
 
 def runners(config, steps):

@@ -8,7 +8,6 @@ mnist_jax.inspection.figures of the final state there (the engine draws none) an
 copies the chosen ones to experiments/results/lenet_<name>.png. Without
 --data_dir the data comes from TFDS. Prints the hardware and final metrics.
 """
-import importlib.util
 import os
 import shutil
 import sys
@@ -20,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import hardware
 from mnist_jax import cli
+from mnist_jax.config import defaults
 from mnist_jax.engine import driver
 from mnist_jax.inspection import figures
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -35,11 +35,7 @@ _COPY = flags.DEFINE_list('copy', ['curves', 'confusion'], 'plots copied to '
 
 
 def lenet_config():
-  spec = importlib.util.spec_from_file_location('lenet', os.path.join(ROOT, 'configs',
-                                                                      'lenet.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return defaults.load(os.path.join(ROOT, 'configs', 'lenet.py'))
 
 
 def main(argv):

@@ -10,7 +10,6 @@ out for validation, into RUNS/lenet and RUNS/mlp. Then
 and experiments/serve_screenshots.py measure and picture that page.
 """
 import argparse
-import importlib.util
 import os
 import sys
 
@@ -19,10 +18,9 @@ FIXTURE = os.path.join(ROOT, 'tests', 'fixtures', 'mnist_small')
 
 
 def load_config(name):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'configs', f'{name}.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  sys.path.insert(0, ROOT)
+  from mnist_jax.config import defaults  # pylint: disable=g-import-not-at-top
+  return defaults.load(os.path.join(ROOT, 'configs', f'{name}.py'))
 
 
 def train_runs(runs: str, data_dir: str = FIXTURE, epochs: int = 3) -> dict:

@@ -13,7 +13,6 @@ multiply-accumulates per image from ``mnist_jax.inspection.explain``, seconds pe
 images/s, epochs, test accuracy) and ``<out minus .md>.png`` (test accuracy
 against parameters, log scale).
 """
-import importlib.util
 import json
 import os
 import shlex
@@ -27,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import hardware
 from mnist_jax import cli, train
+from mnist_jax.config import defaults
 from mnist_jax.engine import driver, rundir
 from mnist_jax.inspection import explain, figures
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -64,7 +64,7 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Root for the runs (default: a t
 
 def config_for(key):
   """The model's default config with the command-line overrides applied."""
-  config = _load(os.path.join(ROOT, 'configs', ZOO[key][0]))
+  config = defaults.load(os.path.join(ROOT, 'configs', ZOO[key][0]))
   for path, value in _overrides(key).items():
     *parents, leaf = path.split('.')
     node = config
@@ -88,13 +88,6 @@ def _config_label(key) -> str:
   """`configs/x.py` plus its overrides as command-line flags."""
   flags_ = ' '.join(f'--config.{k}={v}' for k, v in _overrides(key).items())
   return f'configs/{ZOO[key][0]}' + (f' {flags_}' if flags_ else '')
-
-
-def _load(path):
-  spec = importlib.util.spec_from_file_location('zoo_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def cost(config):

@@ -23,7 +23,7 @@ def _count(tree):
 
 
 def _config(name):
-  return defaults.sibling(os.path.join(ROOT, 'configs', name + '.py'), name)
+  return defaults.load(os.path.join(ROOT, 'configs', name + '.py'))
 
 
 def test_primers_3x3_filter_on_5x5_image():

@@ -197,7 +197,7 @@ def test_every_config_file_is_valid_and_builds_its_model(name):
   import jax  # pylint: disable=g-import-not-at-top
   from mnist_jax import train  # pylint: disable=g-import-not-at-top
   from mnist_jax.config import validate  # pylint: disable=g-import-not-at-top
-  config = defaults.sibling(os.path.join(ROOT, 'configs', name + '.py'), name)
+  config = defaults.load(os.path.join(ROOT, 'configs', name + '.py'))
   validate.check(config, 1)
   state = jax.eval_shape(lambda: train.create_train_state(config, jax.random.key(0)))
   assert jax.tree_util.tree_leaves(state.params)

@@ -51,11 +51,7 @@ def _config(path, mnist_small_dir, epochs, **model):
 
 
 def _load_config(path):
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location('config_module', os.path.join(ROOT, path))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return defaults.load(os.path.join(ROOT, path))
 
 
 @pytest.fixture(scope='session')

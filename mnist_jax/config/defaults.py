@@ -20,14 +20,20 @@ import ml_collections
 from ml_collections import config_dict
 
 
-def sibling(config_file: str, name: str) -> ml_collections.ConfigDict:
-  """``get_config()`` of ``<name>.py`` in the folder of ``config_file`` (a config
-  built on another: configs/ is a folder of files, not a package)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(config_file)), name + '.py')
+def load(path: str) -> ml_collections.ConfigDict:
+  """``get_config()`` of the config file ``path`` (configs/ is a folder of files,
+  not a package; ``--config=`` flags load theirs through ml_collections)."""
+  name = os.path.splitext(os.path.basename(path))[0]
   spec = importlib.util.spec_from_file_location(f'_config_{name}', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config()
+
+
+def sibling(config_file: str, name: str) -> ml_collections.ConfigDict:
+  """``get_config()`` of ``<name>.py`` in the folder of ``config_file`` (a config
+  built on another)."""
+  return load(os.path.join(os.path.dirname(os.path.abspath(config_file)), name + '.py'))
 
 
 def flat(tree: dict, prefix: str = '') -> dict:

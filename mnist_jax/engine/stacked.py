@@ -219,6 +219,8 @@ def create(configs, *, num_train=None, num_classes: int = 10) -> Group:
                      jnp.float32)
   if len(configs) == 1:
     return Group(configs, templates[0], keep, train_rngs, templates)
+  # One chain for the group: its structure is the members' (equal signatures); η_k,
+  # β_k, λ_k are read from each member's optimizer state, not from the chain.
   group_config = ref.copy_and_resolve_references()
   with group_config.unlocked():
     group_config.learning_rate = 1.0
@@ -231,16 +233,10 @@ def create(configs, *, num_train=None, num_classes: int = 10) -> Group:
       c.model.get('dropout_rate', 0.0) > 0 for c in configs):
     model = model.clone(dropout_rate=_SENTINEL_RATE)
 
-  def opt_state(c, params):
-    inner = tx.init(params)
-    return inner._replace(hyperparams={
-        **inner.hyperparams, 'learning_rate': jnp.float32(c.learning_rate),
-        'momentum': jnp.float32(c.momentum), 'weight_decay': jnp.float32(c.weight_decay)})
-
   state = templates[0].replace(
       params=_stack([t.params for t in templates]),
       batch_stats=_stack([t.batch_stats for t in templates]),
       ema=_stack([t.ema for t in templates]),
-      opt_state=_stack([opt_state(c, t.params) for c, t in zip(configs, templates)]),
+      opt_state=_stack([t.opt_state for t in templates]),  # each holds its η, β, λ
       apply_fn=train.ModelApply(model), tx=tx)
   return Group(configs, state, keep, train_rngs, templates)
