@@ -52,11 +52,45 @@ def test_patch_conv_equals_nn_conv(k, s, p):
     np.testing.assert_allclose(a, b, atol=1e-4)
 
 
-def test_patch_conv_mask_and_no_bias():
+@pytest.mark.parametrize('c, k, p, bias', [(16, 3, 1, False), (9, 3, 'SAME', True),
+                                           (16, 5, 'VALID', True), (12, 2, ((1, 0), (0, 2)), False),
+                                           (1, 3, 1, False)])   # 1 channel: XLA's own dW
+def test_shift_conv_is_nn_conv_with_the_kernel_gradient_as_shifted_products(c, k, p, bias):
+  """conv_impl='shift': nn.Conv's variables, outputs and gradients (w.r.t. the
+  kernel, the bias and the input), the kernel's as K·K shifted matrix products."""
+  x = jax.random.normal(jax.random.key(0), (3, 10, 9, c))
+  ref = nn.Conv(7, (k, k), padding=p, use_bias=bias)
+  fast = conv.get('shift')(7, (k, k), padding=p, use_bias=bias)
+  variables = ref.init(jax.random.key(1), x)
+  assert (jax.tree_util.tree_structure(fast.init(jax.random.key(1), x))
+          == jax.tree_util.tree_structure(variables))
+  np.testing.assert_allclose(fast.apply(variables, x), ref.apply(variables, x), atol=1e-5)
+  loss = lambda m: (lambda v, x: jnp.sum(jnp.sin(m.apply(v, x))))
+  g_ref = jax.grad(loss(ref), argnums=(0, 1))(variables, x)
+  g_fast = jax.jit(jax.grad(loss(fast), argnums=(0, 1)))(variables, x)
+  for a, b in zip(jax.tree_util.tree_leaves(g_fast), jax.tree_util.tree_leaves(g_ref)):
+    np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+  # dW by hand for one kernel tap: Σ_{n,i,j} x_pad[n, i+u, j+v, c] · dFM[n, i, j, f]
+  pads = conv.explicit_padding(p, x.shape[1:3], (k, k), (1, 1))
+  dy = jax.random.normal(jax.random.key(2), ref.apply(variables, x).shape)
+  _, vjp = jax.vjp(lambda w: conv.shift_conv2d(x, w, pads), variables['params']['kernel'])
+  xp = np.pad(np.asarray(x), ((0, 0),) + pads + ((0, 0),))
+  h, w = dy.shape[1:3]
+  by_hand = np.einsum('nijc,nijf->cf', xp[:, 1:1 + h, 0:w], np.asarray(dy))
+  np.testing.assert_allclose(vjp(dy)[0][1, 0], by_hand, atol=1e-3, rtol=1e-4)
+
+
+def test_shift_conv_refuses_strides():
+  with pytest.raises(UserError, match="conv_impl='shift' supports stride 1 only"):
+    conv.ShiftConv(4, (3, 3), strides=2).init(jax.random.key(0), jnp.zeros((1, 8, 8, 2)))
+
+
+@pytest.mark.parametrize('impl', ['patches', 'shift'])
+def test_patch_and_shift_conv_mask_and_no_bias(impl):
   x = jax.random.normal(jax.random.key(0), (1, 8, 8, 2))
   mask = jnp.zeros((3, 3, 2, 5)).at[:, :, 0, :].set(1.0)
   ref = nn.Conv(5, (3, 3), use_bias=False, mask=mask)
-  fast = conv.PatchConv(5, (3, 3), use_bias=False, mask=mask)
+  fast = conv.get(impl)(5, (3, 3), use_bias=False, mask=mask)
   variables = ref.init(jax.random.key(1), x)
   assert 'bias' not in variables['params']
   np.testing.assert_allclose(fast.apply(variables, x), ref.apply(variables, x), atol=1e-5)

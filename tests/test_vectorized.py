@@ -1,5 +1,4 @@
 """A group of K models (engine/stacked.py): each vmapped model equals its sequential twin."""
-import json
 import os
 
 import jax

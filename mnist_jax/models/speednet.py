@@ -15,7 +15,9 @@ Small maps early, channels doubling as the resolution halves, batch norm
 and one epoch reaches 99 %. Channel counts of 16 and more fill an AVX-512
 register (16 float32); LeNet-5's 6 maps waste most of it. ``conv_impl`` picks
 the convolution on the same parameters: 'xla' (flax's nn.Conv), 'patches'
-(patches + matmul, nn/conv.py) or 'auto' (patches on CPU, nn.Conv elsewhere).
+(patches + matmul, nn/conv.py), 'shift' (nn.Conv with the kernel gradient as
+K·K shifted matmuls, nn/conv.py; stride 1) or 'auto' (patches on CPU, nn.Conv
+elsewhere).
 configs/speedrun.py uses 'xla' with loop_mode='step' (one dispatch per step,
 where nn.Conv is fastest on CPU); inside a lax.scan 'patches' is faster
 (experiments/PERFORMANCE.md, experiments/results/conv_in_scan.md).
@@ -38,7 +40,7 @@ class SpeedNet(nn.Module):
   dense: tuple = ()                 # hidden widths of the head
   batch_norm: bool = True
   bn_momentum: float = 0.9
-  conv_impl: str = 'auto'  # 'auto' (CPU: patches) | 'xla' (nn.Conv) | 'patches' (nn/conv.py)
+  conv_impl: str = 'auto'  # 'auto' (CPU: patches) | 'xla' (nn.Conv) | 'patches' | 'shift'
   axis_name: Optional[str] = None   # cross-device batch statistics under pmap
   dtype: Any = jnp.float32
 

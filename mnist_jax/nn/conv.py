@@ -1,4 +1,4 @@
-"""Convolution as patches + one matrix multiply (im2col), a drop-in for nn.Conv.
+"""Convolutions as matrix products, drop-ins for nn.Conv: im2col, and a kernel gradient.
 
 A K×K convolution with stride S, padding P over a C-channel input,
 
@@ -16,11 +16,23 @@ the channel axis: pure data movement. The backward pass is then two matmuls
 instead of XLA:CPU's generic backward-convolution kernels, which are the slow
 part of small-CNN training on a CPU (experiments/PERFORMANCE.md).
 
-``PatchConv`` has the parameters of ``nn.Conv`` (``kernel`` (K, K, C, F),
-``bias`` (F,), same initializers), so the two are interchangeable on the same
+``ShiftConv`` keeps XLA's convolution for the forward pass and the input gradient
+and computes only the kernel gradient as K·K matrix products of shifted views
+(stride 1):
+
+  dW[u, v, :, :] = x_pad[:, u:u+H', v:v+W', :].reshape(N·H'·W', C)ᵀ · dFM.reshape(N·H'·W', F)
+
+XLA:CPU runs that gradient as a backward convolution 2-4x slower than the
+forward one; for SpeedNet's 16- and 32-channel layers the K·K products are
+1.3-1.7x faster (experiments/conv_grad.py). With fewer input channels (a first layer on
+the 1-channel image) XLA's own kernel gradient is faster and is kept.
+
+``PatchConv`` and ``ShiftConv`` have the parameters of ``nn.Conv`` (``kernel`` (K, K, C, F),
+``bias`` (F,), same initializers), so the three are interchangeable on the same
 variables. Supported: 2-D, NHWC, padding 'SAME' | 'VALID' | int | ((lo, hi),
-(lo, hi)), strides, an optional weight ``mask``; no dilation or groups.
+(lo, hi)), an optional weight ``mask``, strides (PatchConv only); no dilation or groups.
 """
+import functools
 from typing import Any, Callable, Optional, Sequence, Union
 
 import jax
@@ -112,9 +124,78 @@ class PatchConv(nn.Module):
     return y if bias is None else y + bias.astype(dtype)
 
 
+_DN = ('NHWC', 'HWIO', 'NHWC')
+MIN_SHIFT_CHANNELS = 8   # below this many input channels XLA's kernel gradient is faster
+
+
+def _xla_conv(x, kernel, pads):
+  return jax.lax.conv_general_dilated(x, kernel, (1, 1), pads, dimension_numbers=_DN)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def shift_conv2d(x, kernel, pads):
+  """Stride-1 convolution, zero padding ``pads`` ((top, bottom), (left, right)):
+  XLA's forward, and dW as K·K shifted matrix products in the backward pass."""
+  return _xla_conv(x, kernel, pads)
+
+
+def _shift_fwd(x, kernel, pads):
+  return _xla_conv(x, kernel, pads), (x, kernel)
+
+
+def _shift_bwd(pads, residuals, dy):
+  x, kernel = residuals
+  kh, kw, c, f = kernel.shape
+  if c < MIN_SHIFT_CHANNELS:
+    return jax.vjp(lambda x_, k_: _xla_conv(x_, k_, pads), x, kernel)[1](dy)
+  dx, = jax.vjp(lambda x_: _xla_conv(x_, kernel, pads), x)[1](dy)
+  h, w = dy.shape[1:3]
+  xp = jnp.pad(x, ((0, 0),) + tuple(pads) + ((0, 0),))
+  d2 = dy.reshape(-1, f)
+  dw = jnp.stack([jnp.dot(xp[:, u:u + h, v:v + w, :].reshape(-1, c).T, d2)
+                  for u in range(kh) for v in range(kw)])
+  return dx, dw.reshape(kh, kw, c, f).astype(kernel.dtype)
+
+
+shift_conv2d.defvjp(_shift_fwd, _shift_bwd)
+
+
+class ShiftConv(nn.Module):
+  """nn.Conv's parameters and forward pass (stride 1); the kernel gradient as
+  K·K shifted matrix products (``shift_conv2d``)."""
+  features: int
+  kernel_size: Sequence[int]
+  strides: Union[int, Sequence[int]] = 1
+  padding: Padding = 'SAME'
+  use_bias: bool = True
+  mask: Optional[Any] = None
+  dtype: Optional[Any] = None
+  param_dtype: Any = jnp.float32
+  kernel_init: Callable = nn.initializers.lecun_normal()
+  bias_init: Callable = nn.initializers.zeros_init()
+
+  @nn.compact
+  def __call__(self, x):
+    if _pair(self.strides) != (1, 1):
+      raise UserError(f"conv_impl='shift' supports stride 1 only, got strides "
+                      f"{self.strides}; use conv_impl='xla' or 'patches' for this model")
+    kernel_size = _pair(self.kernel_size)
+    shape = kernel_size + (x.shape[-1], self.features)
+    kernel = self.param('kernel', self.kernel_init, shape, self.param_dtype)
+    if self.mask is not None:
+      kernel = kernel * self.mask
+    bias = (self.param('bias', self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias else None)
+    dtype = self.dtype or jnp.result_type(x, kernel)
+    pads = explicit_padding(self.padding, x.shape[1:3], kernel_size, (1, 1))
+    y = shift_conv2d(x.astype(dtype), kernel.astype(dtype), pads)
+    return y if bias is None else y + bias.astype(dtype)
+
+
 def get(impl: str) -> type:
-  """The conv Module class for ``impl``: 'xla' (nn.Conv), 'patches' (PatchConv)
-  or 'auto': PatchConv on CPU, nn.Conv elsewhere (cuDNN / the TPU's conv units).
+  """The conv Module class for ``impl``: 'xla' (nn.Conv), 'patches' (PatchConv),
+  'shift' (ShiftConv, stride 1 only) or 'auto': PatchConv on CPU, nn.Conv
+  elsewhere (cuDNN / the TPU's conv units).
 
   Why 'auto' picks patches on CPU: inside a while loop (``lax.scan``, how
   loop.py runs an epoch) XLA:CPU's convolutions run 5-14x slower than the
@@ -127,5 +208,7 @@ def get(impl: str) -> type:
     return nn.Conv
   if impl == 'patches':
     return PatchConv
+  if impl == 'shift':
+    return ShiftConv
   raise UserError(f"unknown conv_impl '{impl}'; set config.model.conv_impl to 'auto', "
-                  "'xla' or 'patches'")
+                  "'xla', 'patches' or 'shift'")

@@ -1,0 +1,76 @@
+"""Validation accuracy of variants of a config over seeds (selection without the test set).
+
+  python experiments/speedrun_variants.py --data_dir=../shared/data/mnist \
+      --variants='model.conv_impl=shift;model.conv_impl=shift,batch_size=48' [--seeds=0,1,2]
+
+Each variant (';'-separated, each a ','-separated list of key=value overrides of
+--config, values parsed as Python literals) trains once per seed with
+``mnist_jax.engine.driver`` and reports only the validation accuracy (the last
+5,000 train images) after its last epoch: the test set is not looked at, so the
+table can choose a variant. Writes a markdown table to --out.
+"""
+import ast
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hardware  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mnist_jax.engine import driver  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mnist_jax.search import hyper  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+FLAGS = flags.FLAGS
+
+
+def parse(variant: str) -> dict:
+  """'a.b=1,c=(2, 3)' -> {'a.b': 1, 'c': (2, 3)}; '' -> {} (the config itself)."""
+  out = {}
+  for item in filter(None, (p.strip() for p in variant.split(','))):
+    key, _, value = item.partition('=')
+    try:
+      out[key.strip()] = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+      out[key.strip()] = value.strip()
+  return out
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  base = FLAGS.config
+  if FLAGS.data_dir:
+    base.data.source, base.data.download = 'idx', False
+    base.data.data_dir = os.path.abspath(FLAGS.data_dir)
+  seeds = [int(s) for s in FLAGS.seeds]
+  rows = ['| variant | ' + ' | '.join(f'val seed {s}' for s in seeds) + ' | mean | min |',
+          '|---|' + '---|' * (len(seeds) + 2)]
+  for variant in FLAGS.variants.split(';'):
+    vals = []
+    for seed in seeds:
+      config = hyper.apply(base, {**parse(variant), 'seed': seed})
+      with tempfile.TemporaryDirectory(prefix='variant_') as workdir:
+        vals.append(driver.train_and_evaluate(config, workdir)['val_accuracy'])
+    rows.append(f"| `{variant or '(config)'}` | " + ' | '.join(f'{v:.4f}' for v in vals)
+                + f' | {statistics.mean(vals):.4f} | {min(vals):.4f} |')
+    print(rows[-1], flush=True)
+  command = ' '.join(['python', 'experiments/speedrun_variants.py'] + sys.argv[1:])
+  text = (f'# Validation accuracy of config variants ({time.strftime("%Y-%m-%d")})\n\n'
+          f'`{command}`\n\nHardware: {hardware.describe()}.\n\n' + '\n'.join(rows) + '\n')
+  print(text)
+  if FLAGS.out:
+    with open(FLAGS.out, 'w') as f:
+      f.write(text)
+
+
+if __name__ == '__main__':
+  config_flags.DEFINE_config_file('config', 'configs/speedrun.py', 'Config file.')
+  flags.DEFINE_string('data_dir', None, 'IDX folder (else the config decides).')
+  flags.DEFINE_string('variants', '', "';'-separated variants of ','-separated key=value.")
+  flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds per variant.')
+  flags.DEFINE_string('out', None, 'Markdown file to write the table to.')
+  app.run(main)
