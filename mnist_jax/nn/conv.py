@@ -108,20 +108,23 @@ class PatchConv(nn.Module):
   kernel_init: Callable = nn.initializers.lecun_normal()
   bias_init: Callable = nn.initializers.zeros_init()
 
-  @nn.compact
-  def __call__(self, x):
-    kernel_size = _pair(self.kernel_size)
-    shape = kernel_size + (x.shape[-1], self.features)
+  def _variables(self, x):
+    """(x, kernel (K, K, C, F) masked, bias or None), in the compute dtype."""
+    shape = _pair(self.kernel_size) + (x.shape[-1], self.features)
     kernel = self.param('kernel', self.kernel_init, shape, self.param_dtype)
     if self.mask is not None:
       kernel = kernel * self.mask
     bias = (self.param('bias', self.bias_init, (self.features,), self.param_dtype)
             if self.use_bias else None)
     dtype = self.dtype or jnp.result_type(x, kernel)
-    x, kernel = x.astype(dtype), kernel.astype(dtype)
-    patches = extract_patches(x, kernel_size, _pair(self.strides), self.padding)
+    return x.astype(dtype), kernel.astype(dtype), None if bias is None else bias.astype(dtype)
+
+  @nn.compact
+  def __call__(self, x):
+    x, kernel, bias = self._variables(x)
+    patches = extract_patches(x, kernel.shape[:2], _pair(self.strides), self.padding)
     y = jnp.dot(patches, kernel.reshape(-1, self.features), precision=self.precision)
-    return y if bias is None else y + bias.astype(dtype)
+    return y if bias is None else y + bias
 
 
 _DN = ('NHWC', 'HWIO', 'NHWC')
@@ -160,36 +163,19 @@ def _shift_bwd(pads, residuals, dy):
 shift_conv2d.defvjp(_shift_fwd, _shift_bwd)
 
 
-class ShiftConv(nn.Module):
+class ShiftConv(PatchConv):
   """nn.Conv's parameters and forward pass (stride 1); the kernel gradient as
-  K·K shifted matrix products (``shift_conv2d``)."""
-  features: int
-  kernel_size: Sequence[int]
-  strides: Union[int, Sequence[int]] = 1
-  padding: Padding = 'SAME'
-  use_bias: bool = True
-  mask: Optional[Any] = None
-  dtype: Optional[Any] = None
-  param_dtype: Any = jnp.float32
-  kernel_init: Callable = nn.initializers.lecun_normal()
-  bias_init: Callable = nn.initializers.zeros_init()
+  K·K shifted matrix products (``shift_conv2d``). ``precision`` is not used."""
 
   @nn.compact
   def __call__(self, x):
     if _pair(self.strides) != (1, 1):
       raise UserError(f"conv_impl='shift' supports stride 1 only, got strides "
                       f"{self.strides}; use conv_impl='xla' or 'patches' for this model")
-    kernel_size = _pair(self.kernel_size)
-    shape = kernel_size + (x.shape[-1], self.features)
-    kernel = self.param('kernel', self.kernel_init, shape, self.param_dtype)
-    if self.mask is not None:
-      kernel = kernel * self.mask
-    bias = (self.param('bias', self.bias_init, (self.features,), self.param_dtype)
-            if self.use_bias else None)
-    dtype = self.dtype or jnp.result_type(x, kernel)
-    pads = explicit_padding(self.padding, x.shape[1:3], kernel_size, (1, 1))
-    y = shift_conv2d(x.astype(dtype), kernel.astype(dtype), pads)
-    return y if bias is None else y + bias.astype(dtype)
+    x, kernel, bias = self._variables(x)
+    pads = explicit_padding(self.padding, x.shape[1:3], kernel.shape[:2], (1, 1))
+    y = shift_conv2d(x, kernel, pads)
+    return y if bias is None else y + bias
 
 
 def get(impl: str) -> type:
