@@ -46,7 +46,7 @@ def test_primers_3x3_filter_on_5x5_image():
 
 def test_perceptron_shape_and_parameters():
   model = perceptron.Perceptron()
-  variables = model.init(jax.random.key(0), X)
+  variables = jax.jit(model.init)(jax.random.key(0), X)
   assert model.apply(variables, X).shape == (4, 10)
   assert _count(variables['params']) == 784 * 10 + 10
 
@@ -77,7 +77,7 @@ def test_perceptron_rule_separates_separable_data():
   centres = rng.normal(size=(3, 784)) * 3
   labels = rng.integers(0, 3, 300)
   images = centres[labels] + rng.normal(size=(300, 784)) * 0.1
-  variables = perceptron.Perceptron(num_classes=3).init(jax.random.key(0),
+  variables = jax.jit(perceptron.Perceptron(num_classes=3).init)(jax.random.key(0),
                                                         jnp.zeros((1, 784)))
   epoch = jax.jit(perceptron.perceptron_rule_epoch, static_argnames='rule')
   params = variables['params']
@@ -90,7 +90,7 @@ def test_perceptron_rule_separates_separable_data():
 
 
 def test_mlp_first_layer_is_the_primers_392000_weights():
-  variables = MLP().init(jax.random.key(0), X)
+  variables = jax.jit(MLP().init)(jax.random.key(0), X)
   first = variables['params']['hidden_0']
   assert first['kernel'].size == 784 * 500 == 392_000
   assert _count(first) == 392_500
@@ -100,9 +100,9 @@ def test_mlp_first_layer_is_the_primers_392000_weights():
 
 def test_mlp_depth_width_and_every_activation():
   model = MLP(hidden=(64, 32, 16))
-  variables = model.init(jax.random.key(0), X)
+  variables = jax.jit(model.init)(jax.random.key(0), X)
   assert [variables['params'][f'hidden_{i}']['kernel'].shape[1] for i in range(3)] == [64, 32, 16]
-  small = MLP(hidden=(16,)).init(jax.random.key(0), X)
+  small = jax.jit(MLP(hidden=(16,)).init)(jax.random.key(0), X)
   for act in ('step', 'sigmoid', 'tanh', 'relu', 'leaky_relu', 'softmax', 'swish', 'gelu'):
     out = MLP(hidden=(16,), activation=act).apply(small, X)
     assert out.shape == (4, 10) and bool(jnp.all(jnp.isfinite(out))), act
@@ -115,7 +115,7 @@ def test_backprop_is_the_chain_rule_by_hand():
   model = MLP(num_classes=2, hidden=(3,), activation='sigmoid')
   x = jnp.array([[0.5, -1.0]])
   y = jnp.array([[0.0, 1.0]])
-  params = model.init(jax.random.key(0), x)['params']
+  params = jax.jit(model.init)(jax.random.key(0), x)['params']
   grads = jax.grad(lambda p: losses.get('cce')(model.apply({'params': p}, x), y).sum())(
       params)
   w1, b1 = np.asarray(params['hidden_0']['kernel']), np.asarray(params['hidden_0']['bias'])
@@ -134,7 +134,7 @@ def test_backprop_is_the_chain_rule_by_hand():
 
 def test_dropout_differs_between_train_and_eval():
   model = MLP(hidden=(64,), dropout_rate=0.5)
-  variables = model.init(jax.random.key(0), X)
+  variables = jax.jit(model.init)(jax.random.key(0), X)
   eval1, eval2 = model.apply(variables, X), model.apply(variables, X)
   np.testing.assert_array_equal(eval1, eval2)             # eval is deterministic
   train = model.apply(variables, X, train=True, rngs={'dropout': jax.random.key(1)})
@@ -156,7 +156,7 @@ def test_cnn_shapes_pooling_and_padding():
 
 def test_cnn_conv_impls_agree():
   model = CNN(features=(4, 8), dense=(16,), padding=1, conv_impl='xla')
-  variables = model.init(jax.random.key(0), X)
+  variables = jax.jit(model.init)(jax.random.key(0), X)
   np.testing.assert_allclose(model.apply(variables, X),
                              model.clone(conv_impl='patches').apply(variables, X),
                              rtol=1e-4, atol=1e-5)
@@ -164,7 +164,7 @@ def test_cnn_conv_impls_agree():
 
 def test_batch_norm_train_updates_running_averages_eval_uses_them():
   model = CNN(features=(8,), dense=(), pool='none', bn_momentum=0.9)
-  variables = model.init(jax.random.key(0), X)
+  variables = jax.jit(model.init)(jax.random.key(0), X)
   assert set(variables) == {'params', 'batch_stats'}
   _, updates = model.apply(variables, X, train=True, mutable=['batch_stats'],
                            rngs={'dropout': jax.random.key(1)})
@@ -186,7 +186,7 @@ def test_batch_norm_train_updates_running_averages_eval_uses_them():
 
 def test_batch_norm_cross_device_mean_under_axis_name():
   model = CNN(features=(4,), dense=(), pool='none')
-  variables = model.init(jax.random.key(0), X)
+  variables = jax.jit(model.init)(jax.random.key(0), X)
   one, stats_one = model.apply(variables, X, train=True, mutable=['batch_stats'])
   sharded = model.clone(axis_name='devices')
   two, stats_two = jax.vmap(

@@ -80,7 +80,7 @@ class _LinearNet(nn.Module):
 
 def _gradient_support(model, size=48):
   x = jnp.zeros((1, size, size, 1))
-  variables = model.init(jax.random.key(0), x)
+  variables = jax.jit(model.init)(jax.random.key(0), x)
   variables = jax.tree_util.tree_map(jnp.ones_like, variables)   # no cancellation
   out = model.apply(variables, x)
   ci, cj = out.shape[1] // 2, out.shape[2] // 2

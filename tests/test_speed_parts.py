@@ -36,9 +36,9 @@ def _load(name):
 def test_patch_conv_equals_nn_conv(k, s, p):
   x = jax.random.normal(jax.random.key(0), (2, 13, 11, 3))
   ref, fast = nn.Conv(4, (k, k), strides=s, padding=p), conv.PatchConv(4, (k, k), strides=s, padding=p)
-  variables = ref.init(jax.random.key(1), x)
+  variables = jax.jit(ref.init)(jax.random.key(1), x)
   # Same parameter names, shapes and initial values (same initializers).
-  fast_vars = fast.init(jax.random.key(1), x)
+  fast_vars = jax.jit(fast.init)(jax.random.key(1), x)
   assert jax.tree_util.tree_structure(fast_vars) == jax.tree_util.tree_structure(variables)
   np.testing.assert_array_equal(fast_vars['params']['kernel'], variables['params']['kernel'])
   y_ref, y_fast = ref.apply(variables, x), fast.apply(variables, x)
@@ -61,8 +61,8 @@ def test_shift_conv_is_nn_conv_with_the_kernel_gradient_as_shifted_products(c, k
   x = jax.random.normal(jax.random.key(0), (3, 10, 9, c))
   ref = nn.Conv(7, (k, k), padding=p, use_bias=bias)
   fast = conv.get('shift')(7, (k, k), padding=p, use_bias=bias)
-  variables = ref.init(jax.random.key(1), x)
-  assert (jax.tree_util.tree_structure(fast.init(jax.random.key(1), x))
+  variables = jax.jit(ref.init)(jax.random.key(1), x)
+  assert (jax.tree_util.tree_structure(jax.jit(fast.init)(jax.random.key(1), x))
           == jax.tree_util.tree_structure(variables))
   np.testing.assert_allclose(fast.apply(variables, x), ref.apply(variables, x), atol=1e-5)
   loss = lambda m: (lambda v, x: jnp.sum(jnp.sin(m.apply(v, x))))
@@ -91,7 +91,7 @@ def test_patch_and_shift_conv_mask_and_no_bias(impl):
   mask = jnp.zeros((3, 3, 2, 5)).at[:, :, 0, :].set(1.0)
   ref = nn.Conv(5, (3, 3), use_bias=False, mask=mask)
   fast = conv.get(impl)(5, (3, 3), use_bias=False, mask=mask)
-  variables = ref.init(jax.random.key(1), x)
+  variables = jax.jit(ref.init)(jax.random.key(1), x)
   assert 'bias' not in variables['params']
   np.testing.assert_allclose(fast.apply(variables, x), ref.apply(variables, x), atol=1e-5)
 
@@ -127,8 +127,8 @@ def test_lenet_patches_matches_xla(c3_table):
   x = jax.random.uniform(jax.random.key(0), (3, 28, 28, 1))
   ref = LeNet5(c3_table=c3_table, conv_impl='xla')
   fast = ref.clone(conv_impl='patches')
-  variables = ref.init(jax.random.key(1), x)
-  assert (jax.tree_util.tree_structure(fast.init(jax.random.key(1), x))
+  variables = jax.jit(ref.init)(jax.random.key(1), x)
+  assert (jax.tree_util.tree_structure(jax.jit(fast.init)(jax.random.key(1), x))
           == jax.tree_util.tree_structure(variables))
   np.testing.assert_allclose(fast.apply(variables, x), ref.apply(variables, x), atol=1e-5)
 
@@ -148,7 +148,7 @@ def test_speednet_contract_and_impls_agree():
   model = models.build(ml_collections.ConfigDict({'name': 'speednet', 'conv_impl': 'xla'}))
   assert isinstance(model, SpeedNet)
   x = jax.random.uniform(jax.random.key(0), (4, 28, 28, 1))
-  variables = model.init(jax.random.key(1), x)
+  variables = jax.jit(model.init)(jax.random.key(1), x)
   assert set(variables) == {'params', 'batch_stats'}
   logits = model.apply(variables, x)
   assert logits.shape == (4, 10) and logits.dtype == jnp.float32
