@@ -4,12 +4,11 @@
       --variants='model.conv_impl=shift;model.conv_impl=shift,batch_size=48' [--seeds=0,1,2]
 
 Each variant (';'-separated, each a ','-separated list of key=value overrides of
---config, values parsed as Python literals) trains once per seed with
+--config, read as experiments/benchmark.py's --set) trains once per seed with
 ``mnist_jax.engine.driver`` and reports only the validation accuracy (the last
 5,000 train images) after its last epoch: the test set is not looked at, so the
 table can choose a variant. Writes a markdown table to --out.
 """
-import ast
 import os
 import statistics
 import sys
@@ -17,42 +16,27 @@ import tempfile
 import time
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hardware  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmark import load_config  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax.engine import driver  # pylint: disable=g-import-not-at-top,wrong-import-position
-from mnist_jax.search import hyper  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
-
-
-def parse(variant: str) -> dict:
-  """'a.b=1,c=(2, 3)' -> {'a.b': 1, 'c': (2, 3)}; '' -> {} (the config itself)."""
-  out = {}
-  for item in filter(None, (p.strip() for p in variant.split(','))):
-    key, _, value = item.partition('=')
-    try:
-      out[key.strip()] = ast.literal_eval(value.strip())
-    except (ValueError, SyntaxError):
-      out[key.strip()] = value.strip()
-  return out
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  base = FLAGS.config
-  if FLAGS.data_dir:
-    base.data.source, base.data.download = 'idx', False
-    base.data.data_dir = os.path.abspath(FLAGS.data_dir)
+  data = ([f'data.data_dir={os.path.abspath(FLAGS.data_dir)}', 'data.source=idx',
+           'data.download=False'] if FLAGS.data_dir else [])
   seeds = [int(s) for s in FLAGS.seeds]
   rows = ['| variant | ' + ' | '.join(f'val seed {s}' for s in seeds) + ' | mean | min |',
           '|---|' + '---|' * (len(seeds) + 2)]
   for variant in FLAGS.variants.split(';'):
-    vals = []
+    vals, overrides = [], [p.strip() for p in variant.split(',') if p.strip()]
     for seed in seeds:
-      config = hyper.apply(base, {**parse(variant), 'seed': seed})
+      config = load_config(FLAGS.config, overrides + data + [f'seed={seed}'])
       with tempfile.TemporaryDirectory(prefix='variant_') as workdir:
         vals.append(driver.train_and_evaluate(config, workdir)['val_accuracy'])
     rows.append(f"| `{variant or '(config)'}` | " + ' | '.join(f'{v:.4f}' for v in vals)
@@ -68,7 +52,7 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  config_flags.DEFINE_config_file('config', 'configs/speedrun.py', 'Config file.')
+  flags.DEFINE_string('config', 'configs/speedrun.py', 'Config file.')
   flags.DEFINE_string('data_dir', None, 'IDX folder (else the config decides).')
   flags.DEFINE_string('variants', '', "';'-separated variants of ','-separated key=value.")
   flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds per variant.')

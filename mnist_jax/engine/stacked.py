@@ -219,11 +219,11 @@ def create(configs, *, num_train=None, num_classes: int = 10) -> Group:
                      jnp.float32)
   if len(configs) == 1:
     return Group(configs, templates[0], keep, train_rngs, templates)
-  # One chain for the group: its structure is the members' (equal signatures); η_k,
-  # β_k, λ_k are read from each member's optimizer state, not from the chain.
+  # One chain for the group: its structure is the members' (equal signatures; the
+  # largest λ keeps the decay step if any member decays); η_k, β_k, λ_k are read
+  # from each member's optimizer state, not from the chain.
   group_config = ref.copy_and_resolve_references()
   with group_config.unlocked():
-    group_config.learning_rate = 1.0
     group_config.weight_decay = max(c.weight_decay for c in configs)
   tx = optim.create_optimizer(group_config, steps)
   model = templates[0].model
