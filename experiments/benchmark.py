@@ -336,7 +336,7 @@ def profile(config, steps: int = 20) -> str:
                                        rng.integers(0, 10, n).astype(np.int32)), mesh)
   idx = jax.numpy.arange(n).reshape(steps, b)
   chunk = driver.chunk_fn(group.train_step, mesh)  # uint8 batches, as the driver feeds
-  args = (images, labels, idx, jax.random.key(1), group.keep)
+  args = (images, labels, idx, jax.random.key(1), group.keep, 0, steps)
   state = jax.block_until_ready(chunk(state, *args))[0]   # compile + warm up (the
   hlo = chunk.lower(state, *args).compile().as_text()     # state is donated off CPU)
   names = dict(re.findall(r'%?([\w.-]+) = [^\n]*?op_name="([^"]*)"', hlo))

@@ -7,6 +7,8 @@ data files under <dir>/<epoch>/state/ocdbt.process_0/d/).
 import glob
 import logging
 import os
+import subprocess
+import sys
 
 import flax.struct
 import jax
@@ -84,6 +86,25 @@ def test_intact_checkpoint_round_trips_exactly(ckpt_dir):
   # no checkpoint: the template comes back
   empty_state, empty_meta = checkpoint.restore(checkpoint.manager(ckpt_dir + '-e'), _state(5))
   assert empty_meta is None and _equal(empty_state, _state(5))
+
+
+def test_a_fresh_run_touches_no_orbax_until_its_first_save(tmp_path):
+  """Start-up: the engine's modules import without orbax (0.3-0.4 s), and a run
+  with nothing to resume makes no manager and no directory before it saves."""
+  code = ('import sys; from mnist_jax.engine import driver, evaluation, rundir; '
+          'print(sorted(m for m in sys.modules if m.startswith(("orbax", "tensorstore"))))')
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
+  assert out.stdout.strip() == '[]', out.stdout
+  directory = str(tmp_path / 'checkpoints')
+  run, template = checkpoint.RunCheckpoints(directory, keep=2), _state(5)
+  state, meta = run.resume(template)
+  assert state is template and meta is None
+  assert run.made == {} and not os.path.exists(directory)
+  checkpoint.save(run.get('latest'), 3, _state(3), {'epoch': 3})
+  run.wait_until_finished()
+  assert sorted(run.made) == ['latest']
+  state, meta = checkpoint.RunCheckpoints(directory, keep=2).resume(_state(99))
+  assert meta['epoch'] == 3 and _equal(state, _state(3))
 
 
 def test_damaged_latest_is_never_restored_silently(ckpt_dir):

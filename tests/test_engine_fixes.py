@@ -99,7 +99,7 @@ def test_best_checkpoint_is_saved_whenever_validation_improves(
 
   def fake(state, split, eval_fn):
     out = real(state, split, eval_fn)
-    if split[0].shape[0] == 500:                    # the validation split
+    if sum(len(labels) for _, labels, _ in split) == 500:   # the validation split
       out['accuracy'] = np.asarray([next(scripted)])
     return out
 

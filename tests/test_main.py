@@ -1,6 +1,7 @@
 """End to end on the committed real-MNIST fixture: the command line, the files a
 run writes, resume after SIGKILL, and one-line errors for bad input."""
 import gzip
+import logging
 import json
 import os
 import shutil
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import pytest
 
 from mnist_jax.config import defaults
@@ -118,15 +120,22 @@ def test_same_seed_same_metrics_in_process(tmp_path, mnist_small_dir):
   assert c['test_loss'] != a['test_loss']
 
 
-def test_step_loop_mode_trains_like_the_scan_loop(tmp_path, mnist_small_dir):
-  """loop_mode='step' (one dispatch per step) runs the same steps as 'scan'."""
+def test_step_loop_mode_trains_like_the_scan_loop(tmp_path, mnist_small_dir, caplog):
+  """loop_mode='step' (one dispatch per step) runs the same steps as 'scan', and
+  compiles its train step once although the epoch's chunks differ in length."""
   config = small_config(mnist_small_dir)
   config.data.train_limit = 1000
+  config.log_every_steps = 3
+  assert len(set(driver.chunks(5, 3))) == 2   # 5 steps of 100: chunks of 3 and 2
   a = driver.train_and_evaluate(config, str(tmp_path / 'scan'))
   config.loop_mode = 'step'
-  b = driver.train_and_evaluate(config, str(tmp_path / 'step'))
+  with jax.log_compiles(), caplog.at_level(logging.WARNING):
+    b = driver.train_and_evaluate(config, str(tmp_path / 'step'))
   for key in ('test_loss', 'val_loss', 'test_accuracy'):
     assert b[key] == pytest.approx(a[key], abs=1e-5), key
+  steps = [r.getMessage() for r in caplog.records
+           if r.getMessage().startswith('Compiling jit(step)')]
+  assert len(steps) == 1, steps
 
 
 @pytest.mark.parametrize('args, message', [

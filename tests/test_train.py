@@ -185,7 +185,7 @@ def test_loop_evaluation_is_exact_and_compiles_once(mnist_small_dir):
   state = train.create_train_state(config, jax.random.key(0))
   images, labels = idx.load_split(mnist_small_dir, 'test')
   mesh = parallel.make_mesh()
-  eval_fn = evaluation.make_eval_fn(mesh, 128)
+  eval_fn = evaluation.make_eval_fn(mesh)
   results = {}
   for n in (300, 1000):                         # 3 and 8 padded batches
     split = evaluation.padded_split(images[:n], labels[:n], 128, mesh)

@@ -12,6 +12,10 @@ opt_state, and the weight EMA 'ema' when config.ema_decay > 0) and a small JSON 
 not saved: epoch e's randomness is fold_in(key(seed), e), so a resumed run is
 identical.
 
+Imported on first use: orbax (with tensorstore, rich, uvloop, ...) takes 0.3-0.4 s
+to import, so a fresh run (``RunCheckpoints``) imports it at its first save, after
+its first train step, not in its start-up.
+
 Integrity: 'sha256' is a checksum of the saved arrays (dtype, shape and bytes
 of every leaf, in tree order). ``restore`` recomputes it and rejects non-finite
 floats, so flipped bytes on disk are caught instead of training on garbage. A
@@ -20,18 +24,29 @@ hosts) is accepted if finite. When resuming (``fallback=True``) a damaged
 checkpoint is moved to ``<directory>/../damaged/<name>-<epoch>`` (nothing is
 deleted) and the next older one is restored; otherwise UserError names it.
 """
+from __future__ import annotations
+
+import dataclasses
 import hashlib
 import os
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import logging
-from etils import epath
 from jax.experimental import multihost_utils
 
 from mnist_jax.errors import UserError
+
+if TYPE_CHECKING:
+  import orbax.checkpoint as ocp
+
+
+def _ocp():
+  """orbax.checkpoint, imported here on first use (see the module docstring)."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  return ocp
 
 
 class _Damaged(Exception):
@@ -99,6 +114,7 @@ def _step_dir(mngr, epoch) -> str:
 
 def manager(directory: str, keep: int = 2, *, best: bool = False) -> ocp.CheckpointManager:
   """A manager keeping the last ``keep`` checkpoints (or the best by val accuracy)."""
+  ocp = _ocp()
   options = ocp.CheckpointManagerOptions(
       max_to_keep=keep, create=True, cleanup_tmp_directories=True,
       # distinct multi-host barrier names, so 'latest' and 'best' can save the same epoch
@@ -107,6 +123,45 @@ def manager(directory: str, keep: int = 2, *, best: bool = False) -> ocp.Checkpo
       best_fn=(lambda m: m['val_accuracy']) if best else None, best_mode='max')
   return ocp.CheckpointManager(os.path.abspath(directory), options=options,
                                item_names=('state', 'meta'))
+
+
+def reader(directory: str, *, best: bool = False) -> ocp.CheckpointManager:
+  """A read-only manager: it never deletes or cleans up anything, so reading an
+  ongoing run leaves the trainer's in-progress (temporary) checkpoint alone."""
+  ocp = _ocp()
+  options = ocp.CheckpointManagerOptions(
+      read_only=True, create=False, cleanup_tmp_directories=False,
+      best_fn=(lambda m: m['val_accuracy']) if best else None, best_mode='max')
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options,
+                               item_names=('state', 'meta'))
+
+
+@dataclasses.dataclass
+class RunCheckpoints:
+  """A training run's two managers, <directory>/latest (the last ``keep``) and
+  <directory>/best (by val accuracy), each made on first use: a fresh run makes
+  them, and imports orbax, at its first save."""
+  directory: str            # <workdir>/checkpoints
+  keep: int
+  made: dict = dataclasses.field(default_factory=dict)
+
+  def get(self, which: str) -> ocp.CheckpointManager:
+    if which not in self.made:
+      self.made[which] = manager(os.path.join(self.directory, which),
+                                 self.keep if which == 'latest' else 1, best=which == 'best')
+    return self.made[which]
+
+  def resume(self, state):
+    """``restore(latest, state, fallback=True)``; (state, None) without touching
+    orbax when <directory>/latest is absent or empty (nothing to resume or clean)."""
+    latest = os.path.join(self.directory, 'latest')
+    if not (os.path.isdir(latest) and os.listdir(latest)):
+      return state, None
+    return restore(self.get('latest'), state, fallback=True)
+
+  def wait_until_finished(self) -> None:
+    for mngr in self.made.values():
+      mngr.wait_until_finished()
 
 
 def save(mngr: ocp.CheckpointManager, epoch: int, state, meta: dict) -> None:
@@ -118,6 +173,7 @@ def save(mngr: ocp.CheckpointManager, epoch: int, state, meta: dict) -> None:
   digest = _sha256(_host_leaves(arrays))
   meta = {**meta, 'sha256': digest} if digest else dict(meta)
   metrics = {'val_accuracy': float(meta['val_accuracy'])} if 'val_accuracy' in meta else None
+  ocp = _ocp()
   mngr.save(epoch, args=ocp.args.Composite(
       state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)),
       metrics=metrics)
@@ -130,6 +186,8 @@ def _first_line(e) -> str:
 def _check_tree(mngr, epoch, template) -> None:
   """Raises UserError if checkpoint ``epoch`` holds other arrays than ``template``
   (another model/config); _Damaged if its metadata cannot be read."""
+  ocp = _ocp()
+  from etils import epath  # pylint: disable=g-import-not-at-top  (with orbax)
   try:
     # a bare handler: a manager without handlers (a read-only one) returns None here
     saved = ocp.StandardCheckpointHandler().metadata(
@@ -151,7 +209,7 @@ def _load(mngr, state, epoch):
   """(state, meta) of checkpoint ``epoch``; _Damaged if it is unreadable, its
   arrays differ from the saved 'sha256' or hold NaN/inf. Only then are its array
   shapes compared with ``state`` (a metadata read), to tell another model/config."""
-  template = _arrays(state)
+  template, ocp = _arrays(state), _ocp()
   try:
     out = mngr.restore(epoch, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore()))

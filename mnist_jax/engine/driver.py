@@ -97,41 +97,45 @@ def _gather(images, labels, idx):
 
 
 def chunk_fn(group_step, mesh, *, shared: bool = True, gather=_gather, mode: str = 'scan'):
-  """(state, images, labels, idx, rng, keep) -> (state, metrics summed over the
-  chunk): idx is (k, B) row indices (shared) or (K, k, B) (one order per model),
-  rng one key (shared) or (K,) keys. ``gather`` reads one batch of rows
-  (shards.gather_fn for per-device shards)."""
+  """(state, images, labels, idx, rng, keep, start, n) -> (state, metrics summed
+  over steps start .. start + n - 1 of the epoch): idx is the epoch's (steps, B)
+  row indices (shared) or (K, steps, B) (one order per model), rng one key
+  (shared) or (K,) keys, n static. ``gather`` reads one batch of rows
+  (shards.gather_fn for per-device shards). Rows are picked inside the jit, so
+  no slicing op runs (or compiles) per chunk or step."""
   sharding = (parallel.batch_sharded(mesh) if shared
               else NamedSharding(mesh, P(None, parallel.AXIS)))
   donate = (0,) if jax.default_backend() != 'cpu' else ()
+  axis = 0 if shared else 1
 
-  def step(state, images, labels, batch_idx, rng, keep):
+  def step(state, images, labels, idx, i, rng, keep):
+    batch_idx = jax.lax.dynamic_index_in_dim(idx, i, axis, keepdims=False)
     if shared:
       x, y = gather(images, labels, batch_idx)
     else:
-      x, y = (jnp.stack(a) for a in zip(*(gather(images, labels, i) for i in batch_idx)))
+      x, y = (jnp.stack(a) for a in zip(*(gather(images, labels, rows) for rows in batch_idx)))
     batch = jax.lax.with_sharding_constraint({'image': x, 'label': y}, sharding)
     return group_step(state, batch, rng, keep)
 
-  if mode == 'step':
+  if mode == 'step':   # one compiled step for every chunk size
     one = jax.jit(step, donate_argnums=donate)
     add = jax.jit(functools.partial(jax.tree_util.tree_map, jnp.add))
 
-    def run_steps(state, images, labels, idx, rng, keep):
+    def run_steps(state, images, labels, idx, rng, keep, start, n):
       totals = None
-      for i in range(idx.shape[0 if shared else 1]):
-        state, metrics = one(state, images, labels, idx[i] if shared else idx[:, i], rng, keep)
+      for i in range(start, start + n):
+        state, metrics = one(state, images, labels, idx, i, rng, keep)
         totals = metrics if totals is None else add(totals, metrics)
       return state, totals
 
     return run_steps
 
-  def run(state, images, labels, idx, rng, keep):
-    body = lambda state, batch_idx: step(state, images, labels, batch_idx, rng, keep)
-    state, metrics = jax.lax.scan(body, state, idx if shared else jnp.swapaxes(idx, 0, 1))
+  def run(state, images, labels, idx, rng, keep, start, n):
+    body = lambda state, i: step(state, images, labels, idx, i, rng, keep)
+    state, metrics = jax.lax.scan(body, state, start + jnp.arange(n))
     return state, jax.tree_util.tree_map(lambda m: jnp.sum(m, 0), metrics)
 
-  return jax.jit(run, donate_argnums=donate)
+  return jax.jit(run, static_argnums=7, donate_argnums=donate)
 
 
 @dataclasses.dataclass
@@ -198,11 +202,9 @@ def _train_locked(configs, workdirs, data, mesh, start, on_epoch=None) -> list:
   feed, data = _feed(ref, data, mesh)
   group = stacked.create(ensemble.expand(configs), num_train=feed.num_train,
                          num_classes=data.num_classes)
-  ckpt = [(checkpoint.manager(os.path.join(w, 'checkpoints', 'latest'), c.keep_checkpoints),
-           checkpoint.manager(os.path.join(w, 'checkpoints', 'best'), 1, best=True))
+  ckpt = [checkpoint.RunCheckpoints(os.path.join(w, 'checkpoints'), c.keep_checkpoints)
           for c, w in zip(configs, workdirs)]
-  restored = [checkpoint.restore(latest, ensemble.run_state(group, k), fallback=True)
-              for k, (latest, _) in enumerate(ckpt)]
+  restored = [run.resume(ensemble.run_state(group, k)) for k, run in enumerate(ckpt)]
   epochs = {meta['epoch'] if meta else 0 for _, meta in restored}
   if len(epochs) > 1:
     raise UserError(f'runs {", ".join(workdirs)} hold checkpoints of different epochs '
@@ -223,7 +225,7 @@ def _train_locked(configs, workdirs, data, mesh, start, on_epoch=None) -> list:
   splits = {name: evaluation.padded_split(x, y, ref.eval_batch_size, mesh)  # an ensemble:
             for name, (x, y) in raw_splits.items()                   # ensemble.record
             if len(y) and not ensemble.is_ensemble(group)}
-  eval_fn = evaluation.make_eval_fn(mesh, ref.eval_batch_size, group.eval_step)
+  eval_fn = evaluation.make_eval_fn(mesh, group.eval_step)
   run_chunk = chunk_fn(group.train_step, mesh, shared=group.shared_data,
                        gather=feed.gather, mode=ref.loop_mode)
   num_params = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(
@@ -261,9 +263,8 @@ def _train_locked(configs, workdirs, data, mesh, start, on_epoch=None) -> list:
       if all(e is not None or k in stopped for k, e in enumerate(run_errors)):
         break
   finally:
-    for latest, best in ckpt:
-      latest.wait_until_finished()
-      best.wait_until_finished()
+    for run in ckpt:
+      run.wait_until_finished()
     for w in metric_writers:
       w.close()
   outcomes = []
@@ -298,9 +299,8 @@ def _train_epoch(config, epoch, group, feed, run_chunk, errors):
     step_keys = jnp.stack([k[1] for k in keys])
   t0, done, totals, steps = time.time(), 0, None, feed.steps
   for n in chunks(steps, config.log_every_steps):
-    block = idx[done:done + n] if group.shared_data else idx[:, done:done + n]
-    group.state, sums = run_chunk(group.state, feed.images, feed.labels, block,
-                                  step_keys, group.keep)
+    group.state, sums = run_chunk(group.state, feed.images, feed.labels, idx,
+                                  step_keys, group.keep, done, n)
     sums = jax.device_get(sums)
     totals = sums if totals is None else jax.tree_util.tree_map(np.add, totals, sums)
     done += n
@@ -337,7 +337,8 @@ def _record(group, k, epoch, totals, evals, times, steps) -> dict:
 
 def _finish_epoch(group, k, record, history, ckpt, writer, on_epoch=None) -> bool:
   """Records run k's epoch: metrics, 'latest' and (if val improved) 'best'
-  checkpoints (an ensemble run: its stacked members, group.configs[0]); returns
+  checkpoints in ``ckpt`` (a checkpoint.RunCheckpoints; an ensemble run: its
+  stacked members, group.configs[0]); returns
   whether ``on_epoch`` stops run k here."""
   config, epoch = group.configs[k], record['epoch']
   best_before = max((h['val_accuracy'] for h in history if 'val_accuracy' in h), default=None)
@@ -350,9 +351,10 @@ def _finish_epoch(group, k, record, history, ckpt, writer, on_epoch=None) -> boo
   if latest_due or improved:
     state, meta = ensemble.run_state(group, k), {'epoch': epoch, 'history': history}
     if latest_due:
-      checkpoint.save(ckpt[0], epoch, state, meta)
+      checkpoint.save(ckpt.get('latest'), epoch, state, meta)
     if improved:
-      checkpoint.save(ckpt[1], epoch, state, {**meta, 'val_accuracy': record['val_accuracy']})
+      checkpoint.save(ckpt.get('best'), epoch, state,
+                      {**meta, 'val_accuracy': record['val_accuracy']})
   writer.write_epoch(record)
   logging.info('epoch %d/%d%s: train loss %.4f acc %.4f | val %s | test loss %.4f '
                'acc %.4f | %.0f img/s', epoch, config.num_epochs,

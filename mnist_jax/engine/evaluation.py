@@ -4,8 +4,9 @@ Over a split of N examples, for each of the K models of a group (K = 1: a run):
   loss     = (1/N) Σ_i ℓ(f(x_i; w), onehot(y_i))      (the run's config.loss, no penalty)
   accuracy = (1/N) Σ_i 1[argmax_k f(x_i; w)_k = y_i]
 The split is padded to a multiple of the batch size with mask 0 on the padding,
-so every example counts exactly once; the per-batch sums are added on the
-device and fetched once.
+so every example counts exactly once; it is cut into batches on the host once
+(no slicing op runs, or compiles, on the devices at evaluation time), and the
+per-batch sums are fetched once and added in order.
 
 An ensemble (engine/ensemble.py, a run with config.ensemble.size > 1) predicts
 the mean of its members' probabilities; its loss is then the NLL of that mean.
@@ -14,6 +15,8 @@ ensemble, with its weight EMA where it has one. ``make_eval_fn`` jits one batch 
 batches): one compilation serves every split, and XLA:CPU's convolutions run
 outside a while loop (experiments/PERFORMANCE.md).
 """
+import functools
+
 import jax
 import numpy as np
 
@@ -22,18 +25,21 @@ from mnist_jax.engine import calibration as calibration_lib, ensemble, rundir
 from mnist_jax.errors import UserError
 
 
-def padded_split(images, labels, batch_size, mesh):
-  """(images, labels, mask) padded to a multiple of batch_size, on the devices."""
+def padded_split(images, labels, batch_size, mesh) -> list:
+  """[(images, labels, mask) of each batch of ``batch_size``] on the devices: the
+  split padded to a multiple of batch_size, mask 0 on the padding."""
   n = len(labels)
   pad = -n % batch_size
   mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
   images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
   labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
-  return parallel.replicate((images, labels, mask), mesh)
+  return parallel.replicate([(images[i:i + batch_size], labels[i:i + batch_size],
+                              mask[i:i + batch_size]) for i in range(0, n + pad, batch_size)],
+                            mesh)
 
 
-def make_eval_fn(mesh, batch_size: int, eval_step=train.eval_step):
-  """jit(eval_step) on one padded batch of ``batch_size``, sharded over ``mesh``."""
+def make_eval_fn(mesh, eval_step=train.eval_step):
+  """jit(eval_step) on one padded batch (of ``padded_split``), sharded over ``mesh``."""
   sharding = parallel.batch_sharded(mesh)
 
   @jax.jit
@@ -42,17 +48,14 @@ def make_eval_fn(mesh, batch_size: int, eval_step=train.eval_step):
         {'image': images, 'label': labels, 'mask': mask}, sharding)
     return eval_step(state, batch)
 
-  run.batch_size = batch_size
   return run
 
 
 def evaluate(state, split, eval_fn) -> dict:
-  """{'loss', 'accuracy'} means over a padded device split (numpy; shape (K,)
-  for a group's eval_step, scalars for train.eval_step)."""
-  b = eval_fn.batch_size
-  parts = [eval_fn(state, *(a[i:i + b] for a in split))
-           for i in range(0, split[2].shape[0], b)]
-  sums = jax.device_get(jax.tree_util.tree_map(lambda *v: sum(v), *parts))
+  """{'loss', 'accuracy'} means over the batches of a ``padded_split`` (numpy;
+  shape (K,) for a group's eval_step, scalars for train.eval_step)."""
+  parts = jax.device_get([eval_fn(state, *batch) for batch in split])
+  sums = jax.tree_util.tree_map(lambda *v: functools.reduce(np.add, v), *parts)
   return {'loss': sums['loss'] / sums['count'], 'accuracy': sums['correct'] / sums['count']}
 
 
@@ -70,7 +73,7 @@ def metrics(state, images, labels, *, batch_size: int = 1000) -> dict:
   size = min(batch_size, n)
   size += -size % mesh.devices.size
   split = padded_split(images, labels, size, mesh)
-  out = evaluate(parallel.replicate(state, mesh), split, make_eval_fn(mesh, size))
+  out = evaluate(parallel.replicate(state, mesh), split, make_eval_fn(mesh))
   return {'loss': float(out['loss']), 'accuracy': float(out['accuracy']), 'count': n}
 
 

@@ -21,7 +21,6 @@ import os
 
 import jax
 import ml_collections
-import orbax.checkpoint as ocp
 
 from mnist_jax import train
 from mnist_jax.engine import checkpoint, ensemble, stacked
@@ -104,16 +103,6 @@ def checkpoint_dir(workdir: str, which: str) -> str:
   return os.path.join(workdir, 'checkpoints', which)
 
 
-def _reader(directory: str, best: bool) -> ocp.CheckpointManager:
-  """A read-only manager: it never deletes or cleans up anything, so reading an
-  ongoing run leaves the trainer's in-progress (temporary) checkpoint alone."""
-  options = ocp.CheckpointManagerOptions(
-      read_only=True, create=False, cleanup_tmp_directories=False,
-      best_fn=(lambda m: m['val_accuracy']) if best else None, best_mode='max')
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options,
-                               item_names=('state', 'meta'))
-
-
 def load_run(workdir: str, which: str = 'latest', *, num_train=None, num_classes: int = 10):
   """(config, state, meta) of the ``which`` checkpoint of the run in ``workdir``
   (state: a TrainState, or an ensemble.Ensemble for an ensemble run).
@@ -137,7 +126,7 @@ def load_run(workdir: str, which: str = 'latest', *, num_train=None, num_classes
   else:
     template = train.create_train_state(config, jax.random.key(config.seed),
                                         num_train=num_train, num_classes=num_classes)
-  mngr = _reader(directory, best=which == 'best')
+  mngr = checkpoint.reader(directory, best=which == 'best')
   try:
     epoch = checkpoint.best_epoch(mngr) if which == 'best' else None
     state, meta = checkpoint.restore(mngr, template, epoch)
