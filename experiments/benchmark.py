@@ -422,7 +422,7 @@ def main(argv):
   print('\n' + report)
   if FLAGS.out:
     with open(FLAGS.out, 'a') as f:
-      f.write(report + '\n')
+      f.write(report + '\n\n')
 
 
 def define_flags():
