@@ -1,8 +1,8 @@
 """End to end on the committed real-MNIST fixture: the command line, the files a
 run writes, resume after SIGKILL, and one-line errors for bad input."""
 import gzip
-import logging
 import json
+import logging
 import os
 import shutil
 import signal

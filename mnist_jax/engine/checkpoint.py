@@ -112,28 +112,27 @@ def _step_dir(mngr, epoch) -> str:
   return os.path.join(str(mngr.directory), str(epoch))
 
 
-def manager(directory: str, keep: int = 2, *, best: bool = False) -> ocp.CheckpointManager:
-  """A manager keeping the last ``keep`` checkpoints (or the best by val accuracy)."""
+def _open(directory: str, best: bool, **options) -> ocp.CheckpointManager:
+  """A manager of <directory>/<epoch>/{state,meta}; ``best``: ranked by val accuracy."""
   ocp = _ocp()
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=keep, create=True, cleanup_tmp_directories=True,
-      # distinct multi-host barrier names, so 'latest' and 'best' can save the same epoch
-      multiprocessing_options=ocp.options.MultiprocessingOptions(
-          barrier_sync_key_prefix='best' if best else 'latest'),
-      best_fn=(lambda m: m['val_accuracy']) if best else None, best_mode='max')
+      best_fn=(lambda m: m['val_accuracy']) if best else None, best_mode='max', **options)
   return ocp.CheckpointManager(os.path.abspath(directory), options=options,
                                item_names=('state', 'meta'))
+
+
+def manager(directory: str, keep: int = 2, *, best: bool = False) -> ocp.CheckpointManager:
+  """A manager keeping the last ``keep`` checkpoints (or the best by val accuracy)."""
+  return _open(directory, best, max_to_keep=keep, create=True, cleanup_tmp_directories=True,
+               # distinct multi-host barrier names, so 'latest' and 'best' can save the same epoch
+               multiprocessing_options=_ocp().options.MultiprocessingOptions(
+                   barrier_sync_key_prefix='best' if best else 'latest'))
 
 
 def reader(directory: str, *, best: bool = False) -> ocp.CheckpointManager:
   """A read-only manager: it never deletes or cleans up anything, so reading an
   ongoing run leaves the trainer's in-progress (temporary) checkpoint alone."""
-  ocp = _ocp()
-  options = ocp.CheckpointManagerOptions(
-      read_only=True, create=False, cleanup_tmp_directories=False,
-      best_fn=(lambda m: m['val_accuracy']) if best else None, best_mode='max')
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options,
-                               item_names=('state', 'meta'))
+  return _open(directory, best, read_only=True, create=False, cleanup_tmp_directories=False)
 
 
 @dataclasses.dataclass
