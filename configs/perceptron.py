@@ -4,7 +4,7 @@
 
 A linear classifier: about 92 % test accuracy is its ceiling on MNIST.
 The same layer trained with Rosenblatt's rule (step activation, no gradient):
-  python experiments/perceptron_rule.py
+  python experiments/concepts/perceptron_rule.py
 """
 from mnist_jax.config import defaults
 

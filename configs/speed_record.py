@@ -2,10 +2,10 @@
 
   python -m mnist_jax.main --config=configs/speed_record.py \
       --config.data.source=idx --config.data.data_dir=../shared/data/mnist
-  python experiments/benchmark.py --config=configs/speed_record.py --data_dir=../shared/data/mnist \
+  python experiments/speed/benchmark.py --config=configs/speed_record.py --data_dir=../shared/data/mnist \
       --loops=scan,warm,torch_record --pytorch_python=PY
 
-The same arithmetic as ``experiments/pytorch_reference.py --recipe=record``, so the
+The same arithmetic as ``experiments/speed/pytorch_reference.py --recipe=record``, so the
 two frameworks are compared on one model (SpeedNet with this plan, no batch norm):
 
   28x28x1 -C5-> 24x24x24 -pool-> 12x12x24 -C3-> 10x10x32 -pool-> 5x5x32 -> 800

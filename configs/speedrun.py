@@ -2,8 +2,8 @@
 
   python -m mnist_jax.main --config=configs/speedrun.py \
       --config.data.source=idx --config.data.data_dir=../shared/data/mnist
-  python experiments/benchmark.py --config=configs/speedrun.py --data_dir=../shared/data/mnist
-  python experiments/speedrun_seeds.py --data_dir=../shared/data/mnist   # 5 seeds
+  python experiments/speed/benchmark.py --config=configs/speedrun.py --data_dir=../shared/data/mnist
+  python experiments/speed/speedrun_seeds.py --data_dir=../shared/data/mnist   # 5 seeds
 
 SpeedNet (mnist_jax/models/speednet.py), 3 blocks of conv 3x3 (P = 1) -> batch
 norm -> ReLU -> max-pool 2x2, then one Dense layer (29,178 parameters,
@@ -54,7 +54,7 @@ def get_config():
   config.schedule = 'onecycle'
   config.batch_size = 60                   # per-image cost is flat from 32 to 128 here
   # 500 at a time evaluates 2x the images/s of 1,000 (B x 28 x 28 x 16 floats of
-  # 1,000 images overflow the caches): python experiments/eval_batch.py
+  # 1,000 images overflow the caches): python experiments/speed/eval_batch.py
   config.eval_batch_size = 500
   config.num_epochs = 1
   config.log_every_steps = 229             # 916 steps: a progress line every quarter

@@ -22,9 +22,9 @@ from mnist_jax.nn import conv
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _load(name):
-  path = os.path.join(ROOT, 'experiments', f'{name}.py')
-  spec = importlib.util.spec_from_file_location(f'speed_{name}', path)
+def _load(group, name):
+  path = os.path.join(ROOT, 'experiments', group, f'{name}.py')
+  spec = importlib.util.spec_from_file_location(f'{group}_{name}', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
@@ -172,7 +172,7 @@ def _load_config():
 
 
 def test_naive_loop_epoch_and_eval(small_config):
-  naive = _load('naive_loop')
+  naive = _load('speed', 'naive_loop')
   small_config.data.train_limit, small_config.log_every_steps = 500, 4
   data = pipeline.load(small_config.data)
   state = train.create_train_state(small_config, jax.random.key(0), num_train=500)
@@ -188,7 +188,7 @@ def test_naive_loop_epoch_and_eval(small_config):
 
 
 def test_benchmark_parsing_and_peak():
-  bench = _load('benchmark')
+  bench = _load('speed', 'benchmark')
   line = 'W1125 dispatch.py:183] Finished XLA compilation of jit(run) in 2.5e-01 sec'
   assert float(bench.COMPILE_RE.search(line).group(1)) == 0.25
   assert bench.COMPILE_RE.search('Finished tracing + transforming f for pjit in 0.5 sec')
@@ -207,7 +207,7 @@ def test_benchmark_parsing_and_peak():
 
 
 def test_benchmark_profile_categories_and_table():
-  bench = _load('benchmark')
+  bench = _load('speed', 'benchmark')
   stack = 'jit(run)/while/body/closed_call/'
   assert bench._category(stack + 'transpose(jvp(SpeedNet))/conv_1/dot_general') == (
       'conv_1: backward')
@@ -233,7 +233,7 @@ def test_benchmark_profile_categories_and_table():
 
 
 def test_fashion_mnist_idx_splits_each_class_at_its_end(tmp_path):
-  """experiments/fashion_mnist_idx.py: the last N images of every class are the
+  """experiments/data/fashion_mnist_idx.py: the last N images of every class are the
   test split, empty entries are dropped, and the IDX files read back as written."""
   import json  # pylint: disable=g-import-not-at-top
   from mnist_jax.data import idx  # pylint: disable=g-import-not-at-top
@@ -242,7 +242,7 @@ def test_fashion_mnist_idx_splits_each_class_at_its_end(tmp_path):
   for label in range(10):  # image i of class c: every pixel 10·c + i
     rows = [[10 * label + i] * 784 for i in range(5)] + ([[]] if label == 0 else [])
     (clothes / f'{label}.json').write_text(json.dumps({'data': rows}))
-  module = _load('fashion_mnist_idx')
+  module = _load('data', 'fashion_mnist_idx')
   written = module.convert(str(tmp_path / 'package'), str(tmp_path / 'out'), test_per_class=2)
   for split, per_class in (('train', (0, 1, 2)), ('test', (3, 4))):
     images, labels = idx.load_split(str(tmp_path / 'out'), split, name='fashion_mnist')

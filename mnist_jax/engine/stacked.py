@@ -33,7 +33,7 @@ K = 1 keeps the model's own state and step (no vmap, so a single run costs
 exactly what it did). For K > 1 the step counter is shared (the models step
 together), so fold_in(rng, step) inside train_step stays unbatched. The one
 epoch driver for every K is engine/driver.py.
-experiments/vectorized_speedup.py (training steps) and sweep_walltime.py (a
+experiments/speed/vectorized_speedup.py (training steps) and sweep_walltime.py (a
 whole sweep) measure it; vectorized_profile.py shows why the gain on a 2-core
 CPU is what the trials share, not the per-trial compute.
 """

@@ -24,7 +24,7 @@ and computes only the kernel gradient as K·K matrix products of shifted views
 
 XLA:CPU runs that gradient as a backward convolution 2-4x slower than the
 forward one; for SpeedNet's 16- and 32-channel layers the K·K products are
-1.3-1.7x faster (experiments/conv_grad.py). With fewer input channels (a first layer on
+1.3-1.7x faster (experiments/speed/conv_grad.py). With fewer input channels (a first layer on
 the 1-channel image) XLA's own kernel gradient is faster and is kept.
 
 ``PatchConv`` and ``ShiftConv`` have the parameters of ``nn.Conv`` (``kernel`` (K, K, C, F),
@@ -186,7 +186,7 @@ def get(impl: str) -> type:
   Why 'auto' picks patches on CPU: inside a while loop (``lax.scan``, how
   loop.py runs an epoch) XLA:CPU's convolutions run 5-14x slower than the
   same convolutions in a standalone jit; patches + matmul do not
-  (experiments/PERFORMANCE.md, ``experiments/conv_in_scan.py``).
+  (experiments/PERFORMANCE.md, ``experiments/speed/conv_in_scan.py``).
   """
   if impl == 'auto':
     impl = 'patches' if jax.default_backend() == 'cpu' else 'xla'

@@ -1,6 +1,6 @@
 """The perceptron two ways: Rosenblatt's rule (step activation) vs gradient descent.
 
-  python experiments/perceptron_rule.py --config=configs/perceptron.py \\
+  python experiments/concepts/perceptron_rule.py --config=configs/perceptron.py \\
       [--epochs=5] [--gd_epochs=10] [--data_dir=../shared/data/mnist]
 
 (a) The step activation 1[z >= 0] has zero gradient, so the layer is trained
@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from absl import app, flags
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import hardware
 from mnist_jax.engine import driver

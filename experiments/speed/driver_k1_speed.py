@@ -1,6 +1,6 @@
 """A single run (K = 1) before and after the one-driver engine, side by side.
 
-  python experiments/driver_k1_speed.py --data_dir=../shared/data/mnist \
+  python experiments/speed/driver_k1_speed.py --data_dir=../shared/data/mnist \
       [--old=8c14d06] [--runs=3] [--configs=lenet,speedrun] [--epochs=3]
 
 For each config, fresh processes of ``python -m mnist_jax.main`` alternate
@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, 'experiments'))
 import hardware  # pylint: disable=wrong-import-position
 import report  # pylint: disable=wrong-import-position
@@ -82,7 +82,7 @@ def main():
                   f"{med['old']['test_accuracy']:.4f} / {med['new']['test_accuracy']:.4f} |")
   report.write_markdown(a.out, [
       '# A single run (K = 1): the old loop vs the one driver', '',
-      f'`python experiments/driver_k1_speed.py --data_dir={a.data_dir} --old={a.old} '
+      f'`python experiments/speed/driver_k1_speed.py --data_dir={a.data_dir} --old={a.old} '
       f'--runs={a.runs} --configs={a.configs} --epochs={a.epochs}`', '',
       f'Machine: {hardware.describe()}. Medians of {a.runs} fresh processes each, old and new '
       'alternating. images/s: steady state (median of epochs 2.., or epoch 1 for a '

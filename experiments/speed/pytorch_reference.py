@@ -1,8 +1,8 @@
 """Two PyTorch MNIST recipes, timed from process start to >= 99 % test accuracy.
 
   pip install torch numpy pillow   # in its own environment; mnist_jax is not needed
-  python experiments/pytorch_reference.py --data_dir=../shared/data/mnist [--epochs=14]
-  python experiments/pytorch_reference.py --data_dir=../shared/data/mnist --recipe=record \
+  python experiments/speed/pytorch_reference.py --data_dir=../shared/data/mnist [--epochs=14]
+  python experiments/speed/pytorch_reference.py --data_dir=../shared/data/mnist --recipe=record \
       [--seed=0]
 
 ``--recipe=record``: the fastest published MNIST recipe we know,
@@ -33,7 +33,7 @@ at the end, the seconds from process start to the first test evaluation >= --tar
 """
 import time
 
-START = time.time()   # before the heavy imports: process start, as experiments/benchmark.py
+START = time.time()   # before the heavy imports: process start, as experiments/speed/benchmark.py
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import argparse

@@ -1,6 +1,6 @@
 """The README's pictures: LeNet-5 (configs/lenet.py) trained on the real MNIST.
 
-  python experiments/plots_lenet.py --data_dir=/path/to/mnist_idx [--epochs=3]
+  python experiments/inspection/plots_lenet.py --data_dir=/path/to/mnist_idx [--epochs=3]
 
 Trains configs/lenet.py (with --epochs overriding num_epochs; the schedule is
 stretched to fit) in --workdir (engine.driver.train), then draws every plot of
@@ -15,7 +15,7 @@ import time
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import hardware
 from mnist_jax import cli
@@ -24,7 +24,7 @@ from mnist_jax.engine import driver
 from mnist_jax.inspection import figures
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _EPOCHS = flags.DEFINE_integer('epochs', 0, 'epochs (0 = the config\'s, 10)')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'folder with the MNIST IDX files '
                                 '(default: TFDS)')

@@ -1,6 +1,6 @@
 """Evaluation speed against the eval batch size (why configs/speedrun.py evaluates 500 at a time).
 
-  python experiments/eval_batch.py [--config=configs/speedrun.py] [--sizes=200,500,1000,2500]
+  python experiments/speed/eval_batch.py [--config=configs/speedrun.py] [--sizes=200,500,1000,2500]
 
 Times jit(train.eval_step) over 15,000 images (the speedrun's validation + test
 splits) for each batch size, interleaved over 3 rounds (best round), compilation
@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import hardware  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax import train  # pylint: disable=wrong-import-position
 from mnist_jax.config import defaults  # pylint: disable=wrong-import-position

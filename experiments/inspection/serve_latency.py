@@ -1,6 +1,6 @@
 """Latency of one prediction on the serve page: a drawing (PNG) in, probabilities out.
 
-  python experiments/serve_latency.py --runs=runs/serve_demo [--run=lenet] [--n=200]
+  python experiments/inspection/serve_latency.py --runs=runs/serve_demo [--run=lenet] [--n=200]
 
 Serves the runs as ``python -m mnist_jax.serve`` does (uvicorn on a free
 loopback port, in this process), loads the run once (its forward passes compile
@@ -27,8 +27,8 @@ import time
 import numpy as np
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import hardware
@@ -83,7 +83,7 @@ def browser_latencies(url, run, chromium):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--runs', required=True, help='folder of runs (experiments/serve_runs.py)')
+  parser.add_argument('--runs', required=True, help='folder of runs (experiments/inspection/serve_runs.py)')
   parser.add_argument('--run', default='lenet')
   parser.add_argument('--n', type=int, default=200)
   parser.add_argument('--chromium', default='/usr/bin/chromium')

@@ -1,6 +1,6 @@
 """K ensemble members trained as one vmapped program vs K runs one after another.
 
-  python experiments/ensemble_speed.py [--config=configs/record_single.py] \
+  python experiments/ensembles/ensemble_speed.py [--config=configs/record_single.py] \
       [--ks=1,4,8] [--train_limit=480] [--val_size=100] [--epochs=2] [--ema_decay=0]
 
 Every side is the product's own driver (``engine.driver.train``) on the small
@@ -29,7 +29,7 @@ import tempfile
 from absl import app, flags
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import hardware
 import report
@@ -91,7 +91,7 @@ def main(argv):
       'over epochs '
       f'2..{_EPOCHS.value} of the driver\'s own per-epoch times (epoch 1 compiles); '
       f'weight EMA {"off" if not config.ema_decay else config.ema_decay}. '
-      'Sequential = K x one single run. See the docstring of experiments/ensemble_speed.py.',
+      'Sequential = K x one single run. See the docstring of experiments/ensembles/ensemble_speed.py.',
       '',
       '| K | sequential train s/epoch | vmapped train s/epoch | train speed-up | '
       'sequential train+eval s/epoch | vmapped train+eval s/epoch | total speed-up |',

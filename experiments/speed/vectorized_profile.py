@@ -1,6 +1,6 @@
 """Why K vmapped LeNet-5 trials are not K times cheaper on a 2-core CPU.
 
-  python experiments/vectorized_profile.py [--k=16] [--steps=10] [--repeats=3]
+  python experiments/speed/vectorized_profile.py [--k=16] [--steps=10] [--repeats=3]
 
 Times the forward + backward pass alone (no augmentation, no optimizer: one
 SGD update w ← w − 10⁻⁴ g per step inside a lax.scan, as engine/driver.py runs it) of
@@ -33,7 +33,7 @@ from absl import app, flags
 from flax import linen as nn
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import hardware
 import report

@@ -1,19 +1,19 @@
 """The runs the serve page's README figures show: LeNet-5 and the MLP, trained into one folder.
 
-  python experiments/serve_runs.py --runs=runs/serve_demo [--data_dir=DIR] [--epochs=3]
+  python experiments/inspection/serve_runs.py --runs=runs/serve_demo [--data_dir=DIR] [--epochs=3]
 
 Trains configs/lenet.py and configs/mlp.py (``--epochs`` each; their learning-rate
 schedules span that many epochs) on the MNIST IDX files in --data_dir (default: the committed
 5,000-image fixture tests/fixtures/mnist_small), 5,000 (fixture: 500) images held
 out for validation, into RUNS/lenet and RUNS/mlp. Then
-``python -m mnist_jax.serve --runs=RUNS`` serves them; experiments/serve_latency.py
-and experiments/serve_screenshots.py measure and picture that page.
+``python -m mnist_jax.serve --runs=RUNS`` serves them; experiments/inspection/serve_latency.py
+and experiments/inspection/serve_screenshots.py measure and picture that page.
 """
 import argparse
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURE = os.path.join(ROOT, 'tests', 'fixtures', 'mnist_small')
 
 

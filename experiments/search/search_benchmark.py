@@ -1,6 +1,6 @@
 """Grid vs ASHA vs TPE on a LeNet search space: best validation accuracy and epochs trained.
 
-  python experiments/search_benchmark.py --data_dir=../shared/data/mnist \
+  python experiments/search/search_benchmark.py --data_dir=../shared/data/mnist \
       [--train_limit=10000 --epochs=9] [--strategies=grid,asha,tpe,tpe_asha,grid_vec4] \
       [--seeds=0,1,2]
 
@@ -36,8 +36,8 @@ import time
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 import hardware  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -115,7 +115,7 @@ def _mean_row(name: str, runs: list, grid: dict) -> str:
 def render(results: dict, setup: dict) -> str:
   grid = (results.get('grid') or [None])[0]
   lines = ['# Hyperparameter search: grid vs ASHA vs TPE (LeNet, 12-point space)', '',
-           '`python experiments/search_benchmark.py ' + setup['args'] + '`', '',
+           '`python experiments/search/search_benchmark.py ' + setup['args'] + '`', '',
            f"Hardware: {setup['hardware']}; one worker, one process, run while holding the "
            "team's CPU lock on a shared machine (wall-clock is an upper bound; epochs and "
            'accuracies do not depend on it).', '',

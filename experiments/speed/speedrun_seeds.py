@@ -1,6 +1,6 @@
 """Is the speedrun's accuracy a lucky draw? configs/speedrun.py over several seeds.
 
-  python experiments/speedrun_seeds.py --data_dir=../shared/data/mnist \
+  python experiments/speed/speedrun_seeds.py --data_dir=../shared/data/mnist \
       [--seeds=0,1,2,3,4] [--out=experiments/results/benchmark_speedrun_seeds.md]
 
 Each seed trains the config once with ``mnist_jax.engine.driver`` (in this process) and
@@ -9,7 +9,7 @@ images, by which the config was chosen) and the test accuracy, then the mean
 and the minimum over seeds. The seed changes the initialization, the batch
 order and dropout/augmentation draws; the data split stays fixed. Times here
 are indicative only (one process: later seeds skip the imports); time the
-speedrun with experiments/benchmark.py.
+speedrun with experiments/speed/benchmark.py.
 """
 import os
 import statistics
@@ -20,7 +20,7 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import hardware  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax.engine import driver  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -64,7 +64,7 @@ def main(argv):
     config.data.source, config.data.download = 'idx', False
     config.data.data_dir = os.path.abspath(FLAGS.data_dir)
   rows = run_seeds(config, [int(s) for s in FLAGS.seeds])
-  text = report(rows, ' '.join(['python', 'experiments/speedrun_seeds.py'] + sys.argv[1:]))
+  text = report(rows, ' '.join(['python', 'experiments/speed/speedrun_seeds.py'] + sys.argv[1:]))
   print(text)
   if FLAGS.out:
     with open(FLAGS.out, 'w') as f:

@@ -1,10 +1,10 @@
 """Validation accuracy of variants of a config over seeds (selection without the test set).
 
-  python experiments/speedrun_variants.py --data_dir=../shared/data/mnist \
+  python experiments/speed/speedrun_variants.py --data_dir=../shared/data/mnist \
       --variants='model.conv_impl=shift;model.conv_impl=shift,batch_size=48' [--seeds=0,1,2]
 
 Each variant (';'-separated, each a ','-separated list of key=value overrides of
---config, read as experiments/benchmark.py's --set) trains once per seed with
+--config, read as experiments/speed/benchmark.py's --set) trains once per seed with
 ``mnist_jax.engine.driver`` and reports only the validation accuracy (the last
 5,000 train images) after its last epoch: the test set is not looked at, so the
 table can choose a variant. Writes a markdown table to --out.
@@ -17,7 +17,8 @@ import time
 
 from absl import app, flags, logging
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # hardware
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmark, beside this file
 import hardware  # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmark import load_config  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax.engine import driver  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -42,7 +43,7 @@ def main(argv):
     rows.append(f"| `{variant or '(config)'}` | " + ' | '.join(f'{v:.4f}' for v in vals)
                 + f' | {statistics.mean(vals):.4f} | {min(vals):.4f} |')
     print(rows[-1], flush=True)
-  command = ' '.join(['python', 'experiments/speedrun_variants.py'] + sys.argv[1:])
+  command = ' '.join(['python', 'experiments/speed/speedrun_variants.py'] + sys.argv[1:])
   text = (f'# Validation accuracy of config variants ({time.strftime("%Y-%m-%d")})\n\n'
           f'`{command}`\n\nHardware: {hardware.describe()}.\n\n' + '\n'.join(rows) + '\n')
   print(text)

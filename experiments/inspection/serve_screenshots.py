@@ -1,8 +1,8 @@
 """The README's screenshots of the serve page, taken in headless Chromium.
 
-  python experiments/serve_screenshots.py --runs=runs/serve_demo [--chromium=/usr/bin/chromium]
+  python experiments/inspection/serve_screenshots.py --runs=runs/serve_demo [--chromium=/usr/bin/chromium]
 
-Serves the runs (experiments/serve_runs.py) as ``python -m mnist_jax.serve``
+Serves the runs (experiments/inspection/serve_runs.py) as ``python -m mnist_jax.serve``
 does, opens the page in Debian's chromium with Playwright, and as a user would:
 draws a 7 with the mouse, clicks a pixel of a C3 feature map (its receptive
 field is outlined on the input), then opens the run view, overlays the MLP's
@@ -15,13 +15,13 @@ import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax.inspection import server
 from playwright.sync_api import sync_playwright
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
+RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'results')
 SEVEN = [(70, 62), (140, 60), (210, 58), (180, 110), (150, 170), (125, 235)]
 
 
@@ -37,7 +37,7 @@ def stroke(page, points):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--runs', required=True, help='folder of runs (experiments/serve_runs.py)')
+  parser.add_argument('--runs', required=True, help='folder of runs (experiments/inspection/serve_runs.py)')
   parser.add_argument('--run', default='lenet')
   parser.add_argument('--compare', default='mlp')
   parser.add_argument('--chromium', default='/usr/bin/chromium')

@@ -1,7 +1,7 @@
 """Speed of a config, end to end: from process start to the first evaluation at
 >= 99 % test accuracy, with compile time, steady-state images/s and FLOP/s.
 
-  python experiments/benchmark.py --config=configs/speedrun.py \
+  python experiments/speed/benchmark.py --config=configs/speedrun.py \
       --data_dir=../shared/data/mnist --runs=3 --loops=scan,naive \
       --out=experiments/results/benchmark.md
 
@@ -9,10 +9,10 @@ Each run is a fresh process, timed by the parent from just before it starts:
 'scan' runs ``python -m mnist_jax.main --compilation_cache=off`` (the config's
 loop, cold: every program compiled), 'warm' the same with a persistent
 compilation cache that one untimed run filled first (engine/compile_cache.py:
-the second run on a machine), 'naive' runs experiments/naive_loop.py (one host
+the second run on a machine), 'naive' runs experiments/speed/naive_loop.py (one host
 batch and one jit dispatch per step), and with ``--pytorch_python=PY`` (an
 interpreter with torch) 'torch_record' / 'torch_examples' run
-experiments/pytorch_reference.py --recipe=record / examples (the fastest
+experiments/speed/pytorch_reference.py --recipe=record / examples (the fastest
 published recipe; the PyTorch examples/mnist one). All loops run interleaved,
 run 1 of each, then run 2, ..., so a change in the machine's load hits all.
 The child logs with ``JAX_LOG_COMPILES=1``; the parent timestamps
@@ -55,9 +55,9 @@ import time
 
 from absl import app, flags
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NAIVE = os.path.join(ROOT, 'experiments', 'naive_loop.py')
-REFERENCE = os.path.join(ROOT, 'experiments', 'pytorch_reference.py')
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+NAIVE = os.path.join(ROOT, 'experiments', 'speed', 'naive_loop.py')
+REFERENCE = os.path.join(ROOT, 'experiments', 'speed', 'pytorch_reference.py')
 REFERENCE_RE = re.compile(r'epoch (\d+): test accuracy ([0-9.]+) %')
 REFERENCE_RATE_RE = re.compile(r'\((\d+) images/s\)')
 FLAGS = flags.FLAGS
@@ -212,7 +212,7 @@ def run_once(loop: str, config_path: str, overrides, batch_size: int, target: fl
 
 
 def run_reference(python: str, recipe: str, data_dir: str, target: float, seed: int) -> dict:
-  """experiments/pytorch_reference.py --recipe=``recipe`` in ``python`` (an
+  """experiments/speed/pytorch_reference.py --recipe=``recipe`` in ``python`` (an
   interpreter with torch), timed like run_once: from just before the process
   starts to the moment it prints its first test evaluation at >= ``target``."""
   cmd = [python, REFERENCE, f'--recipe={recipe}', f'--data_dir={os.path.abspath(data_dir)}',
@@ -365,6 +365,29 @@ def profile(config, steps: int = 20) -> str:
   return '\n'.join(lines)
 
 
+def _section_key(section: str) -> tuple:
+  """What a section measures: its heading without the date, and the machine."""
+  lines = section.splitlines()
+  machine = next((l.split('peak:', 1)[1].split(':')[0].strip() for l in lines if 'peak:' in l), '')
+  return lines[0].split(' — ')[0].strip(), machine
+
+
+def write_section(path: str, report: str) -> None:
+  """Puts ``report`` (a '### ' section) into the markdown file at ``path``: it
+  replaces the section that measured the same thing on the same machine, so the
+  file holds each measurement's current figure, not a trail; others are kept."""
+  text = open(path).read() if os.path.exists(path) else ''
+  head, *sections = text.split('\n### ')
+  sections = ['### ' + s.strip() for s in sections]
+  if head.startswith('### '):
+    head, sections = '', [head.strip()] + sections
+  key = _section_key(report.strip())
+  kept = [s for s in sections if _section_key(s) != key] + [report.strip()]
+  with open(path + '.tmp', 'w') as f:
+    f.write((head.rstrip() + '\n\n' if head.strip() else '') + '\n\n'.join(kept) + '\n')
+  os.replace(path + '.tmp', path)
+
+
 def main(argv):
   del argv
   overrides = list(FLAGS.set)
@@ -376,8 +399,7 @@ def main(argv):
     report = f'### profile of {FLAGS.config} {" ".join(FLAGS.set)}\n\n{profile(config)}\n'
     print(report)
     if FLAGS.out:
-      with open(FLAGS.out, 'a') as f:
-        f.write(report + '\n')
+      write_section(FLAGS.out, report)
     return
   peak = cpu_peak(FLAGS.fma_per_cycle)
   cost = model_cost(config)
@@ -403,7 +425,7 @@ def main(argv):
             f"{r['wall_s']:.1f} s, load {r['load']:.1f}; phases "
             + ', '.join(f'{p} {v:.2f} s' for p, v in r['phases'].items()), flush=True)
       results[loop].append(r)
-  command = ' '.join(['python', 'experiments/benchmark.py'] + sys.argv[1:])
+  command = ' '.join(['python', 'experiments/speed/benchmark.py'] + sys.argv[1:])
   report = '\n'.join([
       f"### {FLAGS.config} {' '.join(FLAGS.set)} — {time.strftime('%Y-%m-%d %H:%M')}",
       '', f'`{command}`', '',
@@ -421,8 +443,7 @@ def main(argv):
       report += f'\n{loop} run {i + 1} (torch seed {i}): {r["summary"]}'
   print('\n' + report)
   if FLAGS.out:
-    with open(FLAGS.out, 'a') as f:
-      f.write(report + '\n\n')
+    write_section(FLAGS.out, report)
 
 
 def define_flags():
@@ -435,14 +456,15 @@ def define_flags():
   flags.DEFINE_list('loops', ['scan', 'naive'], "Any of 'scan' (cold), 'warm', 'naive', "
                     "'torch_record', 'torch_examples'.")
   flags.DEFINE_float('target', 0.99, 'Test accuracy to reach.')
-  flags.DEFINE_string('out', None, 'Markdown file to append the results to.')
+  flags.DEFINE_string('out', None, 'Markdown file for the results: a section per config, '
+                      'overrides and machine, replaced when measured again.')
   flags.DEFINE_integer('timeout', 900, 'Seconds before a run is killed.')
   flags.DEFINE_bool('stop_at_target', False, 'End each run at its first evaluation at '
                     '>= --target (saves time on long configs; the rest is not timed).')
   flags.DEFINE_bool('profile', False, 'Instead of timing runs, trace 20 train steps '
                     'and print where the time goes (per layer and pass, top HLO ops).')
   flags.DEFINE_string('pytorch_python', None, 'A Python interpreter with torch, for the '
-                      'torch_* loops (experiments/pytorch_reference.py; needs --data_dir).')
+                      'torch_* loops (experiments/speed/pytorch_reference.py; needs --data_dir).')
   flags.DEFINE_integer('fma_per_cycle', 0, 'fp32 FMAs per core per cycle (0 = guess '
                        'from /proc/cpuinfo).')
 

@@ -1,7 +1,7 @@
 """Wall-clock of a whole sweep: one trial after another vs --vectorize, each
 without and with the persistent compilation cache (engine/compile_cache.py).
 
-  python experiments/sweep_walltime.py --data_dir=../shared/data/mnist [--epochs=1] \
+  python experiments/search/sweep_walltime.py --data_dir=../shared/data/mnist [--epochs=1] \
       [--train_limit=0]
 
 Runs the config's own ``get_hyper`` sweep (configs/lenet.py: 3 η x 2 dropout p,
@@ -30,7 +30,7 @@ import time
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import hardware  # pylint: disable=g-import-not-at-top,wrong-import-position
 import report  # pylint: disable=g-import-not-at-top,wrong-import-position
 

@@ -1,10 +1,10 @@
 """An ensemble run: members vs ensemble, EMA vs raw weights, reliability, the val trail.
 
-  python experiments/ensemble_run.py [--config=configs/lenet.py] [--size=5] \
+  python experiments/ensembles/ensemble_run.py [--config=configs/lenet.py] [--size=5] \
       [--epochs=3] [--train_limit=0] [--name=lenet]              # the small fixture
-  python experiments/ensemble_run.py --config=configs/record_cpu.py --size=0 \
+  python experiments/ensembles/ensemble_run.py --config=configs/record_cpu.py --size=0 \
       --epochs=0 --data_dir=../shared/data/mnist --name=record_cpu  # the full MNIST
-  python experiments/ensemble_run.py --config=configs/cnn.py --size=0 --epochs=0 \
+  python experiments/ensembles/ensemble_run.py --config=configs/cnn.py --size=0 --epochs=0 \
       --data_dir=/tmp/fashion_mnist --dataset=fashion_mnist --name=cnn  # another dataset
 
 Trains ``--config`` with config.ensemble.size = ``--size`` (0: the config's;
@@ -34,7 +34,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import hardware
 import report
@@ -43,7 +43,7 @@ from mnist_jax.engine import driver, rundir
 from mnist_jax.inspection import figures
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/lenet.py', 'member config',
                                           lock_config=False)
 _SIZE = flags.DEFINE_integer('size', 5, 'ensemble size K')
@@ -52,7 +52,7 @@ _TRAIN_LIMIT = flags.DEFINE_integer('train_limit', 0, 'training images (0 = all 
 _NAME = flags.DEFINE_string('name', 'lenet', 'results/ensemble_<name>_*')
 _DATA_DIR = flags.DEFINE_string('data_dir', 'tests/fixtures/mnist_small', 'IDX folder')
 _DATASET = flags.DEFINE_string('dataset', 'mnist', 'config.data.name of the IDX files in '
-                               '--data_dir (e.g. fashion_mnist: experiments/fashion_mnist_idx.py)')
+                               '--data_dir (e.g. fashion_mnist: experiments/data/fashion_mnist_idx.py)')
 _WORKDIR = flags.DEFINE_string('workdir', '', 'keep the run here (default: a temporary folder)')
 FIXTURE = 'tests/fixtures/mnist_small'
 

@@ -1,6 +1,6 @@
 """Where the speedrun's convolutions lose time: the kernel gradient, and conv_impl='shift'.
 
-  python experiments/conv_grad.py [--batch=60] [--steps=200]
+  python experiments/speed/conv_grad.py [--batch=60] [--steps=200]
 
 Part 1 times, in a standalone jit on one batch (ms per call, best of 3 rounds),
 each 3x3 'SAME' convolution of configs/speedrun.py's SpeedNet:
@@ -26,13 +26,13 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import hardware  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax import train  # pylint: disable=wrong-import-position
 from mnist_jax.config import defaults  # pylint: disable=wrong-import-position
 from mnist_jax.nn import conv  # pylint: disable=wrong-import-position
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _BATCH = flags.DEFINE_integer('batch', 60, 'images per batch (the speedrun: 60)')
 _STEPS = flags.DEFINE_integer('steps', 200, 'calls per measurement')
 _OUT = flags.DEFINE_string('out', os.path.join(ROOT, 'experiments', 'results',

@@ -1,6 +1,6 @@
-"""The naive training loop, kept as a baseline for experiments/benchmark.py.
+"""The naive training loop, kept as a baseline for experiments/speed/benchmark.py.
 
-  python experiments/naive_loop.py --config=configs/lenet.py --workdir=/tmp/naive \
+  python experiments/speed/naive_loop.py --config=configs/lenet.py --workdir=/tmp/naive \
       [--config.data.source=idx --config.data.data_dir=../shared/data/mnist]
 
 Same config, model, optimizer, train_step and eval_step as

@@ -1,13 +1,13 @@
 """Where one jitted train step's time goes, op by op (the loop_mode='step' path).
 
-  python experiments/step_profile.py --config=configs/speed_record.py --set=batch_size=128
-  python experiments/step_profile.py --config=configs/speedrun.py
+  python experiments/speed/step_profile.py --config=configs/speed_record.py --set=batch_size=128
+  python experiments/speed/step_profile.py --config=configs/speedrun.py
 
 Compiles ``jit(train.train_step)`` for the config on one random uint8 batch, runs
 5 warm-up steps, then traces --steps steps with ``jax.profiler`` and prints the
 wall time per step, images/s, and the HLO ops (thunks) with the most time per
 step, each with its jax name stack (``jvp(...)`` = forward, ``transpose(...)`` =
-backward). ``experiments/benchmark.py --profile`` does the same for the lax.scan
+backward). ``experiments/speed/benchmark.py --profile`` does the same for the lax.scan
 chunk of loop_mode='scan'.
 """
 import collections
@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # hardware
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmark, beside this file
 from benchmark import load_config  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 

@@ -1,8 +1,8 @@
 """Trains the architecture zoo (LeNet-5 ... EfficientNet) and tabulates it.
 
-  python experiments/zoo.py --data_dir=../shared/data/mnist          # all, default configs
-  python experiments/zoo.py --models=resnet,densenet --epochs=2      # a subset, shorter
-  python experiments/zoo.py --models=alexnet --epochs=1 --train_limit=2000   # smoke test
+  python experiments/concepts/zoo.py --data_dir=../shared/data/mnist          # all, default configs
+  python experiments/concepts/zoo.py --models=resnet,densenet --epochs=2      # a subset, shorter
+  python experiments/concepts/zoo.py --models=alexnet --epochs=1 --train_limit=2000   # smoke test
 
 Each model trains with its ``configs/<config>.py`` through ``engine.driver.train``
 (its plots then drawn by ``inspection.figures`` if config.write_plots, as mnist_jax.main).
@@ -22,7 +22,7 @@ import tempfile
 import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import hardware
 from mnist_jax import cli, train
@@ -31,7 +31,7 @@ from mnist_jax.engine import driver, rundir
 from mnist_jax.inspection import explain, figures
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # key -> (config file, label, year, key innovation[, config overrides])
 ZOO = {
     'lenet5': ('lenet.py', 'LeNet-5 (modern)', 1998, 'conv + subsampling, end to end'),

@@ -1,6 +1,6 @@
 """The primer's activations on the MLP and its losses on the CNN, on real MNIST.
 
-  python experiments/compare_activations_losses.py \\
+  python experiments/concepts/compare_activations_losses.py \\
       [--epochs=N] [--train_limit=N] [--data_dir=../shared/data/mnist]
 
 Part 1 trains configs/mlp.py (784 -> 500 -> 10) once per hidden activation:
@@ -25,7 +25,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import hardware  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax.engine import driver  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax.config import defaults  # pylint: disable=g-import-not-at-top,wrong-import-position

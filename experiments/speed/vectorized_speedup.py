@@ -1,6 +1,6 @@
 """K LeNet-5 trials trained vectorized (one program, jax.vmap) vs one after another.
 
-  python experiments/vectorized_speedup.py [--ks=1,4,8,16] [--steps=30] [--repeats=3]
+  python experiments/speed/vectorized_speedup.py [--ks=1,4,8,16] [--steps=30] [--repeats=3]
 
 The K trials differ in their learning rate η_k = η · 2^(k/4 − 2). Every side runs
 the product's own epoch code (``engine.driver.chunk_fn``, uint8 batches) on
@@ -34,7 +34,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import hardware
 import report
@@ -152,7 +152,7 @@ def main(argv):
       f'{os.getloadavg()[0]:.1f} (shared machine: compare ratios, not seconds).', '',
       f'{_STEPS.value} steps of batch {base.batch_size} per trial (augmentation on, as in '
       f'configs/lenet.py), best of {_REPEATS.value}; sequential time = K x one trial; '
-      'compile excluded. See the docstring of experiments/vectorized_speedup.py for '
+      'compile excluded. See the docstring of experiments/speed/vectorized_speedup.py for '
       'what each column runs.', '']
   lines += table(rows)
   report.write_markdown(_OUT.value, lines)

@@ -1,6 +1,6 @@
 """Why configs use conv_impl='auto' (patches + matmul on CPU): nn.Conv inside lax.scan.
 
-  python experiments/conv_in_scan.py [--configs=lenet,speedrun,alexnet,resnet] [--steps=10]
+  python experiments/speed/conv_in_scan.py [--configs=lenet,speedrun,alexnet,resnet] [--steps=10]
 
 For each config and each convolution ('xla' = flax nn.Conv, 'patches' =
 nn/conv.py's im2col + matmul, the same function of the same parameters) it
@@ -24,12 +24,12 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import hardware  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax import train  # pylint: disable=wrong-import-position
 from mnist_jax.config import defaults  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _CONFIGS = flags.DEFINE_list('configs', ['lenet', 'speedrun', 'alexnet', 'resnet'],
                              'config names in configs/')
 _STEPS = flags.DEFINE_integer('steps', 10, 'steps per measurement')
