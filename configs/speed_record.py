@@ -1,8 +1,8 @@
 """The fastest published MNIST recipe (github.com/tuomaso/train_mnist_fast), as a config.
 
   python -m mnist_jax.main --config=configs/speed_record.py \
-      --config.data.source=idx --config.data.data_dir=../shared/data/mnist
-  python experiments/speed/benchmark.py --config=configs/speed_record.py --data_dir=../shared/data/mnist \
+      --config.data.source=idx --config.data.data_dir=$MNIST_DIR
+  python experiments/speed/benchmark.py --config=configs/speed_record.py --data_dir=$MNIST_DIR \
       --loops=scan,warm,torch_record --pytorch_python=PY
 
 The same arithmetic as ``experiments/speed/pytorch_reference.py --recipe=record``, so the

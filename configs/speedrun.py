@@ -1,9 +1,9 @@
 """Speedrun: >= 99 % MNIST test accuracy in the least wall time on a 2-core CPU.
 
   python -m mnist_jax.main --config=configs/speedrun.py \
-      --config.data.source=idx --config.data.data_dir=../shared/data/mnist
-  python experiments/speed/benchmark.py --config=configs/speedrun.py --data_dir=../shared/data/mnist
-  python experiments/speed/speedrun_seeds.py --data_dir=../shared/data/mnist   # 5 seeds
+      --config.data.source=idx --config.data.data_dir=$MNIST_DIR
+  python experiments/speed/benchmark.py --config=configs/speedrun.py --data_dir=$MNIST_DIR
+  python experiments/speed/speedrun_seeds.py --data_dir=$MNIST_DIR   # 5 seeds
 
 SpeedNet (mnist_jax/models/speednet.py), 3 blocks of conv 3x3 (P = 1) -> batch
 norm -> ReLU -> max-pool 2x2, then one Dense layer (29,178 parameters,

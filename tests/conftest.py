@@ -3,7 +3,7 @@
   mnist_small_dir  tests/fixtures/mnist_small: the first 5,000 train / 1,000 test
                    images of the real MNIST (made by tests/fixtures/make_fixture.py)
   full_data_dir    $MNIST_JAX_FULL_DATA, a folder with mnist/ (IDX files) and
-                   tensorflow_datasets/ like ../shared/data; tests using it skip
+                   tensorflow_datasets/ (the TFDS copy); tests using it skip
                    when it is not set
   small_config     defaults.get_config() on the small fixture (IDX source,
                    val_size=500, one short epoch); a fresh copy per test
@@ -46,11 +46,11 @@ def full_data_dir() -> str:
   path = os.environ.get(FULL_DATA_ENV)
   if not path:
     pytest.skip(f'{FULL_DATA_ENV} is not set: point it at a folder with mnist/ and '
-                'tensorflow_datasets/ (CI sets it to ../shared/data) to run the '
+                'tensorflow_datasets/ (.ci/run sets it) to run the '
                 'full-dataset tests')
   if not os.path.isdir(os.path.join(path, 'mnist')):
     pytest.fail(f'{FULL_DATA_ENV}={path} has no mnist/ folder; point it at a folder '
-                'with mnist/ and tensorflow_datasets/ such as ../shared/data')
+                'with mnist/ (the four IDX files) and tensorflow_datasets/')
   return os.path.abspath(path)
 
 

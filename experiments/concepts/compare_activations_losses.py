@@ -1,7 +1,7 @@
 """The primer's activations on the MLP and its losses on the CNN, on real MNIST.
 
   python experiments/concepts/compare_activations_losses.py \\
-      [--epochs=N] [--train_limit=N] [--data_dir=../shared/data/mnist]
+      [--epochs=N] [--train_limit=N] [--data_dir=$MNIST_DIR]
 
 Part 1 trains configs/mlp.py (784 -> 500 -> 10) once per hidden activation:
 step, sigmoid, tanh, relu, leaky_relu, softmax. Two are odd on purpose:

@@ -1,7 +1,7 @@
 """The perceptron two ways: Rosenblatt's rule (step activation) vs gradient descent.
 
   python experiments/concepts/perceptron_rule.py --config=configs/perceptron.py \\
-      [--epochs=5] [--gd_epochs=10] [--data_dir=../shared/data/mnist]
+      [--epochs=5] [--gd_epochs=10] [--data_dir=$MNIST_DIR]
 
 (a) The step activation 1[z >= 0] has zero gradient, so the layer is trained
     with the perceptron learning rule (mnist_jax/models/perceptron.py), in its

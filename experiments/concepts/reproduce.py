@@ -1,7 +1,7 @@
 """Trains a config on the real MNIST and writes its result row as a markdown table.
 
   python experiments/concepts/reproduce.py --config=configs/lenet.py \
-      --data_dir=../shared/data/mnist --out=experiments/results/lenet.md
+      --data_dir=$MNIST_DIR --out=experiments/results/lenet.md
 
 --data_dir points at the four IDX files (omit it to use TFDS, which downloads).
 The row: config, test accuracy (last epoch), best-validation epoch and the test

@@ -1,6 +1,6 @@
 """Trains the architecture zoo (LeNet-5 ... EfficientNet) and tabulates it.
 
-  python experiments/concepts/zoo.py --data_dir=../shared/data/mnist          # all, default configs
+  python experiments/concepts/zoo.py --data_dir=$MNIST_DIR          # all, default configs
   python experiments/concepts/zoo.py --models=resnet,densenet --epochs=2      # a subset, shorter
   python experiments/concepts/zoo.py --models=alexnet --epochs=1 --train_limit=2000   # smoke test
 

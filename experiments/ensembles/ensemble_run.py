@@ -3,7 +3,7 @@
   python experiments/ensembles/ensemble_run.py [--config=configs/lenet.py] [--size=5] \
       [--epochs=3] [--train_limit=0] [--name=lenet]              # the small fixture
   python experiments/ensembles/ensemble_run.py --config=configs/record_cpu.py --size=0 \
-      --epochs=0 --data_dir=../shared/data/mnist --name=record_cpu  # the full MNIST
+      --epochs=0 --data_dir=$MNIST_DIR --name=record_cpu  # the full MNIST
   python experiments/ensembles/ensemble_run.py --config=configs/cnn.py --size=0 --epochs=0 \
       --data_dir=/tmp/fashion_mnist --dataset=fashion_mnist --name=cnn  # another dataset
 

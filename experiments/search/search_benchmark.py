@@ -1,6 +1,6 @@
 """Grid vs ASHA vs TPE on a LeNet search space: best validation accuracy and epochs trained.
 
-  python experiments/search/search_benchmark.py --data_dir=../shared/data/mnist \
+  python experiments/search/search_benchmark.py --data_dir=$MNIST_DIR \
       [--train_limit=10000 --epochs=9] [--strategies=grid,asha,tpe,tpe_asha,grid_vec4] \
       [--seeds=0,1,2]
 
@@ -41,7 +41,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, ROOT)
 import hardware  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-_DATA_DIR = flags.DEFINE_string('data_dir', '../shared/data/mnist', 'IDX folder')
+_DATA_DIR = flags.DEFINE_string('data_dir', os.environ.get('MNIST_DIR'),
+                                 'Folder with the four MNIST IDX files (default: $MNIST_DIR)')
 _EPOCHS = flags.DEFINE_integer('epochs', 9, 'epochs per trial (the most a trial trains)')
 _TRAIN_LIMIT = flags.DEFINE_integer('train_limit', 10000, 'training images per trial (0: all)')
 _STRATEGIES = flags.DEFINE_list('strategies', ['grid', 'asha', 'tpe', 'tpe_asha', 'grid_vec4'],
@@ -144,6 +145,8 @@ def render(results: dict, setup: dict) -> str:
 
 def main(argv):
   del argv
+  if not _DATA_DIR.value:
+    raise app.UsageError('no MNIST IDX folder: pass --data_dir=DIR or set $MNIST_DIR')
   unknown = set(_STRATEGIES.value) - set(STRATEGIES)
   if unknown:
     raise app.UsageError(f'unknown --strategies {sorted(unknown)}; pick from {list(STRATEGIES)}')

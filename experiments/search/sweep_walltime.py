@@ -1,7 +1,7 @@
 """Wall-clock of a whole sweep: one trial after another vs --vectorize, each
 without and with the persistent compilation cache (engine/compile_cache.py).
 
-  python experiments/search/sweep_walltime.py --data_dir=../shared/data/mnist [--epochs=1] \
+  python experiments/search/sweep_walltime.py --data_dir=$MNIST_DIR [--epochs=1] \
       [--train_limit=0]
 
 Runs the config's own ``get_hyper`` sweep (configs/lenet.py: 3 η x 2 dropout p,
@@ -35,7 +35,8 @@ import hardware  # pylint: disable=g-import-not-at-top,wrong-import-position
 import report  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = flags.DEFINE_string('config', 'configs/lenet.py', 'config file with get_hyper')
-_DATA_DIR = flags.DEFINE_string('data_dir', '../shared/data/mnist', 'IDX folder')
+_DATA_DIR = flags.DEFINE_string('data_dir', os.environ.get('MNIST_DIR'),
+                                 'Folder with the four MNIST IDX files (default: $MNIST_DIR)')
 _EPOCHS = flags.DEFINE_integer('epochs', 1, 'epochs per trial')
 _TRAIN_LIMIT = flags.DEFINE_integer('train_limit', 0, 'training images per trial (0: all)')
 _OUT = flags.DEFINE_string('out', 'experiments/results/sweep_walltime.md', 'table file')
@@ -73,6 +74,8 @@ def best_val(workdir: str) -> dict:
 
 def main(argv):
   del argv
+  if not _DATA_DIR.value:
+    raise app.UsageError('no MNIST IDX folder: pass --data_dir=DIR or set $MNIST_DIR')
   with tempfile.TemporaryDirectory() as tmp:
     seconds, acc = {}, {}
     for i, (name, vectorize, cache) in enumerate(RUNS):

@@ -2,7 +2,7 @@
 >= 99 % test accuracy, with compile time, steady-state images/s and FLOP/s.
 
   python experiments/speed/benchmark.py --config=configs/speedrun.py \
-      --data_dir=../shared/data/mnist --runs=3 --loops=scan,naive \
+      --data_dir=$MNIST_DIR --runs=3 --loops=scan,naive \
       --out=experiments/results/benchmark.md
 
 Each run is a fresh process, timed by the parent from just before it starts:

@@ -1,6 +1,6 @@
 """What reading the MNIST IDX files costs at start-up: gunzip, then the sha256 check.
 
-  python experiments/speed/data_read_cost.py --data_dir=../shared/data/mnist
+  python experiments/speed/data_read_cost.py --data_dir=$MNIST_DIR
 
 mnist_jax.data.idx verifies the decompressed bytes of the full MNIST against their
 known sha256 (a damaged or truncated download is named, not trained on); this

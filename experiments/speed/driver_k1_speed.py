@@ -1,6 +1,6 @@
 """A single run (K = 1) before and after the one-driver engine, side by side.
 
-  python experiments/speed/driver_k1_speed.py --data_dir=../shared/data/mnist \
+  python experiments/speed/driver_k1_speed.py --data_dir=$MNIST_DIR \
       [--old=8c14d06] [--runs=3] [--configs=lenet,speedrun] [--epochs=3]
 
 For each config, fresh processes of ``python -m mnist_jax.main`` alternate

@@ -1,7 +1,7 @@
 """The naive training loop, kept as a baseline for experiments/speed/benchmark.py.
 
   python experiments/speed/naive_loop.py --config=configs/lenet.py --workdir=/tmp/naive \
-      [--config.data.source=idx --config.data.data_dir=../shared/data/mnist]
+      [--config.data.source=idx --config.data.data_dir=$MNIST_DIR]
 
 Same config, model, optimizer, train_step and eval_step as
 ``mnist_jax.engine.driver``; only the feeding differs. Here every step is one

@@ -1,8 +1,8 @@
 """Two PyTorch MNIST recipes, timed from process start to >= 99 % test accuracy.
 
   pip install torch numpy pillow   # in its own environment; mnist_jax is not needed
-  python experiments/speed/pytorch_reference.py --data_dir=../shared/data/mnist [--epochs=14]
-  python experiments/speed/pytorch_reference.py --data_dir=../shared/data/mnist --recipe=record \
+  python experiments/speed/pytorch_reference.py --data_dir=$MNIST_DIR [--epochs=14]
+  python experiments/speed/pytorch_reference.py --data_dir=$MNIST_DIR --recipe=record \
       [--seed=0]
 
 ``--recipe=record``: the fastest published MNIST recipe we know,

@@ -1,6 +1,6 @@
 """Is the speedrun's accuracy a lucky draw? configs/speedrun.py over several seeds.
 
-  python experiments/speed/speedrun_seeds.py --data_dir=../shared/data/mnist \
+  python experiments/speed/speedrun_seeds.py --data_dir=$MNIST_DIR \
       [--seeds=0,1,2,3,4] [--out=experiments/results/benchmark_speedrun_seeds.md]
 
 Each seed trains the config once with ``mnist_jax.engine.driver`` (in this process) and

@@ -1,6 +1,6 @@
 """Validation accuracy of variants of a config over seeds (selection without the test set).
 
-  python experiments/speed/speedrun_variants.py --data_dir=../shared/data/mnist \
+  python experiments/speed/speedrun_variants.py --data_dir=$MNIST_DIR \
       --variants='model.conv_impl=shift;model.conv_impl=shift,batch_size=48' [--seeds=0,1,2]
 
 Each variant (';'-separated, each a ','-separated list of key=value overrides of
