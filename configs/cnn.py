@@ -25,7 +25,7 @@ def get_config():
   config.model.activation = 'relu'
   config.model.dropout_rate = 0.3
   # 'patches' (im2col + matmul, nn/conv.py) gives nn.Conv's numbers, several times
-  # faster on XLA:CPU (experiments/PERFORMANCE.md).
+  # faster on XLA:CPU (docs/speed.md).
   config.model.conv_impl = 'auto'         # CPU: patches + matmul; GPU/TPU: nn.Conv
   config.loss = 'cce'
   defaults.cnn_recipe(config)

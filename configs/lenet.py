@@ -17,7 +17,7 @@ def get_config():
 
 
 def get_hyper(h):
-  """The sweep (mnist_jax/hyper.py): η × dropout p, 3 x 2 = 6 trials, all one
+  """The sweep (mnist_jax/search/hyper.py): η × dropout p, 3 x 2 = 6 trials, all one
   vectorizable group (they differ only in per-trial hyperparameters).
   A random search instead: h.random('config.learning_rate', h.loguniform(5e-4, 8e-3),
   n=8, seed=0)."""

@@ -20,7 +20,7 @@ epoch; the test set is read for the report.
 
 Measured (2-core AMD EPYC, Zen 5; 1,691 s of training; experiments/results/
 ensemble_record_cpu_mnist.md): single 99.50 ± 0.04 % (seeds 0-2), ensemble of
-3 99.62 %; the issue's records (99.70 / 99.80 %) are not reached.
+3 99.62 %; the published records (99.70 % single, 99.80 % ensemble) are not reached.
 """
 from mnist_jax.config import defaults
 

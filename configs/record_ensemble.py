@@ -1,4 +1,4 @@
-"""The ensemble record recipe (issue 14): K = 5 members of configs/record_single.py.
+"""The ensemble record recipe: K = 5 members of configs/record_single.py.
 
   python -m mnist_jax.main --config=configs/record_ensemble.py
 

@@ -1,8 +1,8 @@
-"""The single-model record recipe (issue 14): An et al. 2020's M5 on MNIST.
+"""The single-model record recipe: An et al. 2020's M5 on MNIST.
 
   python -m mnist_jax.main --config=configs/record_single.py --config.seed=0
   (seeds 0, 1, 2 for mean ± std; add --config.data.source=idx
-   --config.data.data_dir=/path/to/mnist to read the IDX files)
+   --config.data.data_dir=$MNIST_DIR to read the IDX files)
 
 S. An, M. Lee, S. Park, H. Yang, J. So, "An Ensemble of Simple Convolutional
 Neural Network Models for MNIST Digit Recognition" (arXiv 2008.10400): small

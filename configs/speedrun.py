@@ -16,9 +16,9 @@ nn.Conv: inside the default lax.scan loop XLA:CPU's convolutions run ~10x
 slower (experiments/results/conv_in_scan.md). ONE epoch of Adam with a
 one-cycle schedule (η from η/25 up to 1.5e-2 over the first 30 % of the steps,
 then cosine down to η/(25·10⁴)), batch 60, float32 (bfloat16 is slower on
-XLA:CPU: experiments/PERFORMANCE.md), no augmentation (it slows a one-epoch
+XLA:CPU: docs/speed.md), no augmentation (it slows a one-epoch
 fit). Chosen by validation accuracy (the last 5,000 train images) in the sweep
-of experiments/PERFORMANCE.md; test accuracy over 5 seeds with this loop and
+of docs/speed.md; test accuracy over 5 seeds with this loop and
 nn.Conv: mean 99.06 %, min 99.01 %, 5 of 5 seeds >= 99 % (η chosen on validation
 over 5 seeds among 1.5e-2, 2e-2, 3e-2)
 (experiments/results/benchmark_speedrun_seeds.md).
@@ -44,8 +44,8 @@ def get_config():
   config.model.dense = ()                  # 3x3x64 -> 10 directly
   config.model.batch_norm = True
   # One dispatch per step, no lax.scan: then XLA's own convolutions are the
-  # fastest on CPU too (in a scan they are ~10x slower, jax#12868); 11.9 s vs
-  # 13.2 s for scan + patches (experiments/results/benchmark.md). On a GPU use
+  # fastest on CPU too (in a scan they are ~10x slower, jax#12868;
+  # experiments/results/conv_in_scan.md). On a GPU use
   # --config.loop_mode=scan (fewer dispatches; nn.Conv is cuDNN there).
   config.model.conv_impl = 'xla'
   config.loop_mode = 'step'

@@ -70,7 +70,7 @@ def make_config(model: str = None, config=None, **overrides) -> ml_collections.C
       config.model[key] = tuple(value) if isinstance(value, list) else value
     else:
       raise UserError(f"unknown option '{key}': not a config key (see "
-                      f"mnist_jax/defaults.py) nor an attribute of model "
+                      f"mnist_jax/config/defaults.py) nor an attribute of model "
                       f"'{config.model.name}' ({', '.join(fields)})")
   return config
 

@@ -2,13 +2,11 @@
 
   python -m mnist_jax.main --config=configs/lenet.py [--workdir=DIR] \
       [--config.learning_rate=3e-3 --config.num_epochs=5 ...]
-  python -m mnist_jax.main --mode=eval --workdir=DIR [--which=best|latest]
 
 Without --workdir a new run directory runs/<config>_<YYYYmmdd-HHMMSS> is made;
 an existing workdir with checkpoints is resumed. Expected errors print one line
-and exit with status 2.
+and exit with status 2. A checkpoint is evaluated by ``python -m mnist_jax.evaluate``.
 """
-import json
 import os
 import time
 
@@ -21,9 +19,6 @@ from mnist_jax.errors import UserError
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (default: a new runs/<name>_<time>).')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
-                          'train, or eval: test metrics of a checkpoint of --workdir.')
-_WHICH = flags.DEFINE_enum('which', 'best', ['best', 'latest'], 'Checkpoint for --mode=eval.')
 cli.define_distributed_flags()
 cli.define_cache_flag()
 
@@ -38,8 +33,6 @@ def main(argv):
   cli.quiet_logs()
   cli.use_compilation_cache()
   cli.initialize_distributed()  # multi-host: before any other JAX call
-  if _MODE.value == 'eval':
-    return evaluate_checkpoint()
   if _CONFIG.value is None:
     cli.fail('--config is required to train; pass e.g. --config=configs/lenet.py')
   from mnist_jax.engine import driver  # pylint: disable=g-import-not-at-top  (keeps --help fast)
@@ -52,7 +45,7 @@ def main(argv):
     if result.error is not None:
       raise result.error
     if config.write_plots:
-      from mnist_jax.inspection import figures  # pylint: disable=g-import-not-at-top  (matplotlib: 0.6 s)
+      from mnist_jax.inspection import figures  # pylint: disable=g-import-not-at-top  (matplotlib is slow to import)
       figures.write_all(workdir, config, result.state, outcome.data)
   except UserError as e:
     logging.flush()
@@ -63,18 +56,13 @@ def main(argv):
         f"{os.path.join(workdir, 'summary.json')}")
 
 
-def evaluate_checkpoint():
-  """--mode=eval: validation and test metrics of the best/latest checkpoint."""
-  from mnist_jax.engine import evaluation  # pylint: disable=g-import-not-at-top
-  if not _WORKDIR.value:
-    cli.fail('--mode=eval needs --workdir=DIR of a run with checkpoints')
-  try:
-    result = evaluation.checkpoint_metrics(_WORKDIR.value, _WHICH.value)
-  except UserError as e:
-    cli.fail(e)
-  print(json.dumps(result, sort_keys=True))
-  print(evaluation.format_line(result))
+def parse_flags(argv):
+  """cli.parse_flags, with the one line for the evaluation form this command dropped."""
+  if any(a.split('=')[0] in ('--mode', '-mode') for a in argv[1:]):
+    cli.fail('--mode is gone from mnist_jax.main: evaluate a checkpoint with '
+             'python -m mnist_jax.evaluate --workdir=DIR [--which=best|latest]')
+  return cli.parse_flags(argv)
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=cli.parse_flags)
+  app.run(main, flags_parser=parse_flags)

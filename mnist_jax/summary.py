@@ -1,7 +1,8 @@
-"""The explainer's first name: ``python -m mnist_jax.summary`` runs
-``python -m mnist_jax.explain`` (kept so existing commands work; 'summary' now
-means only a run's summary.json)."""
-import runpy
+"""``python -m mnist_jax.summary`` was the explainer's first name: it now says, in one
+line, to run ``python -m mnist_jax.explain`` ('summary' means a run's summary.json)."""
+import sys
 
 if __name__ == '__main__':
-  runpy.run_module('mnist_jax.explain', run_name='__main__', alter_sys=True)
+  print('error: mnist_jax.summary is now mnist_jax.explain; run python -m mnist_jax.explain '
+        '--config=configs/lenet.py', file=sys.stderr)
+  sys.exit(2)

@@ -8,7 +8,7 @@
   small_config     defaults.get_config() on the small fixture (IDX source,
                    val_size=500, one short epoch); a fresh copy per test
 
-Compiled programs are shared across the tests: the whole session (this process,
+Compiled programs are shared across the tests: the whole test run (this process,
 its pytest-xdist workers and every command a test starts, through
 $MNIST_JAX_COMPILATION_CACHE) uses one persistent compilation cache in a fresh
 temporary directory, so a train step that many tests build compiles once. A

@@ -1,4 +1,4 @@
-"""Checkpoints: an intact one round-trips; a damaged one is detected, named and set aside.
+"""Checkpoints: an intact one reads back as written; a damaged one is detected, named and set aside.
 
 Damage is done the way a bad disk does it: bytes flipped in the middle of the
 largest array-data file of the checkpoint (orbax writes the arrays as OCDBT

@@ -159,7 +159,7 @@ def test_full_mnist_idx(full_data_dir, mnist_small_dir):
 
 @pytest.fixture(scope='module')
 def tfds_dataset(full_data_dir):
-  """The one TFDS load of the session (imports TensorFlow, ~10 s)."""
+  """The one TFDS load of this module (imports TensorFlow, ~10 s)."""
   data = defaults.get_config().data
   data.source, data.download = 'tfds', False
   data.data_dir = os.path.join(full_data_dir, 'tensorflow_datasets')

@@ -147,14 +147,20 @@ def test_every_registered_model(name):
   assert all(r.macs >= 0 for r in rows)
 
 
-@pytest.mark.parametrize('command', ['mnist_jax.explain', 'mnist_jax.summary'])
-def test_cli_prints_the_table(command):
-  """python -m mnist_jax.explain (and its first name, mnist_jax.summary)."""
-  out = subprocess.run([sys.executable, '-m', command,
+def test_cli_prints_the_table():
+  """python -m mnist_jax.explain."""
+  out = subprocess.run([sys.executable, '-m', 'mnist_jax.explain',
                         '--config=configs/lenet.py'], capture_output=True, text=True,
                        check=True, cwd=ROOT).stdout
   assert '| C1 | Conv | 28x28x6 | 5 | 1 | 156 | 117,600 | 5 | 1 |' in out
   assert '**61,706**' in out
+
+
+def test_the_old_name_summary_names_explain_in_one_line():
+  out = subprocess.run([sys.executable, '-m', 'mnist_jax.summary', '--config=configs/lenet.py'],
+                       capture_output=True, text=True, cwd=ROOT)
+  assert out.returncode == 2 and out.stdout == ''
+  assert out.stderr.count('\n') == 1 and 'python -m mnist_jax.explain' in out.stderr
 
 
 class _Shared(nn.Module):

@@ -64,10 +64,19 @@ def test_main_trains_and_writes_its_files(tmp_path, mnist_small_dir):
   assert sorted(os.listdir(workdir / 'checkpoints' / 'latest')) == ['1', '2']
   assert 'steps (' in out.stderr  # the in-epoch progress line
   assert {'curves.png', 'confusion.png', 'filters.png'} <= set(os.listdir(workdir / 'plots'))
-  evaluated = run_main([f'--workdir={workdir}', '--mode=eval', '--which=latest'])
+  evaluated = subprocess.run([sys.executable, '-m', 'mnist_jax.evaluate', f'--workdir={workdir}',
+                              '--which=latest'], cwd=ROOT, capture_output=True, text=True,
+                             timeout=600)
   assert evaluated.returncode == 0, evaluated.stderr[-2000:]
   result = json.loads(evaluated.stdout.splitlines()[0])
   assert abs(result['test']['accuracy'] - summary['test_accuracy']) < 1e-6
+
+
+def test_the_dropped_eval_mode_names_the_evaluate_command(tmp_path):
+  out = run_main([f'--workdir={tmp_path}', '--mode=eval', '--which=latest'])
+  assert out.returncode == 2 and out.stderr.count('\n') == 1, out.stderr
+  assert 'python -m mnist_jax.evaluate --workdir=DIR' in out.stderr
+  assert os.listdir(tmp_path) == []
 
 
 def test_bare_command_makes_a_new_run_directory(tmp_path, mnist_small_dir):

@@ -30,7 +30,7 @@ c.data.source = 'idx'; c.data.data_dir = {data!r}; c.data.download = False
 c.data.val_size = 500; c.data.train_limit = 640; c.batch_size = 64
 c.eval_batch_size = 200; c.num_epochs = 2; c.log_every_steps = 5
 c.optimizer = 'momentum'; c.learning_rate = 0.05; c.write_plots = False
-c.data.per_device_shards = True   # what every multi-host run does (data/shards.py)
+c.data.per_device_shards = True   # what every multi-host run does (parallel/shards.py)
 print('SUMMARY', json.dumps(driver.train_and_evaluate(c, workdir)))
 '''
 

@@ -1,4 +1,4 @@
-"""Sweeps: the h.* helpers, trial names, overrides, running/skipping trials,
+"""Sweeps: the h.* functions, trial names, overrides, running/skipping trials,
 the merged results table, and the command line (--list, --trial, errors)."""
 import csv
 import json

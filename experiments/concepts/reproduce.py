@@ -1,7 +1,7 @@
 """Trains a config on the real MNIST and writes its result row as a markdown table.
 
-  python experiments/concepts/reproduce.py --config=configs/lenet.py \
-      --data_dir=$MNIST_DIR --out=experiments/results/lenet.md
+  python experiments/concepts/reproduce.py --config=configs/cnn.py \
+      --data_dir=$MNIST_DIR --out=experiments/results/cnn.md
 
 --data_dir points at the four IDX files (omit it to use TFDS, which downloads).
 The row: config, test accuracy (last epoch), best-validation epoch and the test

@@ -85,7 +85,7 @@ def _overrides(key) -> dict:
 
 
 def _config_label(key) -> str:
-  """`configs/x.py` plus its overrides as command-line flags."""
+  """`configs/<name>.py` plus its overrides as command-line flags."""
   flags_ = ' '.join(f'--config.{k}={v}' for k, v in _overrides(key).items())
   return f'configs/{ZOO[key][0]}' + (f' {flags_}' if flags_ else '')
 

@@ -84,8 +84,8 @@ def main(argv):
       f'# Ensemble members vmapped vs one after another ({config.model.name}, '
       f'{os.path.basename(flags.FLAGS["config"].config_filename)})', '',
       f'`python {" ".join(shlex.quote(a) for a in sys.argv)}`', '',
-      f'Hardware: {hardware.describe()}; run under the shared CPU lock (nothing else '
-      f'training); load average at the end {os.getloadavg()[0]:.1f}.', '',
+      f'Hardware: {hardware.describe()}; nothing else training; '
+      f'load average at the end {os.getloadavg()[0]:.1f}.', '',
       f'The small MNIST fixture: {_TRAIN_LIMIT.value} training images ({steps} steps of '
       f'{config.batch_size}), {_VAL_SIZE.value} validation and 1,000 test images; median '
       'over epochs '

@@ -117,8 +117,8 @@ def render(results: dict, setup: dict) -> str:
   grid = (results.get('grid') or [None])[0]
   lines = ['# Hyperparameter search: grid vs ASHA vs TPE (LeNet, 12-point space)', '',
            '`python experiments/search/search_benchmark.py ' + setup['args'] + '`', '',
-           f"Hardware: {setup['hardware']}; one worker, one process, run while holding the "
-           "team's CPU lock on a shared machine (wall-clock is an upper bound; epochs and "
+           f"Hardware: {setup['hardware']}; one worker, one process, on a machine "
+           "that may be shared (wall-clock is an upper bound; epochs and "
            'accuracies do not depend on it).', '',
            f"configs/lenet.py, η ∈ {{5e-4, 1e-3, 2e-3, 4e-3}} x dropout ∈ {{0, 0.25, 0.5}}; "
            f"each trial on the first {setup['train_limit']} training images for up to "

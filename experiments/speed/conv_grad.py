@@ -2,7 +2,7 @@
 
   python experiments/speed/conv_grad.py [--batch=60] [--steps=200]
 
-Part 1 times, in a standalone jit on one batch (ms per call, best of 3 rounds),
+Part 1 times, in a standalone jit on one batch (ms per call, best of 3 repeats),
 each 3x3 'SAME' convolution of configs/speedrun.py's SpeedNet:
 
   forward   lax.conv_general_dilated (what nn.Conv runs)
@@ -13,8 +13,8 @@ each 3x3 'SAME' convolution of configs/speedrun.py's SpeedNet:
             (nn/conv.py's shift_conv2d), checked against 'dW xla'
 
 Part 2 times the whole jitted train step of configs/speedrun.py (loop_mode='step')
-with conv_impl 'xla' and 'shift', interleaved over 3 rounds (ms per step, best
-round). Writes a markdown report to --out.
+with conv_impl 'xla' and 'shift', interleaved over 3 repeats (ms per step, best
+repeat). Writes a markdown report to --out.
 """
 import os
 import shlex
@@ -41,11 +41,11 @@ LAYERS = ((28, 1, 16), (14, 16, 32), (7, 32, 64))   # (H = W, C, F) of SpeedNet'
 PADS = ((1, 1), (1, 1))
 
 
-def best_ms(fn, args, steps, rounds=3):
+def best_ms(fn, args, steps, repeats=3):
   fn = jax.jit(fn)
   jax.block_until_ready(fn(*args))               # compile
   best = float('inf')
-  for _ in range(rounds):
+  for _ in range(repeats):
     t = time.perf_counter()
     for _ in range(steps):
       out = fn(*args)
@@ -90,7 +90,7 @@ def step_rows(steps):
     step = jax.jit(train.train_step)
     jax.block_until_ready(step(state, batch, jax.random.key(1)))   # compile
     runs[impl], best[impl] = (step, state), float('inf')
-  for _ in range(3):                                  # interleaved rounds
+  for _ in range(3):                                  # interleaved repeats
     for impl, (step, state) in runs.items():
       t = time.perf_counter()
       for i in range(steps):
@@ -111,9 +111,9 @@ def main(argv):
           f"`python {' '.join(shlex.quote(a) for a in sys.argv)}` ({time.strftime('%Y-%m-%d %H:%M')})\n\n"
           f'Hardware: {hardware.describe()}; load average at the end {os.getloadavg()[0]:.1f}.\n\n'
           f'Per convolution of SpeedNet, batch {_BATCH.value}, standalone jit, ms per call '
-          '(best of 3 rounds):\n\n' + '\n'.join(layers) +
+          '(best of 3 repeats):\n\n' + '\n'.join(layers) +
           '\n\nThe whole train step of `configs/speedrun.py` (batch 60, loop_mode=\'step\'), '
-          f'{_STEPS.value} steps per round, best of 3 interleaved rounds:\n\n'
+          f'{_STEPS.value} steps per repeat, best of 3 interleaved repeats:\n\n'
           + '\n'.join(steps) + '\n')
   with open(_OUT.value, 'w') as f:
     f.write(text)

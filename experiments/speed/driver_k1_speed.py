@@ -5,7 +5,7 @@
 
 For each config, fresh processes of ``python -m mnist_jax.main`` alternate
 between the old tree (``git archive <old>`` into a temporary folder: the
-commit before the engine rewrite, with mnist_jax/loop.py) and this one, on the
+commit before the engine rewrite, with its own loop module) and this one, on the
 same data, seed and flags. Per process it reads summary.json and metrics.jsonl:
 the wall time from start to summary, and the steady-state images/s (median of
 the epochs after the first, which includes compilation). The ratio new / old of

@@ -3,7 +3,7 @@
   python experiments/speed/eval_batch.py [--config=configs/speedrun.py] [--sizes=200,500,1000,2500]
 
 Times jit(train.eval_step) over 15,000 images (the speedrun's validation + test
-splits) for each batch size, interleaved over 3 rounds (best round), compilation
+splits) for each batch size, interleaved over 3 repeats (best repeat), compilation
 excluded, and prints images/s. Larger batches are not faster on a CPU once one
 batch's activations overflow the caches (SpeedNet's first feature maps: B x 28 x
 28 x 16 float32 = 50 MB at B = 1000).

@@ -59,7 +59,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.val_size = 5000          # validation images carved from the end of train
   c.data.standardize = False      # (x - 0.1307) / 0.3081 after x = p / 255
   c.data.train_limit = 0          # use only the first N train images (0 = all)
-  c.data.per_device_shards = False  # devices sample only their 1/D of train (data/shards.py)
+  c.data.per_device_shards = False  # devices sample only their 1/D of train (parallel/shards.py)
 
   c.model = ml_collections.ConfigDict()
   c.model.name = 'lenet5'

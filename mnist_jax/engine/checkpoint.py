@@ -12,8 +12,8 @@ opt_state, and the weight EMA 'ema' when config.ema_decay > 0) and a small JSON 
 not saved: epoch e's randomness is fold_in(key(seed), e), so a resumed run is
 identical.
 
-Imported on first use: orbax (with tensorstore, rich, uvloop, ...) takes 0.3-0.4 s
-to import, so a fresh run (``RunCheckpoints``) imports it at its first save, after
+Imported on first use: orbax (with tensorstore, rich, uvloop, ...) is slow to
+import, so a fresh run (``RunCheckpoints``) imports it at its first save, after
 its first train step, not in its start-up.
 
 Integrity: 'sha256' is a checksum of the saved arrays (dtype, shape and bytes

@@ -17,10 +17,10 @@ another is still writing.
   enable(path)      turns the cache on at ``path`` for this process; call it before
                     the first compilation (JAX reads the setting once)
 
-Programs that took >= MIN_COMPILE_S to compile are kept. Measured on a 2-core
-AMD EPYC (family 23, AVX2), a 2-epoch LeNet-5 run of the test fixture: 19.6 s
-without the cache, 20.1 s filling it (5 entries), 8.9 s from it; keeping every
-program (0 s: 49 entries) cost 2.4 s more to fill and saved no more.
+Programs that took >= MIN_COMPILE_S to compile are kept: the few programs a
+run spends its compile time on, not the many tiny ones that cost more to write
+and read back than to compile (what the cache saves: experiments/results/
+sweep_walltime.md).
 """
 import os
 

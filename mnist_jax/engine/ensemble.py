@@ -200,8 +200,8 @@ def _member_probs(template, params, batch_stats, k, images):
 def member_probabilities(ens: Ensemble, images, *, batch_size: int = 1000) -> np.ndarray:
   """(K, N, C) float32 member probabilities of uint8 images (N, 28, 28, 1) (or
   floats in [0, 1]), in padded batches of ``batch_size``. Members run one after
-  another, each costing what its single model costs (a one-off measurement on the
-  2-core CPU: evaluating 4 vmapped M5 members took 1.2x the time of 4 single ones)."""
+  another: each costs what its single model costs, and memory holds one member's
+  activations at a time (vmapping the members does not evaluate them faster on a CPU)."""
   images = np.asarray(images)
   images = images[..., None] if images.ndim == 3 else images
   out = [np.stack([np.asarray(_member_probs(ens.template, ens.params, ens.batch_stats, k,

@@ -13,7 +13,7 @@ the mean of its members' probabilities; its loss is then the NLL of that mean.
 ``calibration`` adds NLL and ECE (engine/calibration.py) of a model or an
 ensemble, with its weight EMA where it has one. ``make_eval_fn`` jits one batch (not a scan over
 batches): one compilation serves every split, and XLA:CPU's convolutions run
-outside a while loop (experiments/PERFORMANCE.md).
+outside a while loop (docs/speed.md).
 """
 import functools
 

@@ -1,6 +1,6 @@
 """Loading a run back from its workdir: config, restored train state, metrics.
 
-A workdir written by ``loop.train_and_evaluate`` holds
+A workdir written by ``engine.driver.train`` (``python -m mnist_jax.main``) holds
 
   config.json              the run's ConfigDict (ConfigDict.to_json_best_effort)
   metrics.jsonl            one JSON record per finished epoch

@@ -1,6 +1,6 @@
 """Where per-epoch metrics go: ``metrics.jsonl`` (one JSON object per epoch) and
 TensorBoard event files (via tensorboardX: real TensorBoard events without
-importing TensorFlow, ~0.3 s instead of ~4 s). Only process 0 writes.
+importing TensorFlow, which would dominate a command's start-up). Only process 0 writes.
 """
 import json
 import os

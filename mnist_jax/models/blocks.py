@@ -74,7 +74,7 @@ def _window_max(x, k: int):
   Gradient: ∂L/∂x = ∂L/∂y at the elements equal to their window's maximum, 0
   elsewhere: one element-wise select. ``jnp.max``'s own rule also counts the
   ties and divides by their number (a reduction, a compare, a convert and a
-  division more, ~4x the time of this select on XLA:CPU: experiments/PERFORMANCE.md);
+  division more, ~4x the time of this select on XLA:CPU: docs/speed.md);
   the two agree unless a window holds its maximum twice, which for float
   activations happens with probability ~0, and for zeros after a ReLU gives the
   same parameter gradient (the ReLU's derivative is 0 there).

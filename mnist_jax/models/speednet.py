@@ -20,7 +20,7 @@ K·K shifted matmuls, nn/conv.py; stride 1) or 'auto' (patches on CPU, nn.Conv
 elsewhere).
 configs/speedrun.py uses 'xla' with loop_mode='step' (one dispatch per step,
 where nn.Conv is fastest on CPU); inside a lax.scan 'patches' is faster
-(experiments/PERFORMANCE.md, experiments/results/conv_in_scan.md).
+(docs/speed.md, experiments/results/conv_in_scan.md).
 """
 from typing import Any, Optional
 

@@ -14,7 +14,7 @@ The patches are K·K strided slices of the zero-padded input, concatenated on
 the channel axis: pure data movement. The backward pass is then two matmuls
 (dW = patchesᵀ·dFM, dpatches = dFM·Wᵀ) plus the slices' adjoint (pad + add),
 instead of XLA:CPU's generic backward-convolution kernels, which are the slow
-part of small-CNN training on a CPU (experiments/PERFORMANCE.md).
+part of small-CNN training on a CPU (docs/speed.md).
 
 ``ShiftConv`` keeps XLA's convolution for the forward pass and the input gradient
 and computes only the kernel gradient as K·K matrix products of shifted views
@@ -184,9 +184,9 @@ def get(impl: str) -> type:
   elsewhere (cuDNN / the TPU's conv units).
 
   Why 'auto' picks patches on CPU: inside a while loop (``lax.scan``, how
-  loop.py runs an epoch) XLA:CPU's convolutions run 5-14x slower than the
+  engine/driver.py runs an epoch) XLA:CPU's convolutions run 5-14x slower than the
   same convolutions in a standalone jit; patches + matmul do not
-  (experiments/PERFORMANCE.md, ``experiments/speed/conv_in_scan.py``).
+  (docs/speed.md, ``experiments/speed/conv_in_scan.py``).
   """
   if impl == 'auto':
     impl = 'patches' if jax.default_backend() == 'cpu' else 'xla'

@@ -5,7 +5,7 @@ devices; the training mesh spans them and one global batch of B examples is
 split B/(P·D) per device, so the update equals the single-process one on the
 same B examples (gradients are all-reduced across hosts by XLA's collectives;
 on CPU these are gloo's TCP collectives). Each process keeps only its devices'
-rows of the training set (data/shards.py). Every process runs the same program;
+rows of the training set (parallel/shards.py). Every process runs the same program;
 only process 0 writes metrics, summaries and the results table (orbax
 coordinates the checkpoint writes itself).
 

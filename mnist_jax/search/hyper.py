@@ -1,6 +1,6 @@
 """Sweep declarations: a config file's ``get_hyper(h)`` returns a list of trials.
 
-A trial is a dict of config overrides, dotted key -> value. The helpers build
+A trial is a dict of config overrides, dotted key -> value. The functions below build
 such lists the way big_vision / XManager configs do::
 
   def get_hyper(h):
@@ -24,7 +24,7 @@ Keys may be written 'config.x' or 'x'; they are stored without 'config.'.
 ``trial_name(overrides)`` names a trial's directory; ``apply(config, overrides)``
 makes its config (an unknown key is a UserError).
 
-Each helper returns a ``Trials`` list that also remembers its search space,
+Each returns a ``Trials`` list that also remembers its search space,
 ``trials.space``: {key: distribution} (a swept key is a choice of its values), or
 None where keys are coupled (zipit, chainit) and only the listed trials exist.
 Samplers that draw new points (search/study.py: random, TPE) need the space; the
@@ -197,13 +197,13 @@ def apply(config, overrides: dict):
       node = node.get(p) if hasattr(node, 'get') else None
     if not hasattr(node, 'keys'):
       raise UserError(f"unknown sweep key 'config.{key}'; sweep keys of the config "
-                      '(see mnist_jax/defaults.py), e.g. config.learning_rate')
+                      '(see mnist_jax/config/defaults.py), e.g. config.learning_rate')
     if leaf not in node:
       model_option = parents == ['model'] and leaf in models.fields(
           models.get_class(config.model.name))
       if not model_option:
         raise UserError(f"unknown sweep key 'config.{key}'; sweep keys of the config "
-                        '(see mnist_jax/defaults.py), e.g. config.learning_rate')
+                        '(see mnist_jax/config/defaults.py), e.g. config.learning_rate')
       with node.unlocked():
         node[leaf] = value
       continue

@@ -41,7 +41,7 @@ def load_trials(config_path: str) -> list:
   spec.loader.exec_module(module)
   if not hasattr(module, 'get_hyper'):
     raise UserError(f'{path} defines no get_hyper(h); add one returning e.g. '
-                    "h.sweep('config.learning_rate', [1e-3, 3e-3]) (see mnist_jax/hyper.py)")
+                    "h.sweep('config.learning_rate', [1e-3, 3e-3]) (see mnist_jax/search/hyper.py)")
   trials = module.get_hyper(hyper)
   if not trials or not all(isinstance(t, dict) for t in trials):
     raise UserError(f'get_hyper in {path} returned {type(trials).__name__}; return a '

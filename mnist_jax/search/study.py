@@ -23,7 +23,7 @@ trial, then marks the study ready:
 
 Workers only ever pop queued trials, never ask the sampler for a new one, so
 the study runs exactly its trials: N workers on a 6-point grid run 6 trials
-(GridSampler alone re-runs points when workers race, Optuna #4002 / #4621).
+(GridSampler alone re-runs points when workers race, optuna#4002, optuna#4621).
 A worker, for each trial it pops:
 
   trains it in WORKDIR/<trial name>/ with the engine (engine/driver.py), while

@@ -9,7 +9,7 @@ const page = {run: null, summary: null, maps: null, rfPick: null, inked: false,
               busy: false, queued: null, runViewFor: null,
               latencies: []};   // ms from a stroke's drawing to its bars shown (last 1000)
 
-// ---- helpers ----------------------------------------------------------------
+// ---- utilities --------------------------------------------------------------
 function bytes(b64) {
   const s = atob(b64);
   const out = new Uint8Array(s.length);

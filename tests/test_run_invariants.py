@@ -1,5 +1,7 @@
-"""Ten silent wrong results of the first engine, each pinned by a test that
-failed on it (issue 12, section 1), and the train state a Flax user recognizes."""
+"""Invariants of a training run that break silently when they break: one input
+pipeline for every reader, resume and best-checkpoint rules, the step key, the
+L2 penalty reported apart, one process per workdir, damaged checkpoints set aside,
+and a train state a Flax user recognizes (equal configs compile once)."""
 import json
 import os
 import subprocess

@@ -1,0 +1,303 @@
+"""What the project says about itself is true of a plain clone.
+
+  (a) no command a user reads (README.md, docs/, configs/, experiments/, the
+      package's messages and docstrings) names a sibling folder outside the clone;
+  (b) tracked files speak only of the project, not of how it was made;
+  (c) every ``python -m mnist_jax.<command>`` and ``python experiments/<script>.py``
+      in README.md and docs/ passes only flags that command defines, and every
+      ``--config.<key>`` names a key of the config it loads;
+  (d) every repository path named in a tracked file exists;
+  (e) README.md is at most 200 lines.
+
+docs/ may be absent (then (c) and (d) read README.md alone and paths under docs/
+are not checked); once it exists every page is read.
+"""
+import ast
+import concurrent.futures
+import functools
+import glob
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+THIS = 'tests/test_docs.py'
+TOP = ('mnist_jax', 'configs', 'experiments', 'tests', 'docs')
+TEXT = ('.py', '.md', '.cfg', '.toml', '.json', '.txt', '.js', '.html', '.css', '.yml',
+        '.yaml', '.ini', '.sh', '')
+OUTSIDE = ('../shared', '/work/')
+
+# The words of how the project was built, not of what it is. 'round(' (the
+# function), "'round'" (a line cap) and pytest's scope='session' are code.
+PROCESS_WORDS = [
+    (r'\bsessions?\b', 'session'),
+    (r'\brounds?\b(?!\()', 'round'),
+    (r'\bthe lead\b', 'the lead'),
+    (r'\bhelpers?\b', 'helper'),
+    (r'\bcpu lock\b', 'CPU lock'),
+    (r'\bissues? ?#?\d+', 'issue N'),
+    (r"\bthe issue's\b", "the issue's"),
+]
+ISSUE_REF = re.compile(r'(?<![\w/.#&-])#\d+\b')   # '#12'; 'jax#12868' names another project
+CODE_WORDS = re.compile(r"scope=['\"]session['\"]|['\"]round['\"]")
+
+
+def tracked() -> list:
+  """Tracked text files, relative to the root (git ls-files; a copy without .git: the tree)."""
+  try:
+    out = subprocess.run(['git', 'ls-files'], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout.split('\n')
+  except (OSError, subprocess.CalledProcessError):
+    out = [os.path.relpath(os.path.join(d, f), ROOT) for d, _, files in os.walk(ROOT)
+           if '.git' not in d and '_build' not in d for f in files]
+  return sorted(p for p in out if p and os.path.splitext(p)[1] in TEXT
+                and not p.startswith('tests/fixtures/mnist_small')
+                and os.path.isfile(os.path.join(ROOT, p)))
+
+
+def read(path: str) -> str:
+  with open(os.path.join(ROOT, path), encoding='utf-8', errors='replace') as f:
+    return f.read()
+
+
+def has_docs() -> bool:
+  return os.path.isdir(os.path.join(ROOT, 'docs'))
+
+
+def pages() -> list:
+  """README.md and every docs page (Markdown, MyST notebooks)."""
+  found = glob.glob(os.path.join(ROOT, 'docs', '**', '*.md'), recursive=True)
+  return ['README.md'] + sorted(os.path.relpath(p, ROOT) for p in found
+                                if '_build' not in p.split(os.sep))
+
+
+def retired(path: str) -> bool:
+  """experiments/PERFORMANCE.md is the docs' speed page to be; until docs/speed.md
+  exists it is the old text, checked once it is gone or rewritten."""
+  return path == 'experiments/PERFORMANCE.md' and not os.path.exists(
+      os.path.join(ROOT, 'docs', 'speed.md'))
+
+
+def docstrings_and_strings(path: str) -> str:
+  """A Python file's string constants (docstrings, messages) and comments."""
+  text = read(path)
+  parts = [node.value for node in ast.walk(ast.parse(text))
+           if isinstance(node, ast.Constant) and isinstance(node.value, str)]
+  parts += re.findall(r'#[^\n]*', text)
+  return '\n'.join(parts)
+
+
+# (a) ----------------------------------------------------------------------------------------
+
+def test_no_command_names_a_folder_outside_the_clone():
+  read_by_users = pages() + [p for p in tracked() if p.endswith('.py') and p.startswith(
+      ('mnist_jax/', 'configs/', 'experiments/', 'docs/'))]
+  bad = []
+  for path in read_by_users:
+    if retired(path):
+      continue
+    text = read(path) if path.endswith('.md') else docstrings_and_strings(path)
+    bad += [f'{path}: {line.strip()[:100]}' for line in text.splitlines()
+            if any(o in line for o in OUTSIDE)]
+  assert not bad, ('use the TFDS default, $MNIST_DIR or tests/fixtures/mnist_small '
+                   'instead of a folder beside the clone:\n' + '\n'.join(bad))
+
+
+# (b) ----------------------------------------------------------------------------------------
+
+def process_words(text: str) -> list:
+  text = CODE_WORDS.sub('', text)
+  found = [name for pattern, name in PROCESS_WORDS if re.search(pattern, text, re.I)]
+  return found + (['#N'] if ISSUE_REF.search(text) else [])
+
+
+def test_process_words_are_caught():
+  assert process_words('As this session showed') == ['session']
+  assert process_words('Round four of the speed work') == ['round']
+  assert process_words('fixed for issue 12; see #7') == ['issue N', '#N']
+  assert process_words("x = round(y); pen.lineCap = 'round'; scope='session'") == []
+  assert process_words('slow in a scan (jax#12868), optuna#4002') == []
+
+
+def test_tracked_files_speak_only_of_the_project():
+  bad = []
+  for path in tracked():
+    if path == THIS or retired(path):
+      continue
+    styled = path.endswith(('.css', '.js', '.html'))   # '#222' is a colour there
+    for n, line in enumerate(read(path).splitlines(), 1):
+      words = [w for w in process_words(line) if not (styled and w == '#N')]
+      if words:
+        bad.append(f'{path}:{n}: {", ".join(words)}: {line.strip()[:90]}')
+  assert not bad, 'say what the code does, not how it was made:\n' + '\n'.join(bad)
+
+
+# (c) ----------------------------------------------------------------------------------------
+
+COMMAND = re.compile(r'python3? (-m mnist_jax\.(\w+)|(experiments/[\w/]+\.py))([^\n`|]*)')
+
+
+def commands_in(text: str) -> list:
+  """(program, arguments) of each command in a page, continuation lines joined."""
+  text = re.sub(r'\\\n\s*', ' ', text)
+  found = []
+  for m in COMMAND.finditer(text):
+    program = f'mnist_jax.{m.group(2)}' if m.group(2) else m.group(3)
+    rest = re.split(r'\s#|\s&&|\s;|\)\s|\s\|', m.group(4))[0]
+    try:
+      words = shlex.split(rest.replace('$', ''), posix=True)
+    except ValueError:
+      words = rest.split()
+    found.append((program, [w.strip('[]') for w in words]))
+  return found
+
+
+def page_commands() -> list:
+  return [(page, program, args) for page in pages() for program, args in commands_in(read(page))]
+
+
+def _help_text(program: str) -> str:
+  argv = ([sys.executable, '-m', program] if program.startswith('mnist_jax.')
+          else [sys.executable, os.path.join(ROOT, program)])
+  out = subprocess.run(argv + ['--helpfull'], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+  text = out.stdout + out.stderr
+  if 'unrecognized arguments' in text or 'usage:' in text:   # argparse: --help
+    out = subprocess.run(argv + ['--help'], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    text = out.stdout + out.stderr
+  return text
+
+
+def _source_flags(program: str) -> set:
+  """Flags a file defines, read from its source (for a script whose imports are
+  not installed here, e.g. the PyTorch reference)."""
+  path = (os.path.join(ROOT, *program.split('.')) + '.py' if program.startswith('mnist_jax.')
+          else os.path.join(ROOT, program))
+  text = read(os.path.relpath(path, ROOT))
+  return set(re.findall(r"DEFINE_\w+\(\s*'(\w+)'", text) +
+             re.findall(r"add_argument\(\s*'--([\w-]+)'", text))
+
+
+@functools.lru_cache(maxsize=None)
+def defined_flags(program: str) -> frozenset:
+  """The flags of a command: its --helpfull (absl) or --help (argparse) output."""
+  text = _help_text(program)
+  names = set(re.findall(r'^\s+--(?:\[no\])?([\w.-]+)', text, re.M))
+  names |= set(re.findall(r'^\s+-\w, --([\w-]+)', text, re.M))
+  if len(names) < 2:
+    names |= _source_flags(program)
+  assert names, f'{program} defines no flags we could read:\n{text[-2000:]}'
+  return frozenset(names)
+
+
+def _config_of(program: str, args: list):
+  from mnist_jax.config import defaults  # pylint: disable=g-import-not-at-top
+  path = next((a.split('=', 1)[1] for a in args if a.startswith('--config=')), None)
+  if path is None and program.startswith('experiments/'):
+    m = re.search(r"DEFINE_config_file\(\s*'config',\s*'([^']+)'", read(program))
+    path = m and m.group(1)
+  if path is None or not os.path.isfile(os.path.join(ROOT, path.split(':')[0])):
+    return None
+  return defaults.load(os.path.join(ROOT, path))
+
+
+def _has_key(config, dotted: str) -> bool:
+  node = config
+  for part in dotted.split('.'):
+    if not hasattr(node, 'keys') or part not in node:
+      return False
+    node = node[part]
+  return True
+
+
+def test_commands_in_the_docs_use_only_defined_flags():
+  found = page_commands()
+  assert any(p == 'mnist_jax.main' for _, p, _ in found), 'README.md lost its train command'
+  programs = sorted({p for _, p, _ in found})
+  missing = [p for p in programs if p.startswith('experiments/') and not os.path.isfile(
+      os.path.join(ROOT, p))]
+  assert not missing, f'commands run scripts that do not exist: {missing}'
+  with concurrent.futures.ThreadPoolExecutor(4) as pool:
+    list(pool.map(defined_flags, programs))
+  bad = []
+  for page, program, args in found:
+    names = defined_flags(program)
+    config = None
+    for arg in args:
+      if not arg.startswith('--') or arg == '--':
+        continue
+      name = arg[2:].split('=', 1)[0]
+      if name.startswith('config.'):
+        config = config or _config_of(program, args)
+        if config is not None and not _has_key(config, name[len('config.'):]):
+          bad.append(f'{page}: {program} {arg}: no config key {name[7:]!r}')
+        continue
+      if name not in names and not (name.startswith('no') and name[2:] in names):
+        bad.append(f'{page}: {program} has no flag --{name}')
+  assert not bad, '\n'.join(bad)
+
+
+# (d) ----------------------------------------------------------------------------------------
+
+REPO_PATH = re.compile(r'(?<![\w/.$~-])((?:' + '|'.join(TOP) + r')/[\w./-]*\w/?)')
+PACKAGE_PATH = re.compile(
+    r'(?<![\w/.$~-])((?:engine|search|inspection|data|nn|models|config|parallel)/\w+\.py)\b')
+PLACEHOLDER = re.compile(r'[<>*{}$]|\.\.\.|…')
+
+
+def _exists(path: str) -> bool:
+  if path.startswith('docs/') and not has_docs():
+    return True    # the docs pages arrive with docs/
+  return os.path.exists(os.path.join(ROOT, path.rstrip('/')))
+
+
+def _is_output_stem(path: str) -> bool:
+  """experiments/results/x: a script's --out prefix, made into x.md, x_small.png, ..."""
+  return path.startswith('experiments/results/') and bool(
+      glob.glob(os.path.join(ROOT, glob.escape(path) + '*')))
+
+
+def test_every_named_path_exists():
+  bad = []
+  for path in tracked():
+    if retired(path) or path == THIS:
+      continue
+    text = read(path)
+    for n, line in enumerate(text.splitlines(), 1):
+      for m in REPO_PATH.finditer(line):
+        name = m.group(1).rstrip('.')
+        tail = line[m.end():m.end() + 2]
+        if PLACEHOLDER.search(name) or PLACEHOLDER.search(tail):
+          continue    # a pattern such as experiments/results/ensemble_<name>.md
+        if not _exists(name) and not _is_output_stem(name):
+          bad.append(f'{path}:{n}: {name}')
+      for m in PACKAGE_PATH.finditer(line):
+        name = m.group(1)
+        if not (os.path.exists(os.path.join(ROOT, 'mnist_jax', name))
+                or os.path.exists(os.path.join(ROOT, name))
+                or os.path.exists(os.path.join(ROOT, 'experiments', name))):
+          bad.append(f'{path}:{n}: {name} (in mnist_jax/)')
+  assert not bad, 'paths named that do not exist:\n' + '\n'.join(bad)
+
+
+# (e) ----------------------------------------------------------------------------------------
+
+def test_readme_is_short():
+  lines = read('README.md').count('\n')
+  assert lines <= 200, f'README.md has {lines} lines; move detail to docs/'
+
+
+@pytest.mark.parametrize('page', ['README.md'])
+def test_the_page_links_resolve(page):
+  """Relative Markdown links and images of the page point at files that exist."""
+  text = read(page)
+  targets = re.findall(r'\]\(([^)#\s]+)(?:#[^)]*)?\)', text)
+  local = [t for t in targets if not re.match(r'\w+:', t)]
+  assert local, f'{page} links nothing in the repository'
+  missing = [t for t in local if not _exists(os.path.normpath(t))]
+  assert not missing, f'{page} links files that do not exist: {missing}'
