@@ -71,6 +71,32 @@ def test_apply_sets_keys_and_rejects_unknown_ones():
     hyper.apply(config, {'batch_size': 'large'})
 
 
+def test_one_override_applier_serves_sweeps_the_api_and_saved_runs():
+  """config.overrides.apply is the one place a dotted override meets a config:
+  sweeps (hyper.apply), the notebook API (api.make_config) and saved runs
+  (rundir.config_from_json) all go through it, so JSON/Python lists become the
+  tuples the models take and a typo in a nested key fails everywhere."""
+  from mnist_jax import api
+  from mnist_jax.config import overrides
+  from mnist_jax.engine import rundir
+  config = defaults.get_config()
+  out = overrides.apply(config, {'model.features': [4, 8], 'augment.rotate': 5.0})
+  assert out.model.features == (4, 8) and out.augment.rotate == 5.0
+  assert 'features' not in config.model and config.augment.rotate != 5.0   # a copy
+  assert hyper.apply(config, {'model.features': [4, 8]}).model.features == (4, 8)
+  with pytest.raises(UserError, match="unknown sweep key 'config.augment.rotat'"):
+    hyper.apply(config, {'augment.rotat': 5.0})
+  with pytest.raises(UserError, match="unknown option 'config.augment.rotat'"):
+    api.make_config('cnn', augment=dict(rotat=5.0))
+  saved = config.to_dict()
+  saved.update(batch_size=64, retired_key=1, model={'name': 'cnn', 'features': [4]})
+  loaded = rundir.config_from_json(saved)       # an older run: unknown keys are kept
+  assert loaded.batch_size == 64 and loaded.retired_key == 1
+  assert loaded.model.features == (4,)
+  lenient = overrides.apply(config, {'seed': 'zero', 'new.leaf': 1}, lenient=True)
+  assert lenient.seed == 'zero' and lenient.new.leaf == 1
+
+
 def _tiny(config):
   config.data.train_limit = 300
   config.write_plots = False
