@@ -73,7 +73,9 @@ def make_config(model: str = None, config=None, **overrides) -> ml_collections.C
       raise UserError(f"unknown option '{key}': not a config key (see "
                       f"mnist_jax/defaults.py) nor an attribute of model "
                       f"'{config.model.name}' ({', '.join(fields)})")
-  return config_overrides.apply(config, dotted, kind='option')
+  options = {f'model.{f}' for f in fields}
+  return config_overrides.apply(config, dotted, kind='option',
+                                may_add=lambda _, key: key in options)
 
 
 def create(model: str = None, *, config=None, seed=None, num_train=None,

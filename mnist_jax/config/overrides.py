@@ -8,9 +8,10 @@ config.json read back over today's defaults (engine/rundir.config_from_json).
 So the rules are the same everywhere:
 
   - lists become tuples, recursively (JSON has no tuples; the models take them);
-  - strict (the default): a key the config does not have is a UserError, except
-    a model option ('model.x') that the config's model defines; a value of
-    another type than the key's is a UserError;
+  - strict (the default): a key the config does not have is a UserError unless
+    ``may_add(config, key)`` allows it (callers pass the model's options:
+    the config layer sits beside models/ and does not import them); a value
+    of another type than the key's is a UserError;
   - lenient (``lenient=True``, for saved runs): unknown keys are added and a
     value of another type replaces the old one, so an older run still loads.
 
@@ -18,7 +19,6 @@ So the rules are the same everywhere:
 """
 import ml_collections
 
-from mnist_jax import models
 from mnist_jax.errors import UserError
 
 
@@ -35,10 +35,6 @@ def _unknown(key: str, kind: str) -> UserError:
   return UserError(f"unknown {kind} 'config.{key}'; use keys of the config (see "
                    'mnist_jax/config/defaults.py or the model\'s fields), e.g. '
                    'config.learning_rate')
-
-
-def _is_model_option(config, parents: list, leaf: str) -> bool:
-  return parents == ['model'] and leaf in models.fields(models.get_class(config.model.name))
 
 
 def _child(node, key: str, lenient: bool):
@@ -65,7 +61,8 @@ def _set(node, leaf: str, value, key: str, kind: str, lenient: bool) -> None:
       node[leaf] = value
 
 
-def apply(config, overrides: dict, *, lenient: bool = False, kind: str = 'override'):
+def apply(config, overrides: dict, *, lenient: bool = False, kind: str = 'override',
+          may_add=None):
   """A copy of ``config`` with the dotted-key ``overrides`` written in (rules above)."""
   config = config.copy_and_resolve_references()
   for key, value in overrides.items():
@@ -77,7 +74,7 @@ def apply(config, overrides: dict, *, lenient: bool = False, kind: str = 'overri
       raise _unknown(key, kind)
     value = tuples(value)
     if leaf not in node:
-      if not (lenient or _is_model_option(config, parents, leaf)):
+      if not (lenient or (may_add is not None and may_add(config, key))):
         raise _unknown(key, kind)
       with node.unlocked():
         node[leaf] = ml_collections.ConfigDict(value) if isinstance(value, dict) else value

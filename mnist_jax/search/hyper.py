@@ -38,6 +38,7 @@ import re
 
 import numpy as np
 
+from mnist_jax import models
 from mnist_jax.config import overrides as config_overrides
 from mnist_jax.errors import UserError
 
@@ -189,4 +190,11 @@ def trial_name(overrides: dict) -> str:
 def apply(config, overrides: dict):
   """A copy of ``config`` with dotted-key ``overrides``; unknown keys are errors
   (config/overrides.py, the one override applier)."""
-  return config_overrides.apply(config, overrides, kind='sweep key')
+  return config_overrides.apply(config, overrides, kind='sweep key', may_add=model_option)
+
+
+def model_option(config, key: str) -> bool:
+  """Whether ``key`` is 'model.<option>' of the config's model (a sweep may set
+  a model option that the config leaves at the model's default)."""
+  parent, _, leaf = key.rpartition('.')
+  return parent == 'model' and leaf in models.fields(models.get_class(config.model.name))
