@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 
 from mnist_jax import models, train
-from mnist_jax.config import defaults
+from mnist_jax.config import defaults, overrides as config_overrides
 from mnist_jax.data import idx, pipeline
 from mnist_jax.engine import ensemble as ensemble_lib, evaluation, rundir
 from mnist_jax.errors import UserError
@@ -57,22 +57,25 @@ def make_config(model: str = None, config=None, **overrides) -> ml_collections.C
   if model is not None and model != config.model.name:
     config.model = ml_collections.ConfigDict({'name': model})
   fields = models.fields(models.get_class(config.model.name))
+  dotted = {}
   for key, value in overrides.items():
     in_top, in_model = key in config and key != 'model', key in fields
     if in_top and in_model:
       raise UserError(f"'{key}' is both a config key and a model attribute; set it in "
                       'a config and pass config=...')
-    if in_top and isinstance(config[key], ml_collections.ConfigDict):
-      config[key].update(value)
+    if in_top and isinstance(config[key], ml_collections.ConfigDict) and isinstance(value, dict):
+      dotted.update({f'{key}.{k}': v for k, v in defaults.flat(value).items()})
     elif in_top:
-      config[key] = value
+      dotted[key] = value
     elif in_model:
-      config.model[key] = tuple(value) if isinstance(value, list) else value
+      dotted[f'model.{key}'] = value
     else:
       raise UserError(f"unknown option '{key}': not a config key (see "
                       f"mnist_jax/config/defaults.py) nor an attribute of model "
                       f"'{config.model.name}' ({', '.join(fields)})")
-  return config
+  options = {f'model.{f}' for f in fields}
+  return config_overrides.apply(config, dotted, kind='option',
+                                may_add=lambda _, key: key in options)
 
 
 def create(model: str = None, *, config=None, seed=None, num_train=None,

@@ -71,6 +71,35 @@ def test_apply_sets_keys_and_rejects_unknown_ones():
     hyper.apply(config, {'batch_size': 'large'})
 
 
+def test_one_override_applier_serves_sweeps_the_api_and_saved_runs():
+  """config.overrides.apply is the one place a dotted override meets a config:
+  sweeps (hyper.apply), the notebook API (api.make_config) and saved runs
+  (rundir.config_from_json) all go through it, so JSON/Python lists become the
+  tuples the models take and a typo in a nested key fails everywhere."""
+  from mnist_jax import api
+  from mnist_jax.config import overrides
+  from mnist_jax.engine import rundir
+  config = defaults.get_config()
+  out = overrides.apply(config, {'model.features': [4, 8], 'augment.rotate': 5.0},
+                        may_add=hyper.model_option)
+  assert out.model.features == (4, 8) and out.augment.rotate == 5.0
+  assert 'features' not in config.model and config.augment.rotate != 5.0   # a copy
+  assert hyper.apply(config, {'model.features': [4, 8]}).model.features == (4, 8)
+  with pytest.raises(UserError, match="unknown override 'config.model.features'"):
+    overrides.apply(config, {'model.features': [4]})       # no model options allowed
+  with pytest.raises(UserError, match="unknown sweep key 'config.augment.rotat'"):
+    hyper.apply(config, {'augment.rotat': 5.0})
+  with pytest.raises(UserError, match="unknown option 'config.augment.rotat'"):
+    api.make_config('cnn', augment=dict(rotat=5.0))
+  saved = config.to_dict()
+  saved.update(batch_size=64, retired_key=1, model={'name': 'cnn', 'features': [4]})
+  loaded = rundir.config_from_json(saved)       # an older run: unknown keys are kept
+  assert loaded.batch_size == 64 and loaded.retired_key == 1
+  assert loaded.model.features == (4,)
+  lenient = overrides.apply(config, {'seed': 'zero', 'new.leaf': 1}, lenient=True)
+  assert lenient.seed == 'zero' and lenient.new.leaf == 1
+
+
 def _tiny(config):
   config.data.train_limit = 300
   config.write_plots = False
@@ -133,6 +162,33 @@ def test_concurrent_table_writers_never_corrupt_the_table(tmp_path):
     rows = list(csv.DictReader(f))
   assert [r['trial'] for r in rows] == [f'trial{i:02d}' for i in reversed(range(30))]
   assert not [p for p in os.listdir(tmp_path) if p.endswith('.tmp')]
+
+
+def test_the_atomic_writer_takes_concurrent_writers_of_one_file(tmp_path):
+  """engine/writers.write_atomic is the one atomic writer (summaries, overrides,
+  the search tables): each writer has its own temporary file, so writers racing
+  on one path (study workers rewriting results.md) leave one whole version."""
+  from mnist_jax.engine import writers
+  path = str(tmp_path / 'results.json')
+  errors = []
+
+  def write(i):
+    try:
+      for _ in range(20):
+        writers.write_json_atomic(path, {'writer': i, 'rows': list(range(200))})
+    except OSError as e:
+      errors.append(e)
+
+  threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  assert not errors
+  assert json.loads(open(path).read())['rows'] == list(range(200))
+  assert os.listdir(tmp_path) == ['results.json']                     # no temporary left
+  writers.write_atomic(str(tmp_path / 'results.md'), '| a |\n')
+  assert (tmp_path / 'results.md').read_text() == '| a |\n'
 
 
 CONFIG = '''

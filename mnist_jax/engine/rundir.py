@@ -24,42 +24,18 @@ import ml_collections
 
 from mnist_jax import train
 from mnist_jax.engine import checkpoint, ensemble, stacked
-from mnist_jax.config import defaults
+from mnist_jax.config import defaults, overrides as config_overrides
 from mnist_jax.data import pipeline
 from mnist_jax.errors import UserError
 
 WHICH = ('latest', 'best')
 
 
-def _tuples(value):
-  """JSON lists -> tuples, recursively (model fields such as features=(6, 16))."""
-  if isinstance(value, dict):
-    return {k: _tuples(v) for k, v in value.items()}
-  if isinstance(value, list):
-    return tuple(_tuples(v) for v in value)
-  return value
-
-
-def _merge(base: ml_collections.ConfigDict, saved: dict) -> None:
-  """Writes ``saved`` into ``base`` (recursing into sub-configs, adding new keys)."""
-  for key, value in saved.items():
-    if isinstance(value, dict) and isinstance(base.get(key), ml_collections.ConfigDict):
-      _merge(base[key], value)
-    elif key in base:
-      try:
-        base[key] = value
-      except TypeError:   # the run stored another type (e.g. None -> str option)
-        del base[key]
-        base[key] = value
-    else:
-      base[key] = ml_collections.ConfigDict(value) if isinstance(value, dict) else value
-
-
 def config_from_json(saved: dict) -> ml_collections.ConfigDict:
-  """The ConfigDict of a run from its ``config.json`` contents."""
-  config = defaults.get_config()
-  _merge(config, _tuples(saved))
-  return config
+  """The ConfigDict of a run from its ``config.json`` contents: today's defaults
+  with the saved values written in (config/overrides.py, leniently: keys an older
+  run has and today's defaults lack are kept, JSON lists become tuples)."""
+  return config_overrides.apply(defaults.get_config(), defaults.flat(saved), lenient=True)
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:

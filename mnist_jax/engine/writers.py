@@ -1,9 +1,15 @@
 """Where per-epoch metrics go: ``metrics.jsonl`` (one JSON object per epoch) and
 TensorBoard event files (via tensorboardX: real TensorBoard events without
 importing TensorFlow, which would dominate a command's start-up). Only process 0 writes.
+
+``write_atomic`` is the project's one atomic file writer (``write_json_atomic``
+and the search tables use it): a temporary file of this writer's own (process
+id + random suffix) renamed over the target, so a reader never sees half a
+file and writers racing on one path leave one whole version.
 """
 import json
 import os
+import uuid
 
 import jax
 
@@ -27,10 +33,7 @@ class MetricWriter:
       return
     with open(self.path) as f:
       keep = [l for l in f if l.strip() and json.loads(l)['epoch'] <= epoch]
-    tmp = self.path + '.tmp'
-    with open(tmp, 'w') as f:
-      f.writelines(keep)
-    os.replace(tmp, self.path)
+    write_atomic(self.path, ''.join(keep))
 
   def write_epoch(self, record: dict) -> None:
     if not self.active:
@@ -47,12 +50,20 @@ class MetricWriter:
       self._tb.close()
 
 
+def write_atomic(path: str, text: str) -> None:
+  """Writes ``text`` to ``path`` via a temporary file of its own + rename."""
+  tmp = f'{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp'
+  try:
+    with open(tmp, 'w') as f:
+      f.write(text)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
 def write_json_atomic(path: str, obj) -> None:
-  """Writes JSON via a temporary file + rename: readers never see half a file."""
+  """Writes JSON atomically (``write_atomic``) on process 0: readers never see half a file."""
   if jax.process_index() != 0:
     return
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-    f.write('\n')
-  os.replace(tmp, path)
+  write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + '\n')

@@ -39,6 +39,7 @@ import re
 import numpy as np
 
 from mnist_jax import models
+from mnist_jax.config import overrides as config_overrides
 from mnist_jax.errors import UserError
 
 SIGNIFICANT_DIGITS = 4
@@ -187,29 +188,13 @@ def trial_name(overrides: dict) -> str:
 
 
 def apply(config, overrides: dict):
-  """A copy of ``config`` with dotted-key ``overrides``; unknown keys are errors.
-  A model option the config does not set is accepted if the model has it."""
-  config = config.copy_and_resolve_references()
-  for key, value in overrides.items():
-    *parents, leaf = key.split('.')
-    node = config
-    for p in parents:
-      node = node.get(p) if hasattr(node, 'get') else None
-    if not hasattr(node, 'keys'):
-      raise UserError(f"unknown sweep key 'config.{key}'; sweep keys of the config "
-                      '(see mnist_jax/config/defaults.py), e.g. config.learning_rate')
-    if leaf not in node:
-      model_option = parents == ['model'] and leaf in models.fields(
-          models.get_class(config.model.name))
-      if not model_option:
-        raise UserError(f"unknown sweep key 'config.{key}'; sweep keys of the config "
-                        '(see mnist_jax/config/defaults.py), e.g. config.learning_rate')
-      with node.unlocked():
-        node[leaf] = value
-      continue
-    try:
-      node[leaf] = value
-    except (TypeError, ValueError) as e:
-      raise UserError(f"sweep value {value!r} does not fit 'config.{key}' ({e}); give "
-                      f'values of the type of its default {node[leaf]!r}') from None
-  return config
+  """A copy of ``config`` with dotted-key ``overrides``; unknown keys are errors
+  (config/overrides.py, the one override applier)."""
+  return config_overrides.apply(config, overrides, kind='sweep key', may_add=model_option)
+
+
+def model_option(config, key: str) -> bool:
+  """Whether ``key`` is 'model.<option>' of the config's model (a sweep may set
+  a model option that the config leaves at the model's default)."""
+  parent, _, leaf = key.rpartition('.')
+  return parent == 'model' and leaf in models.fields(models.get_class(config.model.name))
