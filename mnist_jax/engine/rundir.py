@@ -25,7 +25,7 @@ import ml_collections
 from mnist_jax import train
 from mnist_jax.engine import checkpoint, ensemble, stacked
 from mnist_jax.config import defaults
-from mnist_jax.data import pipeline
+from mnist_jax.data import describe, pipeline
 from mnist_jax.errors import UserError
 
 WHICH = ('latest', 'best')
@@ -56,9 +56,11 @@ def _merge(base: ml_collections.ConfigDict, saved: dict) -> None:
 
 
 def config_from_json(saved: dict) -> ml_collections.ConfigDict:
-  """The ConfigDict of a run from its ``config.json`` contents."""
+  """The ConfigDict of a run from its ``config.json`` contents (a run recorded
+  before its data statistics were: data/describe.fill_unrecorded)."""
   config = defaults.get_config()
   _merge(config, _tuples(saved))
+  describe.fill_unrecorded(config, saved.get('data', {}))
   return config
 
 
@@ -103,15 +105,18 @@ def checkpoint_dir(workdir: str, which: str) -> str:
   return os.path.join(workdir, 'checkpoints', which)
 
 
-def load_run(workdir: str, which: str = 'latest', *, num_train=None, num_classes: int = 10):
+def load_run(workdir: str, which: str = 'latest', *, num_train=None, num_classes=None):
   """(config, state, meta) of the ``which`` checkpoint of the run in ``workdir``
   (state: a TrainState, or an ensemble.Ensemble for an ensemble run).
 
   meta is the checkpoint's record ({'epoch', 'history', ['val_accuracy']}) plus
-  'which' and 'checkpoint' (its directory). ``num_train`` sets the optimizer's
-  schedule length when training is continued (default: from the config).
+  'which' and 'checkpoint' (its directory). The model has the recorded
+  config.data.num_classes classes; ``num_train`` sets the optimizer's schedule
+  length when training is continued (default: the recorded config.data.num_train;
+  a run recorded without it gets 1 step per epoch, which only a continued training sees).
   """
   config = load_config(workdir)
+  num_train = num_train or config.data.num_train or config.batch_size
   directory = checkpoint_dir(workdir, which)
   steps = sorted(int(s) for s in os.listdir(directory) if s.isdigit()) \
       if os.path.isdir(directory) else []
