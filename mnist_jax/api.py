@@ -27,7 +27,8 @@ import numpy as np
 from mnist_jax import models, train
 from mnist_jax.config import defaults, overrides as config_overrides
 from mnist_jax.data import idx, pipeline
-from mnist_jax.engine import ensemble as ensemble_lib, evaluation, rundir
+from mnist_jax.data import describe
+from mnist_jax.engine import ensemble as ensemble_lib, evaluation, trained
 from mnist_jax.errors import UserError
 from mnist_jax.inspection.image import load_image, prepare_image
 
@@ -79,11 +80,19 @@ def make_config(model: str = None, config=None, **overrides) -> ml_collections.C
 
 
 def create(model: str = None, *, config=None, seed=None, num_train=None,
-           num_classes: int = 10, **overrides) -> train.TrainState:
+           num_classes=None, data=None, **overrides) -> train.TrainState:
   """A freshly initialized TrainState of ``make_config(model, config, **overrides)``
-  (default model: lenet5; ``seed`` defaults to config.seed; ``num_train`` sizes
-  epoch-based learning-rate schedules)."""
+  (default model: lenet5; ``seed`` defaults to config.seed). ``data``, a Dataset:
+  its classes K, its training split's μ, σ (for config.data.standardize) and its
+  size N (for epoch-based learning-rate schedules), as a run records them
+  (data/describe.py); else ``num_classes`` (default: the model's 10) and
+  ``num_train``."""
+  if data is not None and not isinstance(data, pipeline.Dataset):
+    overrides['data'] = data          # data=dict(standardize=True): a config override
+    data = None
   config = make_config(model, config, **overrides)
+  if data is not None:
+    config = describe.resolve(config, data)
   seed = config.seed if seed is None else seed
   return train.create_train_state(config, jax.random.key(seed), num_train=num_train,
                                    num_classes=num_classes)
@@ -165,20 +174,15 @@ def evaluate(state, images, labels, *, batch_size: int = 1000) -> dict:
                             batch_size=batch_size)
 
 
-def load(workdir: str, which: str = 'best', *, weights: str = 'raw'):
-  """(config, state) of a run written by ``python -m mnist_jax.main``; the state
-  carries the run's preprocessing, so ``predict``/``evaluate`` apply it. An
-  ensemble run gives an ``Ensemble``. ``weights='ema'``: the weight EMA
-  (config.ema_decay > 0) in place of the raw weights."""
-  if weights not in ('raw', 'ema'):
-    raise UserError(f"unknown weights '{weights}'; use weights='raw' or weights='ema'")
-  config, state, _ = rundir.load_run(workdir, which)
-  if weights == 'ema':
-    if not state.ema:
-      raise UserError(f'the run in {workdir} has no weight EMA (config.ema_decay = 0); '
-                      "load it with weights='raw'")
-    state = evaluation.ema_weights(state)
-  return config, state
+def load(workdir: str, which: str = 'best', *, weights: str = None):
+  """(config, state) of a run written by ``python -m mnist_jax.main``
+  (engine/trained.py); the state carries the run's preprocessing (its μ, σ) and
+  its K classes, so ``predict``/``evaluate`` apply them; config.data records K,
+  the class names and μ, σ. An ensemble run gives an ``Ensemble``. ``weights``:
+  'raw' or 'ema' (the weight EMA, config.ema_decay > 0); default: the run's
+  config.model_weights ('raw' where it has none)."""
+  run = trained.load(workdir, which, weights=weights)
+  return run.config, run.state
 
 
 def ensemble(states) -> ensemble_lib.Ensemble:

@@ -12,15 +12,17 @@ from mnist_jax.errors import UserError
 
 def main(argv):
   del argv
-  from mnist_jax.engine import rundir  # pylint: disable=g-import-not-at-top
+  from mnist_jax.engine import rundir, trained  # pylint: disable=g-import-not-at-top
   from mnist_jax.inspection import figures  # pylint: disable=g-import-not-at-top  (matplotlib)
   fl = flags.FLAGS
   cli.quiet_logs()
   cli.use_compilation_cache()
   try:
-    data = rundir.load_data(rundir.load_config(fl.workdir), fl.data_dir)
-    config, state, meta = rundir.load_run(fl.workdir, fl.which, num_classes=data.num_classes)
-    paths = figures.write_all(fl.workdir, config, state, data, tensorboard=fl.tensorboard)
+    run = trained.load(fl.workdir, fl.which)
+    data = rundir.load_data(run.config, fl.data_dir)
+    paths = figures.write_all(fl.workdir, run.config, run.state, data,
+                              tensorboard=fl.tensorboard)
+    meta = run.meta
   except UserError as e:
     cli.fail(e)
   print(f"{len(paths)} plots of the {fl.which} checkpoint (epoch {meta['epoch']}):")

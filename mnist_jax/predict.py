@@ -6,9 +6,11 @@ prints per image the predicted digit and the top-3 probabilities p = softmax(z);
 for an ensemble run (config.ensemble.size = K) p is the mean of the K members'
 probabilities and the line adds their disagreement: 'spread' = std over the
 members of p_k(ŷ), 'dissent' = the fraction of members whose own digit is not ŷ.
-Each image becomes an MNIST-like digit by inspection/image.py's ``prepare_image``
-(grayscale, invert, crop, 20 px box, centre of mass); the run's train state then
-applies the preprocessing it was trained with.
+Each image becomes a 28x28 input by inspection/image.py's ``prepare_image``
+(grayscale, invert, crop, then for a digit run the 20 px box and centre of mass,
+else fitted to 28 px and centred, as the run recorded); the run's train state
+then applies the preprocessing it was trained with. The run is read by
+engine/trained.py (its weights: config.model_weights, raw unless the run says ema).
 """
 import numpy as np
 from absl import app, flags
@@ -24,9 +26,12 @@ def top_k(probs: np.ndarray, k: int = 3):
   return [(int(c), float(probs[c])) for c in order]
 
 
-def format_line(path: str, probs: np.ndarray, disagreement=None) -> str:
+def format_line(path: str, probs: np.ndarray, disagreement=None, names=None) -> str:
+  """'path: ŷ  (ŷ: p, …)' with the top 3, classes by ``names`` (default '0', '1', …)."""
   top = top_k(probs)
-  line = f'{path}: {top[0][0]}  (' + ', '.join(f'{c}: {p:.3f}' for c, p in top) + ')'
+  name = (lambda c: str(names[c])) if names else str
+  line = (f'{path}: {name(top[0][0])}  ('
+          + ', '.join(f'{name(c)}: {p:.3f}' for c, p in top) + ')')
   if disagreement is not None:
     line += (f"  members: spread {disagreement['spread']:.3f}, "
              f"dissent {disagreement['dissent']:.2f}")
@@ -34,27 +39,39 @@ def format_line(path: str, probs: np.ndarray, disagreement=None) -> str:
 
 
 def predict_files(workdir: str, paths, which: str = 'best') -> list:
-  """[(path, probabilities (C,), disagreement)] for image files, with the run's
+  """[(path, probabilities (K,), disagreement)] for image files, with the run's
   checkpoint; disagreement is None for a single model, else {'spread', 'dissent'}."""
+  return classify(workdir, paths, which)[1]
+
+
+def classify(workdir: str, paths, which: str = 'best') -> tuple:
+  """(the run, an engine.trained.Trained, and ``predict_files``' list); the images
+  are read before the run is loaded, so a bad path fails at once."""
   if not paths:
     raise UserError('no image given; pass image files after the flags, e.g. '
                     'python -m mnist_jax.predict --workdir=DIR digit.png')
-  digits = []
+  pictures = []
   for path in paths:
     try:
-      digits.append(prepare_image(load_image(path)))
+      pictures.append(load_image(path))
     except UserError as e:
       raise UserError(e if path in str(e) else f'{path}: {e}') from None
   # pylint: disable-next=g-import-not-at-top
-  from mnist_jax.engine import ensemble, evaluation, rundir
-  _, state, _ = rundir.load_run(workdir, which)
-  members = evaluation.member_probabilities(state, np.stack(digits))
+  from mnist_jax.engine import ensemble, evaluation, trained
+  run = trained.load(workdir, which)
+  inputs = []
+  for path, picture in zip(paths, pictures):
+    try:
+      inputs.append(prepare_image(picture, digits=run.digits))
+    except UserError as e:
+      raise UserError(e if path in str(e) else f'{path}: {e}') from None
+  members = evaluation.member_probabilities(run.state, np.stack(inputs))
   probs = ensemble.combine(members)
   if len(members) == 1:
-    return [(p, q, None) for p, q in zip(paths, probs)]
+    return run, [(p, q, None) for p, q in zip(paths, probs)]
   d = ensemble.disagreement(members)
-  return [(p, q, {'spread': float(s), 'dissent': float(f)})
-          for p, q, s, f in zip(paths, probs, d['spread'], d['dissent'])]
+  return run, [(p, q, {'spread': float(s), 'dissent': float(f)})
+               for p, q, s, f in zip(paths, probs, d['spread'], d['dissent'])]
 
 
 def main(argv):
@@ -62,11 +79,11 @@ def main(argv):
   cli.quiet_logs()
   cli.use_compilation_cache()
   try:
-    results = predict_files(fl.workdir, argv[1:], fl.which)
+    run, results = classify(fl.workdir, argv[1:], fl.which)
   except UserError as e:
     cli.fail(e)
   for path, probs, disagreement in results:
-    print(format_line(path, probs, disagreement))
+    print(format_line(path, probs, disagreement, run.label_names))
 
 
 if __name__ == '__main__':

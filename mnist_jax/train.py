@@ -41,7 +41,6 @@ from mnist_jax.errors import UserError
 from mnist_jax.nn import losses, optim
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
-MNIST_TRAIN_IMAGES = 60000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +58,8 @@ class TrainState(train_state.TrainState):
   loss_name     config.loss ('cce', 'bce', 'mse', 'mae')
   l2_weight     λ of weight_decay_mode='l2' (0: no penalty in the loss)
   augment       data/preprocess.augment_settings(config.augment); () = off
-  standardize   config.data.standardize: x' = (x − μ)/σ after augmentation
+  standardize   (μ, σ) when config.data.standardize: x' = (x − μ)/σ after
+                augmentation, μ, σ = config.data.mean/std (the training split's); () = off
   ema_decay     d of the weight EMA (config.ema_decay; 0 = off, ``ema`` is {})
 
   ``ema`` = {'params', 'batch_stats'}: after every step v ← d·v + (1 − d)·v_new
@@ -71,7 +71,7 @@ class TrainState(train_state.TrainState):
   loss_name: str = struct.field(pytree_node=False, default='cce')
   l2_weight: float = struct.field(pytree_node=False, default=0.0)
   augment: tuple = struct.field(pytree_node=False, default=())
-  standardize: bool = struct.field(pytree_node=False, default=False)
+  standardize: tuple = struct.field(pytree_node=False, default=())
   ema_decay: float = struct.field(pytree_node=False, default=0.0)
 
   @property
@@ -90,19 +90,46 @@ class TrainState(train_state.TrainState):
     """The model's input for uint8 pixels or floats x in [0, 1]: the recorded
     preprocessing (augmentation only when ``rng`` is given)."""
     return preprocess.prepare(images, rng, augment=self.augment if rng is not None else (),
-                              standardize_inputs=self.standardize)
+                              stats=self.standardize)
 
 
 def steps_per_epoch(config, num_train: Optional[int] = None) -> int:
-  """⌊N_train / B⌋: full batches per epoch (the remainder is reshuffled next epoch)."""
-  if num_train is None:
-    num_train = config.data.train_limit or MNIST_TRAIN_IMAGES - config.data.val_size
+  """⌊N_train / B⌋: full batches per epoch (the remainder is reshuffled next epoch).
+
+  N_train: ``num_train``, else the run's recorded config.data.num_train, else
+  config.data.train_limit. Unknown, it matters only to a schedule over epochs:
+  a constant η gets 1 step per epoch, the others a UserError."""
+  num_train = num_train or config.data.get('num_train') or config.data.train_limit
+  if not num_train:
+    if config.schedule == 'constant':
+      return 1
+    raise UserError(f"the '{config.schedule}' learning-rate schedule spans "
+                    'config.num_epochs epochs of N/B steps, and N, the number of training '
+                    'images, is unknown; pass num_train= (or data= to api.create), or set '
+                    'config.data.train_limit')
   return max(1, num_train // config.batch_size)
 
 
-def build_model(config, num_classes: int = 10) -> nn.Module:
-  """The model of ``config.model`` with the config's compute dtype."""
-  overrides = {'num_classes': num_classes}
+def input_stats(config) -> tuple:
+  """(μ, σ) of ``config.data`` when it standardizes, else ()."""
+  if not config.data.standardize:
+    return ()
+  mean, std = config.data.get('mean'), config.data.get('std')
+  if mean is None or std is None:
+    raise UserError('config.data.standardize=True needs the training split\'s μ and σ: '
+                    'train through mnist_jax.main (it computes them), pass data= to '
+                    'api.create, or set config.data.mean and config.data.std')
+  if not std > 0:
+    raise UserError(f'config.data.std={std} must be > 0 (a training split of one '
+                    'constant pixel value cannot be standardized); set standardize=False')
+  return (float(mean), float(std))
+
+
+def build_model(config, num_classes: Optional[int] = None) -> nn.Module:
+  """The model of ``config.model`` with the config's compute dtype and K classes
+  (``num_classes``, else the recorded config.data.num_classes, else the model's default)."""
+  num_classes = num_classes or config.data.get('num_classes')
+  overrides = {'num_classes': num_classes} if num_classes else {}
   if config.compute_dtype not in DTYPES:
     raise UserError(f"unknown compute_dtype '{config.compute_dtype}'; use one of "
                     f"{', '.join(DTYPES)}")
@@ -128,8 +155,10 @@ def l2_weight(config) -> float:
 
 
 def create_train_state(config, rng, *, num_train: Optional[int] = None,
-                       num_classes: int = 10, input_shape=(1, 28, 28, 1)) -> TrainState:
-  """Initializes the model (flax ``init``) and the optax chain from ``config``."""
+                       num_classes: Optional[int] = None,
+                       input_shape=(1, 28, 28, 1)) -> TrainState:
+  """Initializes the model (flax ``init``) and the optax chain from ``config``;
+  N_train, K, μ and σ as given, else as ``config.data`` records them."""
   model = build_model(config, num_classes)
   weight = l2_weight(config)
   loss_name = config.loss
@@ -141,7 +170,7 @@ def create_train_state(config, rng, *, num_train: Optional[int] = None,
       apply_fn=ModelApply(model), params=variables['params'], tx=tx,
       batch_stats=variables.get('batch_stats', {}), loss_name=loss_name,
       l2_weight=weight, augment=preprocess.augment_settings(config.augment),
-      standardize=bool(config.data.standardize), ema_decay=float(config.ema_decay))
+      standardize=input_stats(config), ema_decay=float(config.ema_decay))
   if state.ema_decay:
     state = state.replace(ema={'params': state.params, 'batch_stats': state.batch_stats})
   return state.replace(step=jnp.zeros((), jnp.int32))

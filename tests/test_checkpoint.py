@@ -189,3 +189,64 @@ def test_other_model_is_not_called_damaged(ckpt_dir):
   with pytest.raises(UserError, match='different model/config'):
     checkpoint.restore(checkpoint.manager(ckpt_dir), other, fallback=True)
   assert os.path.isdir(os.path.join(ckpt_dir, '1'))
+
+
+# --- every save happens or says why not ---------------------------------------------
+
+def test_a_save_orbax_skips_says_why(tmp_path, caplog):
+  """orbax skips a step at or below its latest and only returns False: the save
+  names the checkpoint that was not written and the reason, in one line."""
+  directory = str(tmp_path / 'checkpoints' / 'best')
+  mngr = checkpoint.manager(directory, keep=1, best=True)
+  assert checkpoint.save(mngr, 7, _state(7), {'epoch': 7, 'val_accuracy': 0.9})
+  mngr.wait_until_finished()
+  with caplog.at_level(logging.WARNING):
+    saved = checkpoint.save(mngr, 6, _state(6), {'epoch': 6, 'val_accuracy': 0.8})
+  mngr.wait_until_finished()
+  assert saved is False and sorted(mngr.all_steps()) == [7]
+  lines = [r.getMessage() for r in caplog.records if 'not saved' in r.getMessage()]
+  assert len(lines) == 1 and 'epoch 6' in lines[0] and '7' in lines[0], lines
+
+
+def test_resume_from_an_older_latest_saves_the_replayed_best(tmp_path, caplog):
+  """'latest' every 5 epochs, 'best' at 7, killed at 8: the resumed run starts from
+  latest 5 and replays 6, 7, ...; 'best' of the epochs after 5 is the replay's,
+  so a replayed best at 6 is written (orbax alone would skip it: 6 <= 7)."""
+  directory = str(tmp_path / 'checkpoints')
+  run = checkpoint.RunCheckpoints(directory, keep=2)
+  checkpoint.save(run.get('latest'), 5, _state(5), {'epoch': 5, 'history': []})
+  checkpoint.save(run.get('best'), 7, _state(7), {'epoch': 7, 'val_accuracy': 0.95})
+  run.wait_until_finished()
+  resumed = checkpoint.RunCheckpoints(directory, keep=2)
+  state, meta = resumed.resume(_state(99))
+  assert meta['epoch'] == 5 and _equal(state, _state(5))
+  with caplog.at_level(logging.WARNING):
+    assert checkpoint.save(resumed.get('best'), 6, _state(6),
+                           {'epoch': 6, 'val_accuracy': 0.9})
+  resumed.wait_until_finished()
+  assert sorted(resumed.get('best').all_steps()) == [6]
+  assert not [r for r in caplog.records if 'not saved' in r.getMessage()]
+  best, best_meta = checkpoint.restore(checkpoint.reader(os.path.join(directory, 'best'),
+                                                         best=True), _state(99))
+  assert best_meta['epoch'] == 6 and _equal(best, _state(6))
+
+
+def test_a_run_resumed_from_an_older_latest_keeps_best_in_its_history(tmp_path,
+                                                                       small_config):
+  """A run killed after saving 'best' of epoch 4 but before its 'latest' 4 resumes
+  from latest 2; continued to 3 epochs, its best checkpoint is an epoch of its
+  own history (summary.json's best_epoch), not the dropped epoch 4."""
+  from mnist_jax.engine import driver, rundir  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  small_config.data.train_limit = 300
+  small_config.num_epochs, small_config.checkpoint_every_epochs = 4, 2
+  workdir = str(tmp_path / 'run')
+  driver.train_and_evaluate(small_config, workdir)
+  best_dir = os.path.join(workdir, 'checkpoints', 'best')
+  assert os.listdir(best_dir) == ['4'], os.listdir(best_dir)   # the case under test
+  shutil.rmtree(os.path.join(workdir, 'checkpoints', 'latest', '4'))
+  small_config.num_epochs = 3
+  summary = driver.train_and_evaluate(small_config, workdir)
+  assert summary['epochs'] == 3
+  _, _, meta = rundir.load_run(workdir, 'best')
+  assert meta['epoch'] == summary['best_epoch'] <= 3

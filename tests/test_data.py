@@ -16,6 +16,7 @@ from mnist_jax.config import defaults
 from mnist_jax.data import idx
 from mnist_jax.data import pipeline
 from mnist_jax.data import preprocess
+from mnist_jax.data import describe, download
 from mnist_jax.data import tfds as tfds_source
 from mnist_jax.errors import UserError
 
@@ -207,7 +208,7 @@ def test_tfds_network_failure_is_a_user_error():
   builder = types.SimpleNamespace(is_prepared=lambda: False, data_dir_root='/d',
                                   download_and_prepare=fail)
   with pytest.raises(UserError, match='downloading .* failed.*TFDS_DATA_DIR'):
-    tfds_source.prepare(builder, 'mnist', download=True)
+    download.prepare(builder, 'mnist', download=True)
 
 
 # --- splits ---------------------------------------------------------------------
@@ -273,8 +274,8 @@ def test_normalize():
   x = preprocess.normalize(pixels)
   assert x.dtype == jnp.float32
   np.testing.assert_allclose(x, [0.0, 0.2, 1.0], rtol=1e-6)
-  z = preprocess.standardize(preprocess.normalize(pixels))
-  np.testing.assert_allclose(z, (np.array([0, 0.2, 1]) - 0.1307) / 0.3081, rtol=1e-5)
+  z = preprocess.standardize(preprocess.normalize(pixels), 0.25, 0.5)
+  np.testing.assert_allclose(z, (np.array([0, 0.2, 1]) - 0.25) / 0.5, rtol=1e-5)
   assert preprocess.normalize(pixels, dtype=jnp.bfloat16).dtype == jnp.bfloat16
 
 
@@ -283,6 +284,78 @@ def test_one_hot():
   assert y.shape == (3, 10) and y.dtype == jnp.float32
   np.testing.assert_array_equal(y.sum(-1), 1.0)
   np.testing.assert_array_equal(y.argmax(-1), [0, 3, 9])
+
+
+# --- what a run records about its data -------------------------------------------
+
+def test_pixel_stats_are_the_mean_and_std_of_x_over_the_split():
+  r = np.random.default_rng(0)
+  images = r.integers(0, 256, (7, 28, 28, 1)).astype(np.uint8)
+  mean, std = describe.pixel_stats(images)
+  x = images.astype(np.float64) / 255
+  assert mean == pytest.approx(x.mean(), abs=1e-12) and std == pytest.approx(x.std(), abs=1e-12)
+
+
+def _three_class_dir(tmp_path, level=60):
+  r = np.random.default_rng(1)
+  d = str(tmp_path / 'three')
+  for split, n in (('train', 60), ('test', 30)):
+    labels = np.arange(n) % 3
+    images = np.full((n, 28, 28), level, np.uint8) + r.integers(0, 20, (n, 28, 28)).astype(np.uint8)
+    idx.write_split(d, split, images, labels)
+  return d
+
+
+def _idx_config(directory, name='three'):
+  config = defaults.get_config()
+  config.data.update(source='idx', data_dir=directory, name=name, val_size=10, download=False)
+  return config
+
+
+def test_an_idx_dataset_has_the_classes_of_its_labels(tmp_path):
+  ds = pipeline.load(_idx_config(_three_class_dir(tmp_path)).data)
+  assert ds.num_classes == 3 and ds.label_names == ('0', '1', '2')
+
+
+def test_resolve_records_the_training_split_and_the_classes(tmp_path):
+  config = _idx_config(_three_class_dir(tmp_path))
+  ds = pipeline.load(config.data)
+  resolved = describe.resolve(config, ds)
+  assert config.data.mean is None                     # the caller's config is left alone
+  mean, std = describe.pixel_stats(ds.train_images)
+  assert (resolved.data.mean, resolved.data.std) == (mean, std)
+  assert 0.2 < mean < 0.35 and abs(mean - preprocess.MNIST_MEAN) > 0.05
+  assert resolved.data.num_classes == 3 and resolved.data.num_train == 50
+  assert tuple(resolved.data.label_names) == ('0', '1', '2')
+  assert resolved.data.digits is False                # not an MNIST-like digit set
+  assert describe.resolve(_idx_config(_three_class_dir(tmp_path), 'mnist'), ds).data.digits
+  config.data.num_classes = 2
+  with pytest.raises(UserError, match='config.data.num_classes=2 .* labels 0..2'):
+    describe.resolve(config, ds)
+
+
+def test_a_run_recorded_before_the_statistics_reads_as_it_trained():
+  saved = defaults.get_config().to_dict()
+  for key in ('mean', 'std', 'num_classes', 'label_names', 'digits', 'num_train'):
+    del saved['data'][key]
+  saved['data']['standardize'] = True
+  from mnist_jax.engine import rundir  # pylint: disable=g-import-not-at-top
+  config = rundir.config_from_json(saved)
+  assert (config.data.mean, config.data.std) == (preprocess.MNIST_MEAN, preprocess.MNIST_STD)
+  assert config.data.num_classes == 10 and config.data.digits
+
+
+@pytest.mark.full_data
+def test_mnist_statistics_match_the_published_constants(full_data_dir):
+  images, _ = idx.load_split(os.path.join(full_data_dir, 'mnist'), 'train')
+  mean, std = describe.pixel_stats(images)              # all 60,000: the constants' source
+  assert (round(mean, 4), round(std, 4)) == (preprocess.MNIST_MEAN, preprocess.MNIST_STD)
+  mean, std = describe.pixel_stats(images[:55000])      # a run's training split
+  assert round(mean, 4) == preprocess.MNIST_MEAN and abs(std - preprocess.MNIST_STD) < 2e-4
+
+
+def test_the_tfds_load_path_holds_no_network_probe():
+  assert not hasattr(tfds_source, 'socket') and not hasattr(tfds_source, 'any_resolves')
 
 
 # --- TFDS offline check ---------------------------------------------------------
@@ -302,31 +375,31 @@ def test_tfds_download_hosts(monkeypatch):
     monkeypatch.delenv(var.upper(), raising=False)
   b = _offline_builder(('http://codh.rois.ac.jp/kmnist/a.gz',
                         'http://codh.rois.ac.jp/kmnist/b.gz'))
-  assert tfds_source.download_hosts(b) == ['codh.rois.ac.jp', 'storage.googleapis.com']
+  assert download.download_hosts(b) == ['codh.rois.ac.jp', 'storage.googleapis.com']
   monkeypatch.setenv('https_proxy', 'proxy.example:3128')
   monkeypatch.setenv('no_proxy', 'localhost')
-  assert 'proxy.example' in tfds_source.download_hosts(b)
-  assert tfds_source.download_hosts(types.SimpleNamespace()) is None  # URLs unknown
+  assert 'proxy.example' in download.download_hosts(b)
+  assert download.download_hosts(types.SimpleNamespace()) is None  # URLs unknown
 
 
 def test_tfds_offline_unresolvable_host_fails_fast(monkeypatch):
   def no_dns(host, *args, **kwargs):
     raise socket.gaierror(-2, 'Name or service not known')
-  monkeypatch.setattr(tfds_source.socket, 'getaddrinfo', no_dns)
+  monkeypatch.setattr(download.socket, 'getaddrinfo', no_dns)
   start = time.monotonic()
   with pytest.raises(UserError, match="cannot resolve storage.googleapis.com to "
                      "download TFDS dataset 'mnist' .*TFDS_DATA_DIR.*source='idx'"):
-    tfds_source.prepare(_offline_builder(), 'mnist', download=True)
+    download.prepare(_offline_builder(), 'mnist', download=True)
   assert time.monotonic() - start < 1
 
 
 def test_tfds_offline_resolver_timeout_is_bounded(monkeypatch):
   release = threading.Event()
-  monkeypatch.setattr(tfds_source.socket, 'getaddrinfo',
+  monkeypatch.setattr(download.socket, 'getaddrinfo',
                       lambda *args, **kwargs: release.wait(30))  # a hung lookup
   start = time.monotonic()
   try:
-    assert not tfds_source.any_resolves(['a.example', 'b.example'], timeout=0.3)
+    assert not download.any_resolves(['a.example', 'b.example'], timeout=0.3)
   finally:
     release.set()
   assert time.monotonic() - start < 1
@@ -337,20 +410,20 @@ def test_tfds_resolve_any_host_is_enough(monkeypatch):
     if host != 'b.example':
       raise socket.gaierror(-2, 'Name or service not known')
     return []
-  monkeypatch.setattr(tfds_source.socket, 'getaddrinfo', only_b)
-  assert tfds_source.any_resolves(['a.example', 'b.example'], timeout=2)
-  assert not tfds_source.any_resolves(['a.example'], timeout=2)
-  assert not tfds_source.any_resolves([], timeout=2)
+  monkeypatch.setattr(download.socket, 'getaddrinfo', only_b)
+  assert download.any_resolves(['a.example', 'b.example'], timeout=2)
+  assert not download.any_resolves(['a.example'], timeout=2)
+  assert not download.any_resolves([], timeout=2)
 
 
 def test_tfds_offline_real_download_fails_in_seconds(tmp_path, monkeypatch):
   """Real builder, real DNS; skipped where the download host resolves (it would download)."""
   b = tfds_source.builder('mnist', str(tmp_path))
-  if tfds_source.any_resolves(tfds_source.download_hosts(b)):
+  if download.any_resolves(download.download_hosts(b)):
     pytest.skip('the TFDS download hosts resolve here: prepare would download')
   monkeypatch.setattr(b, 'download_and_prepare', _offline_builder().download_and_prepare)
   start = time.monotonic()
   with pytest.raises(UserError, match="cannot resolve .* 'mnist' \\(no network\\?\\)"):
-    tfds_source.prepare(b, 'mnist', download=True)
-  assert time.monotonic() - start < tfds_source.RESOLVE_TIMEOUT_S + 2
+    download.prepare(b, 'mnist', download=True)
+  assert time.monotonic() - start < download.RESOLVE_TIMEOUT_S + 2
   assert not os.listdir(tmp_path)

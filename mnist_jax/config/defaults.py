@@ -57,7 +57,15 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.data_dir = config_dict.placeholder(str)  # tfds data_dir / IDX directory
   c.data.download = True          # let TFDS download when the data is missing
   c.data.val_size = 5000          # validation images carved from the end of train
-  c.data.standardize = False      # (x - 0.1307) / 0.3081 after x = p / 255
+  c.data.standardize = False      # x' = (x - mean) / std after x = p / 255
+  # What the data is (data/describe.py): None = read from the run's own data when it
+  # starts training, then recorded in config.json for everything that uses the run.
+  c.data.mean = config_dict.placeholder(float)    # μ of x over the training split
+  c.data.std = config_dict.placeholder(float)     # σ of x over the training split
+  c.data.num_classes = config_dict.placeholder(int)   # K: the dataset's classes
+  c.data.label_names = config_dict.placeholder(tuple)  # K names ('0', '1', ... if none)
+  c.data.digits = config_dict.placeholder(bool)   # MNIST-style digits (20 px box, centre of mass)
+  c.data.num_train = config_dict.placeholder(int)     # N training images
   c.data.train_limit = 0          # use only the first N train images (0 = all)
   c.data.per_device_shards = False  # devices sample only their 1/D of train (parallel/shards.py)
 

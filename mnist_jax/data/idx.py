@@ -4,7 +4,7 @@ IDX layout, big-endian: a 4-byte magic ``0x0000 TT DD`` (TT = 0x08 unsigned
 bytes, DD = number of dimensions), one uint32 per dimension, then the data.
 
   images  magic 0x00000803, dims (N, 28, 28) -> N·28·28 pixel bytes 0..255
-  labels  magic 0x00000801, dims (N,)        -> N label bytes 0..9
+  labels  magic 0x00000801, dims (N,)        -> N label bytes 0..K−1 (MNIST: K = 10)
 
 so a complete file has exactly 4 + 4·D + ∏dims bytes. Files may be gzip-compressed
 or raw (detected by the gzip magic bytes 1f 8b, not by the name). The full MNIST
@@ -127,13 +127,15 @@ def read_images(path: str, *, verify_if_count: int = -1) -> np.ndarray:
   return images[..., None]
 
 
-def read_labels(path: str, *, verify_if_count: int = -1) -> np.ndarray:
-  """int32 (N,) labels 0..9 of an IDX file; sha256 checked if N == verify_if_count."""
+def read_labels(path: str, *, verify_if_count: int = -1,
+                num_classes: int = 256) -> np.ndarray:
+  """int32 (N,) labels of an IDX file, each below ``num_classes`` (MNIST's 10 when
+  the data is named mnist); sha256 checked if N == verify_if_count."""
   data = read_bytes(path)
   labels = parse(data, path, LABEL_MAGIC)
-  if labels.size and labels.max() >= NUM_CLASSES:
+  if labels.size and labels.max() >= num_classes:
     raise UserError(f'{path} has label {int(labels.max())} outside 0..'
-                    f'{NUM_CLASSES - 1}; {_FIX_CORRUPT}')
+                    f'{num_classes - 1}; {_FIX_CORRUPT}')
   if len(labels) == verify_if_count:
     _verify_sha256(data, path)
   return labels.astype(np.int32)
@@ -144,7 +146,8 @@ def load_split(directory: str, split: str, *, name: str = 'mnist'):
 
   With ``name == 'mnist'`` and the full count (60,000 / 10,000), each file's
   decompressed sha256 must match the real MNIST's; other IDX datasets of the
-  same format (e.g. Fashion-MNIST) and subsets are only checked structurally.
+  same format (e.g. Fashion-MNIST) and subsets are only checked structurally
+  (their labels may be any byte: ``num_classes`` counts their classes).
   """
   if split not in FILES:
     raise UserError(f"unknown split {split!r}; use 'train' or 'test'")
@@ -153,12 +156,20 @@ def load_split(directory: str, split: str, *, name: str = 'mnist'):
   image_path, label_path = (find_file(directory, stem) for stem in FILES[split])
   full = FULL_COUNTS[split] if name == 'mnist' else -1
   images = read_images(image_path, verify_if_count=full)
-  labels = read_labels(label_path, verify_if_count=full)
+  labels = read_labels(label_path, verify_if_count=full,
+                       num_classes=NUM_CLASSES if name == 'mnist' else 256)
   if len(images) != len(labels):
     raise UserError(f'{image_path} has {len(images)} images but {label_path} has '
                     f'{len(labels)} labels; use an image and a label file of the '
                     f'same split and download')
   return images, labels
+
+
+def num_classes(name: str, *label_arrays) -> int:
+  """K of an IDX dataset: MNIST's 10, else 1 + the largest label of its splits."""
+  if name == 'mnist':
+    return NUM_CLASSES
+  return 1 + max((int(y.max()) for y in label_arrays if len(y)), default=0)
 
 
 def _write(path: str, magic: int, array: np.ndarray) -> None:

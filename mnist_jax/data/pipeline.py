@@ -26,7 +26,8 @@ SOURCES = ('tfds', 'idx')
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
-  """uint8 images (N, 28, 28, 1) and int32 labels (N,) of each split."""
+  """uint8 images (N, 28, 28, 1) and int32 labels (N,) of each split; the classes
+  0..num_classes−1 and their names (the source's, else '0', '1', ...)."""
   name: str
   num_classes: int
   train_images: np.ndarray
@@ -35,6 +36,7 @@ class Dataset:
   val_labels: np.ndarray
   test_images: np.ndarray
   test_labels: np.ndarray
+  label_names: tuple = ()
 
   def sizes(self) -> dict:
     return {'train': len(self.train_labels), 'val': len(self.val_labels),
@@ -58,7 +60,8 @@ def split_train_val(images, labels, val_size: int, train_limit: int = 0):
 
 
 def _read(data_config):
-  """({'train': (x, y), 'test': (x, y)}, num_classes) from the configured source."""
+  """({'train': (x, y), 'test': (x, y)}, num_classes, label names) from the
+  configured source."""
   source, name = data_config.source, data_config.name
   if source == 'idx':
     if not data_config.data_dir:
@@ -66,7 +69,7 @@ def _read(data_config):
                       'to the folder holding the four MNIST IDX files')
     splits = {s: idx.load_split(data_config.data_dir, s, name=name)
               for s in ('train', 'test')}
-    return splits, idx.NUM_CLASSES
+    return splits, idx.num_classes(name, *(y for _, y in splits.values())), ()
   if source == 'tfds':
     from mnist_jax.data import tfds  # pylint: disable=g-import-not-at-top  (TF is slow)
     return tfds.load_splits(name, ('train', 'test'), data_config.data_dir,
@@ -76,10 +79,12 @@ def _read(data_config):
 
 def load(data_config) -> Dataset:
   """The ``Dataset`` described by ``config.data``."""
-  splits, num_classes = _read(data_config)
+  splits, num_classes, names = _read(data_config)
   (train_x, train_y), (val_x, val_y) = split_train_val(
       *splits['train'], data_config.val_size, data_config.train_limit)
-  return Dataset(name=data_config.name, num_classes=int(num_classes),
+  names = tuple(names) if len(names) == num_classes else tuple(
+      str(k) for k in range(num_classes))
+  return Dataset(name=data_config.name, num_classes=int(num_classes), label_names=names,
                  train_images=train_x, train_labels=train_y,
                  val_images=val_x, val_labels=val_y,
                  test_images=splits['test'][0], test_labels=splits['test'][1])

@@ -152,30 +152,59 @@ class RunCheckpoints:
 
   def resume(self, state):
     """``restore(latest, state, fallback=True)``; (state, None) without touching
-    orbax when <directory>/latest is absent or empty (nothing to resume or clean)."""
+    orbax when <directory>/latest is absent or empty (nothing to resume or clean).
+
+    'best' checkpoints of epochs after the restored one are deleted: the resumed
+    run replays those epochs and saves its own best of them (orbax would skip
+    any save at or below a step it holds, see ``save``)."""
     latest = os.path.join(self.directory, 'latest')
     if not (os.path.isdir(latest) and os.listdir(latest)):
       return state, None
-    return restore(self.get('latest'), state, fallback=True)
+    state, meta = restore(self.get('latest'), state, fallback=True)
+    self._drop_best_after(meta["epoch"] if meta else 0)
+    return state, meta
+
+  def _drop_best_after(self, epoch: int) -> None:
+    best = os.path.join(self.directory, 'best')
+    if not (os.path.isdir(best) and any(s.isdigit() and int(s) > epoch
+                                        for s in os.listdir(best))):
+      return
+    mngr = self.get('best')
+    newer = sorted(s for s in mngr.all_steps() if s > epoch)
+    for step in newer:
+      mngr.delete(step)
+    logging.info('Resuming from epoch %d: deleted best checkpoint(s) %s of later epochs '
+                 'in %s; the replayed epochs save their own best.', epoch, newer, best)
 
   def wait_until_finished(self) -> None:
     for mngr in self.made.values():
       mngr.wait_until_finished()
 
 
-def save(mngr: ocp.CheckpointManager, epoch: int, state, meta: dict) -> None:
-  """Saves the state at ``epoch`` with ``meta`` plus the arrays' 'sha256'.
+def save(mngr: ocp.CheckpointManager, epoch: int, state, meta: dict) -> bool:
+  """Saves the state at ``epoch`` with ``meta`` plus the arrays' 'sha256';
+  whether orbax saved it.
 
   Blocks while the arrays are copied to the host and hashed, then writes in the
-  background: call ``mngr.wait_until_finished()`` before reading it back."""
+  background: call ``mngr.wait_until_finished()`` before reading it back.
+  orbax skips a step at or below the latest it holds (``should_save``) and only
+  returns False: then one warning line names the checkpoint and why."""
   arrays = _arrays(state)
   digest = _sha256(_host_leaves(arrays))
   meta = {**meta, 'sha256': digest} if digest else dict(meta)
   metrics = {'val_accuracy': float(meta['val_accuracy'])} if 'val_accuracy' in meta else None
   ocp = _ocp()
-  mngr.save(epoch, args=ocp.args.Composite(
+  saved = mngr.save(epoch, args=ocp.args.Composite(
       state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)),
       metrics=metrics)
+  if not saved:
+    latest = mngr.latest_step()
+    why = (f'orbax skips steps at or below its latest, {latest}' if latest is not None
+           and latest >= epoch else 'orbax declined it (read-only manager or a save in '
+           'progress)')
+    logging.warning('Checkpoint of epoch %d in %s was not saved: %s.', epoch,
+                    mngr.directory, why)
+  return bool(saved)
 
 
 def _first_line(e) -> str:

@@ -49,7 +49,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from mnist_jax import parallel, train as train_lib
 from mnist_jax.config import validate
-from mnist_jax.data import pipeline
+from mnist_jax.data import describe, pipeline
 from mnist_jax.engine import (checkpoint, ensemble, evaluation, stacked,
                               workdir as workdir_lib, writers)
 from mnist_jax.errors import UserError
@@ -182,6 +182,9 @@ def train(configs, workdirs, on_epoch=None) -> Results:
   ensemble.expand(configs)  # an ensemble trains alone
   data_start = time.time()
   data = pipeline.load(ref.data)  # before any file is written: a failure leaves nothing
+  # what the data is (μ, σ, K, names, N), recorded in each run's config.json
+  configs = [describe.resolve(c, data) for c in configs]
+  ref = configs[0]
   logging.info('Data: %d train / %d val / %d test images read in %.2f s.',
                len(data.train_labels), len(data.val_labels), len(data.test_labels),
                time.time() - data_start)

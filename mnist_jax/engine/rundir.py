@@ -25,7 +25,7 @@ import ml_collections
 from mnist_jax import train
 from mnist_jax.engine import checkpoint, ensemble, stacked
 from mnist_jax.config import defaults, overrides as config_overrides
-from mnist_jax.data import pipeline
+from mnist_jax.data import describe, pipeline
 from mnist_jax.errors import UserError
 
 WHICH = ('latest', 'best')
@@ -34,8 +34,11 @@ WHICH = ('latest', 'best')
 def config_from_json(saved: dict) -> ml_collections.ConfigDict:
   """The ConfigDict of a run from its ``config.json`` contents: today's defaults
   with the saved values written in (config/overrides.py, leniently: keys an older
-  run has and today's defaults lack are kept, JSON lists become tuples)."""
-  return config_overrides.apply(defaults.get_config(), defaults.flat(saved), lenient=True)
+  run has and today's defaults lack are kept, JSON lists become tuples); a run
+  recorded before its data statistics were gets them from data/describe.fill_unrecorded."""
+  config = config_overrides.apply(defaults.get_config(), defaults.flat(saved), lenient=True)
+  describe.fill_unrecorded(config, saved.get('data', {}))
+  return config
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -79,15 +82,18 @@ def checkpoint_dir(workdir: str, which: str) -> str:
   return os.path.join(workdir, 'checkpoints', which)
 
 
-def load_run(workdir: str, which: str = 'latest', *, num_train=None, num_classes: int = 10):
+def load_run(workdir: str, which: str = 'latest', *, num_train=None, num_classes=None):
   """(config, state, meta) of the ``which`` checkpoint of the run in ``workdir``
   (state: a TrainState, or an ensemble.Ensemble for an ensemble run).
 
   meta is the checkpoint's record ({'epoch', 'history', ['val_accuracy']}) plus
-  'which' and 'checkpoint' (its directory). ``num_train`` sets the optimizer's
-  schedule length when training is continued (default: from the config).
+  'which' and 'checkpoint' (its directory). The model has the recorded
+  config.data.num_classes classes; ``num_train`` sets the optimizer's schedule
+  length when training is continued (default: the recorded config.data.num_train;
+  a run recorded without it gets 1 step per epoch, which only a continued training sees).
   """
   config = load_config(workdir)
+  num_train = num_train or config.data.num_train or config.batch_size
   directory = checkpoint_dir(workdir, which)
   steps = sorted(int(s) for s in os.listdir(directory) if s.isdigit()) \
       if os.path.isdir(directory) else []

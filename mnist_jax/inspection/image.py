@@ -1,4 +1,4 @@
-"""Your own images as MNIST digits.
+"""Your own images as 28x28 inputs of a run: MNIST-like digits, or any greyscale item.
 
 A photo or drawing is turned into an MNIST-like digit the way MNIST was made
 (LeCun et al.): ``prepare_image``
@@ -12,6 +12,11 @@ A photo or drawing is turned into an MNIST-like digit the way MNIST was made
      averaging: each output pixel is the mean of the input area it covers);
   6. paste into 28x28 so the centre of mass c = Σ p·x / Σ p lies at (14, 14)
      (integer shift; clamped so no ink leaves the frame).
+Steps 5-6 are MNIST's digit steps: they run with ``digits=True``, for runs on the
+MNIST family (the run records it, data/describe.py). Otherwise 5-6 are
+  5'. resize so the longest side is 28 px, aspect kept, antialiased;
+  6'. paste into 28x28 with the box centred (as Fashion-MNIST was made: trimmed,
+      longest side resized to 28, centred).
 ``preparation_steps`` returns the image after each step (the serve page shows them).
 """
 import numpy as np
@@ -59,10 +64,11 @@ def centre_of_mass(x: np.ndarray):
   return float(x.sum(1) @ rows / total), float(x.sum(0) @ cols / total)
 
 
-def preparation_steps(array) -> list:
+def preparation_steps(array, digits: bool = True) -> list:
   """[(step, float (H, W) image 0..255)] of ``prepare_image`` in order: 'grayscale',
   'ink bright' (inverted when the background is light), 'stretched', 'cropped',
-  'resized' (20 px box) and 'centred' (the 28x28 digit, before rounding)."""
+  'resized' (20 px box; 28 px without ``digits``) and 'centred' (by the centre of
+  mass; by the box without ``digits``): the 28x28 input, before rounding."""
   x = to_grayscale(array)
   steps = [('grayscale', x)]
   border = np.concatenate([x[0], x[-1], x[:, 0], x[:, -1]])
@@ -81,22 +87,27 @@ def preparation_steps(array) -> list:
   x = x[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
   steps.append(('cropped', x))
   h, w = x.shape
-  scale = BOX / max(h, w)
+  scale = (BOX if digits else SIZE) / max(h, w)
   x = resize_area(x, (max(1, round(h * scale)), max(1, round(w * scale))))
   steps.append(('resized', x))
   h, w = x.shape
-  com_r, com_c = centre_of_mass(x)
-  top = int(np.clip(round(CENTRE - com_r), 0, SIZE - h))
-  left = int(np.clip(round(CENTRE - com_c), 0, SIZE - w))
+  if digits:
+    com_r, com_c = centre_of_mass(x)
+    top = int(np.clip(round(CENTRE - com_r), 0, SIZE - h))
+    left = int(np.clip(round(CENTRE - com_c), 0, SIZE - w))
+  else:
+    top, left = (SIZE - h) // 2, (SIZE - w) // 2
   out = np.zeros((SIZE, SIZE))
   out[top:top + h, left:left + w] = x
   steps.append(('centred', out))
   return steps
 
 
-def prepare_image(array) -> np.ndarray:
-  """An MNIST-like uint8 (28, 28) digit from any image array (see the module doc)."""
-  return np.clip(np.round(preparation_steps(array)[-1][1]), 0, 255).astype(np.uint8)
+def prepare_image(array, digits: bool = True) -> np.ndarray:
+  """A uint8 (28, 28) input from any image array: an MNIST-like digit, or without
+  ``digits`` the item fitted to 28 px and centred (see the module doc)."""
+  return np.clip(np.round(preparation_steps(array, digits)[-1][1]), 0,
+                 255).astype(np.uint8)
 
 
 def load_image(path, name=None) -> np.ndarray:

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mnist_jax.engine import ensemble, evaluation, rundir
+from mnist_jax.engine import ensemble, evaluation, rundir, trained
 from mnist_jax.inspection import explain, figures
 from mnist_jax.inspection.image import SIZE, preparation_steps, resize_area
 
@@ -117,6 +117,8 @@ class LiveRun:
   meta: dict
   layers: list
   inner: Any = None
+  label_names: tuple = ()      # the run's K class names
+  digits: bool = True          # the run's inputs are MNIST-style digits
   _test: Optional[dict] = None
   _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
@@ -125,7 +127,8 @@ class LiveRun:
     return {'run': self.run_id, 'which': self.which, 'epoch': self.meta['epoch'],
             'model': self.config.model.name, 'config': self.config.to_dict(),
             'history': rundir.load_history(self.workdir), 'layers': self.layers,
-            'ensemble': self.members()}
+            'ensemble': self.members(), 'classes': list(self.label_names),
+            'weights': self.meta.get('weights', 'raw')}
 
   def members(self) -> int:
     """K, the ensemble's members (1 for a single model)."""
@@ -135,7 +138,7 @@ class LiveRun:
     """Probabilities (and with ``inside`` the maps and saliency) for a picture
     of one digit, any size, with its preprocessing steps; an ensemble's adds
     'members' (K, C) (their mean is 'probs'), 'spread' and 'dissent'."""
-    steps = preparation_steps(picture)
+    steps = preparation_steps(picture, self.digits)
     digit = np.clip(np.round(steps[-1][1]), 0, 255).astype(np.uint8)
     out = {'steps': [dict(title=t, **_thumbnail(s)) for t, s in steps],
            'digit': b64(digit)}
@@ -198,10 +201,13 @@ class LiveRun:
 
 
 def load(run_id: str, workdir: str, which: str = 'best') -> LiveRun:
-  """The ``which`` checkpoint of ``workdir``, its compiled functions warmed up."""
-  config, state, meta = rundir.load_run(workdir, which)
+  """The ``which`` checkpoint of ``workdir`` (engine/trained.py: its chosen weights,
+  classes and image preparation), its compiled functions warmed up."""
+  t = trained.load(workdir, which)
+  state = t.state
   inner = state.member(0) if isinstance(state, ensemble.Ensemble) else state
-  run = LiveRun(run_id, workdir, which, config, state, meta, conv_layers(inner), inner)
+  run = LiveRun(run_id, workdir, which, t.config, state, t.meta, conv_layers(inner), inner,
+                label_names=t.label_names, digits=t.digits)
   blank = np.zeros((SIZE, SIZE), np.uint8)
   blank[8:20, 13:15] = 255
   run.predict(blank, inside=True)   # compiles the forward passes now, not on the first stroke
