@@ -146,6 +146,8 @@ def commands_in(text: str) -> list:
   text = re.sub(r'\\\n\s*', ' ', text)
   found = []
   for m in COMMAND.finditer(text):
+    if re.match(r'[^\n]*\n\s*error:', text[m.end():]):
+      continue    # a bad-input example: the line below is the error it prints
     program = f'mnist_jax.{m.group(2)}' if m.group(2) else m.group(3)
     rest = re.split(r'\s#|\s&&|\s;|\)\s|\s\|', m.group(4))[0]
     try:
@@ -154,6 +156,18 @@ def commands_in(text: str) -> list:
       words = rest.split()
     found.append((program, [w.strip('[]') for w in words]))
   return found
+
+
+def test_commands_are_read_with_their_continuation_lines():
+  text = ('```\npython -m mnist_jax.main --config=configs/lenet.py \\\n'
+          '    --config.num_epochs=5 [--workdir=DIR]  # a comment\n```\n'
+          'and `python experiments/speed/benchmark.py --runs=3` inline')
+  assert commands_in(text) == [
+      ('mnist_jax.main', ['--config=configs/lenet.py', '--config.num_epochs=5', '--workdir=DIR']),
+      ('experiments/speed/benchmark.py', ['--runs=3'])]
+  shown_failing = ('$ python -m mnist_jax.main --config.lerning_rate=0.1\n'
+                   'error: unknown config key ...\n')
+  assert commands_in(shown_failing) == []
 
 
 def page_commands() -> list:
@@ -188,7 +202,7 @@ def defined_flags(program: str) -> frozenset:
   """The flags of a command: its --helpfull (absl) or --help (argparse) output."""
   text = _help_text(program)
   names = set(re.findall(r'^\s+--(?:\[no\])?([\w.-]+)', text, re.M))
-  names |= set(re.findall(r'^\s+-\w, --([\w-]+)', text, re.M))
+  names |= set(re.findall(r'^\s+-\w,\s?--([\w-]+)', text, re.M))   # -v,--verbosity; -h, --help
   if len(names) < 2:
     names |= _source_flags(program)
   assert names, f'{program} defines no flags we could read:\n{text[-2000:]}'
@@ -231,7 +245,7 @@ def test_commands_in_the_docs_use_only_defined_flags():
     for arg in args:
       if not arg.startswith('--') or arg == '--':
         continue
-      name = arg[2:].split('=', 1)[0]
+      name = re.match(r'[\w.-]*', arg[2:]).group()
       if name.startswith('config.'):
         config = config or _config_of(program, args)
         if config is not None and not _has_key(config, name[len('config.'):]):

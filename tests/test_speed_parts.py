@@ -206,6 +206,22 @@ def test_benchmark_parsing_and_peak():
   assert config.batch_size == 64 and config.data.source == 'idx'
 
 
+def test_benchmark_replaces_a_measurement_of_the_same_thing_on_the_same_machine(tmp_path):
+  bench = _load('speed', 'benchmark')
+  out = str(tmp_path / 'bench.md')
+  def section(config, cpu, figure):
+    return f'### {config}  — 2026-01-0{figure}\n\n- backend: cpu; peak: {cpu}: 2 cores\n\n| {figure} |'
+  with open(out, 'w') as f:
+    f.write('# Benchmarks\n\nWhat the file holds.\n')
+  bench.write_section(out, section('configs/speedrun.py', 'AMD EPYC (family 25)', 1))
+  bench.write_section(out, section('configs/speedrun.py', 'Intel Xeon (family 6)', 2))
+  bench.write_section(out, section('configs/speedrun.py', 'AMD EPYC (family 25)', 3))
+  text = open(out).read()
+  assert text.startswith('# Benchmarks\n\nWhat the file holds.\n\n### ')
+  assert text.count('### ') == 2 and '| 1 |' not in text   # the old figure is gone
+  assert text.index('| 2 |') < text.index('| 3 |')
+
+
 def test_benchmark_profile_categories_and_table():
   bench = _load('speed', 'benchmark')
   stack = 'jit(run)/while/body/closed_call/'

@@ -3,7 +3,8 @@
   python experiments/concepts/reproduce.py --config=configs/cnn.py \
       --data_dir=$MNIST_DIR --out=experiments/results/cnn.md
 
---data_dir points at the four IDX files (omit it to use TFDS, which downloads).
+--data_dir points at the four IDX files (omit it to use TFDS, which downloads);
+quoted, '$MNIST_DIR' is expanded here, so the recorded command stays portable.
 The row: config, test accuracy (last epoch), best-validation epoch and the test
 accuracy there, epochs, training wall time, images/s, hardware, date, command.
 --out holds the latest run's row only (the current figure; git keeps the history).
@@ -34,8 +35,8 @@ HEADER = ('| config | test acc. | best val epoch: test acc. | epochs | train tim
 def main(argv):
   del argv
   config = _CONFIG.value
-  if _DATA_DIR.value:
-    config.data.source, config.data.data_dir = 'idx', _DATA_DIR.value
+  if _DATA_DIR.value:   # '$MNIST_DIR' quoted on the command line is recorded as written
+    config.data.source, config.data.data_dir = 'idx', os.path.expandvars(_DATA_DIR.value)
   workdir = _WORKDIR.value or tempfile.mkdtemp(prefix='reproduce_')
   results = driver.train([config], [workdir])
   outcome = results.outcomes[0]

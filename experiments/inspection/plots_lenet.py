@@ -1,6 +1,6 @@
 """The README's pictures: LeNet-5 (configs/lenet.py) trained on the real MNIST.
 
-  python experiments/inspection/plots_lenet.py --data_dir=/path/to/mnist_idx [--epochs=3]
+  python experiments/inspection/plots_lenet.py --data_dir=$MNIST_DIR [--epochs=3]
 
 Trains configs/lenet.py (with --epochs overriding num_epochs; the schedule is
 stretched to fit) in --workdir (engine.driver.train), then draws every plot of
