@@ -10,7 +10,7 @@ vote of three such nets (M3, M5, M7) and 99.91 % for a two-level ensemble.
 The summary reports the ensemble's ECE next to its members' (summary.json
 'ensemble').
 
-NOT YET RUN on the full data (see README); memory: ensemble.check_memory
+NOT YET RUN on the full data (see README); memory: memory.check_memory
 estimates about 0.2 GiB per member for a batch of 120.
 """
 from mnist_jax.config import defaults

@@ -62,9 +62,11 @@ class TrainState(train_state.TrainState):
                 augmentation, μ, σ = config.data.mean/std (the training split's); () = off
   ema_decay     d of the weight EMA (config.ema_decay; 0 = off, ``ema`` is {})
 
-  ``ema`` = {'params', 'batch_stats'}: after every step v ← d·v + (1 − d)·v_new
-  for the parameters and the batch-norm statistics alike (as timm's ModelEmaV2
-  averages a model's buffers), starting from the initial values.
+  ``ema`` = {'params', 'batch_stats'}: the weight EMA (``ema_update``) of the
+  parameters and the batch-norm statistics alike (as timm's ModelEmaV2 averages
+  a model's buffers). It holds usable weights at every step (no correction at
+  read time): ``ema_state`` swaps them in, and a checkpoint's ``ema`` entry is
+  the EMA model as it stands.
   """
   batch_stats: Any = struct.field(pytree_node=True, default_factory=dict)
   ema: Any = struct.field(pytree_node=True, default_factory=dict)
@@ -176,9 +178,26 @@ def create_train_state(config, rng, *, num_train: Optional[int] = None,
   return state.replace(step=jnp.zeros((), jnp.int32))
 
 
-def ema_update(ema, new, decay: float):
-  """v_ema ← d·v_ema + (1 − d)·v for every leaf of ``ema`` and ``new`` (same trees)."""
-  return jax.tree_util.tree_map(lambda e, v: decay * e + (1.0 - decay) * v, ema, new)
+def ema_decay_at(decay: float, step):
+  """d_t = min(d, (1 + t) / (10 + t)) at update t = 1, 2, ... (TF's
+  ExponentialMovingAverage with ``num_updates``).
+
+  Why this warm-up and not optax.ema(debias=True): early on the average spans
+  about the last t/9 steps, so it forgets the random initial weights within the
+  first epoch and tracks the trained ones (its validation accuracy after epoch 1
+  is close to the raw weights'), while the bias-corrected mean of optax weights
+  the first steps almost as much as the last when d^t is near 1 (d = 0.999: an
+  epoch of 400 steps keeps d^t = 0.67). The stored value is the average itself,
+  so no reader applies a correction."""
+  t = jnp.asarray(step, jnp.float32)
+  return jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+
+
+def ema_update(ema, new, decay: float, step=None):
+  """v_ema ← d_t·v_ema + (1 − d_t)·v for every leaf of ``ema`` and ``new`` (same
+  trees); d_t = ``ema_decay_at(decay, step)``, or d itself when ``step`` is None."""
+  d = decay if step is None else ema_decay_at(decay, step)
+  return jax.tree_util.tree_map(lambda e, v: d * e + (1.0 - d) * v, ema, new)
 
 
 def ema_state(state: TrainState) -> TrainState:
@@ -243,7 +262,8 @@ def train_step(state: TrainState, batch, rng, *, axis_name: Optional[str] = None
   new = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   if state.ema_decay:
     new = new.replace(ema=ema_update(
-        state.ema, {'params': new.params, 'batch_stats': new.batch_stats}, state.ema_decay))
+        state.ema, {'params': new.params, 'batch_stats': new.batch_stats}, state.ema_decay,
+        new.step))
   return new, metrics
 
 
@@ -266,7 +286,25 @@ def eval_step(state: TrainState, batch, *, axis_name: Optional[str] = None):
   return sums
 
 
+def probabilities(logits, loss_name: str = 'cce'):
+  """The class distribution q the loss models, from logits z (..., C):
+
+    cce, mse, mae   q = softmax(z)
+    bce             q_k = σ(z_k) / Σ_j σ(z_j)
+
+  A bce model predicts C one-vs-rest probabilities σ(z_k) (its loss is on
+  those); they need not sum to 1, so every use that needs a distribution
+  (predict, NLL, the ECE's confidence max_k q_k, an ensemble's mean) takes the
+  normalised q. argmax_k q_k = argmax_k z_k for every loss."""
+  if loss_name == 'bce':
+    s = jax.nn.sigmoid(logits)
+    return s / jnp.sum(s, axis=-1, keepdims=True)
+  return jax.nn.softmax(logits, axis=-1)
+
+
 def predict(state: TrainState, images):
-  """Class probabilities softmax(f(x)) for images (N, 28, 28, 1): uint8 pixels or
-  floats x in [0, 1], preprocessed as the state was trained."""
-  return jax.nn.softmax(state.apply_fn(state.variables, state.inputs(images), train=False))
+  """Class probabilities q (``probabilities``: softmax(f(x)), or the normalised
+  σ(f(x)) of a bce model) for images (N, 28, 28, 1): uint8 pixels or floats x in
+  [0, 1], preprocessed as the state was trained."""
+  logits = state.apply_fn(state.variables, state.inputs(images), train=False)
+  return probabilities(logits, state.loss_name)

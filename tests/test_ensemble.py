@@ -20,7 +20,7 @@ from PIL import Image
 from mnist_jax import api, predict, train
 from mnist_jax.config import defaults, validate
 from mnist_jax.data import pipeline
-from mnist_jax.engine import calibration, driver, ensemble, evaluation, rundir
+from mnist_jax.engine import calibration, driver, ensemble, evaluation, memory, rundir, runs as runs_lib
 from mnist_jax.errors import UserError
 from mnist_jax.inspection import figures
 
@@ -77,8 +77,9 @@ def test_disagreement_and_mean_by_hand():
 
 
 def test_ema_follows_its_formula_for_two_steps(mnist_small_dir):
-  """θ_ema after steps 1, 2 = d²θ0 + d(1−d)θ1 + (1−d)θ2, for the params and for
-  batch-norm statistics alike (cnn has BN)."""
+  """θ_ema after steps 1, 2 = d2·d1·θ0 + d2(1−d1)θ1 + (1−d2)θ2 with the warm-up
+  decay d_t = min(d, (1 + t)/(10 + t)), for the params and for batch-norm
+  statistics alike (cnn has BN)."""
   config = defaults.get_config()
   config.model.name, config.model.features, config.model.dense = 'cnn', (4,), (8,)
   config.model.batch_norm, config.ema_decay, config.optimizer = True, 0.75, 'sgd'
@@ -93,11 +94,11 @@ def test_ema_follows_its_formula_for_two_steps(mnist_small_dir):
   seen = [state]
   for _ in range(2):
     seen.append(step(seen[-1], batch, jax.random.key(1))[0])
-  d = 0.75
+  d1, d2 = min(0.75, 2 / 11), min(0.75, 3 / 12)
   for part in ('params', 'batch_stats'):
     t0, t1, t2 = (getattr(s, part) for s in seen)
     expected = jax.tree_util.tree_map(
-        lambda a, b, c: d * d * a + d * (1 - d) * b + (1 - d) * c, t0, t1, t2)
+        lambda a, b, c: d2 * d1 * a + d2 * (1 - d1) * b + (1 - d2) * c, t0, t1, t2)
     for e, got in zip(jax.tree_util.tree_leaves(expected),
                       jax.tree_util.tree_leaves(seen[-1].ema[part])):
       np.testing.assert_allclose(got, e, rtol=1e-5, atol=1e-6)
@@ -150,7 +151,7 @@ def _max_diff(a, b):
 
 
 def test_members_equal_their_single_runs(runs):
-  ens_dir, _, singles = runs
+  ens_dir, ens, singles = runs
   _, state, meta = rundir.load_run(ens_dir, 'latest')
   assert isinstance(state, ensemble.Ensemble) and state.size == K and meta['epoch'] == 1
   assert sorted(os.listdir(os.path.join(ens_dir, 'checkpoints', 'latest'))) == ['1']
@@ -160,9 +161,13 @@ def test_members_equal_their_single_runs(runs):
     member = state.member(k)
     assert _max_diff(member.params, single.params) < 2e-4
     assert _max_diff(member.ema, single.ema) < 2e-4
-    for key in ('test_accuracy', 'val_accuracy', 'test_accuracy_ema'):
+    for key in ('val_accuracy', 'val_accuracy_ema'):
       assert record[f'member{k}_{key}'] == pytest.approx(summary[key], abs=2e-3), key
-    assert record[f'member{k}_test_loss'] == pytest.approx(summary['test_loss'], rel=1e-3)
+    assert record[f'member{k}_val_loss'] == pytest.approx(summary['val_loss'], rel=1e-3)
+    member = ens.outcomes[0].summary['ensemble']['members'][k]   # test: read at the end
+    for key in ('test_accuracy', 'test_accuracy_ema'):
+      assert member[key] == pytest.approx(summary[key], abs=2e-3), key
+    assert member['test_loss'] == pytest.approx(summary['test_loss'], rel=1e-3)
   assert _max_diff(state.member(0).params, state.member(1).params) > 1e-2  # two models
 
 
@@ -217,14 +222,23 @@ def test_metrics_and_tensorboard_carry_members_and_ensemble(runs):
   from tensorboard.backend.event_processing import event_accumulator
   ens_dir, ens, _ = runs
   record = rundir.load_history(ens_dir)[-1]
-  for key in ('val_accuracy', 'val_ece', 'test_nll', 'test_accuracy_ema',
-              'member0_test_accuracy', 'member1_val_ece', 'member1_train_loss'):
+  for key in ('val_accuracy', 'val_ece', 'val_nll', 'val_accuracy_ema',
+              'member0_val_accuracy', 'member1_val_ece', 'member1_train_loss'):
     assert key in record, key
+  assert not [key for key in record if 'test' in key]   # test is read once, at the end
   acc = event_accumulator.EventAccumulator(os.path.join(ens_dir, 'tensorboard'))
   acc.Reload()
-  assert {'test/ece', 'member0/test_accuracy', 'member1/val_accuracy_ema'} <= set(
+  assert {'val/ece', 'member0/val_accuracy', 'member1/val_accuracy_ema'} <= set(
       acc.Tags()['scalars'])
+  assert not [t for t in acc.Tags()['scalars'] if 'test' in t]
   assert isinstance(ens.outcomes[0].state, ensemble.Ensemble)
+  # each loss is the loss it says: val_loss is the members' mean ℓ, as train_loss is,
+  # val_nll the NLL of the ensemble's mean distribution (≤ the members' mean, Jensen)
+  assert record['val_loss'] == pytest.approx(
+      np.mean([record[f'member{k}_val_loss'] for k in range(K)]), rel=1e-6)
+  assert record['train_loss'] == pytest.approx(
+      np.mean([record[f'member{k}_train_loss'] for k in range(K)]), rel=1e-6)
+  assert record['val_nll'] <= record['val_loss'] + 1e-6
 
 
 def test_evaluate_predict_and_plots_use_the_ensemble(runs, mnist_small_dir, tmp_path):
@@ -278,15 +292,15 @@ def test_ensemble_size_below_one_is_refused():
 def test_an_ensemble_too_large_for_memory_names_the_size_that_fits():
   config = defaults.get_config()
   config.model.name, config.ensemble.size = 'mlp', 64
-  per = ensemble.member_bytes(config)
+  per = memory.member_bytes(config)
   params = 784 * 500 + 500 + 500 * 10 + 10
   assert per['state'] == params * 4 * 4   # params, gradient, Adam's two moments
   # every layer's output for a batch of 128, kept and differentiated
   assert per['activations'] >= 2 * 4 * 128 * (500 + 10)
   one = per['state'] + per['activations']
-  ensemble.check_memory(config, available=64 * one / 0.9 + 1)   # fits
+  memory.check_memory(config, available=64 * one / 0.9 + 1)   # fits
   with pytest.raises(UserError) as e:
-    ensemble.check_memory(config, available=int(10.5 * one / 0.9))
+    memory.check_memory(config, available=int(10.5 * one / 0.9))
   message = str(e.value)
   assert 'ensemble.size=64 needs about' in message and 'ensemble.size <= 10' in message
   assert '\n' not in message
@@ -310,7 +324,7 @@ def test_vectorized_trials_of_ensembles_are_refused(mnist_small_dir):
   a, b = _config(mnist_small_dir), _config(mnist_small_dir, learning_rate=3e-3)
   a.ensemble.size = b.ensemble.size = 2
   with pytest.raises(UserError, match='ensembles .* train one run at a time'):
-    ensemble.expand([a, b])
+    runs_lib.expand([a, b])
 
 
 def test_cli_refuses_an_ensemble_of_zero_in_one_line(tmp_path):

@@ -56,10 +56,12 @@ def test_main_trains_and_writes_its_files(tmp_path, mnist_small_dir):
   assert summary['test_accuracy'] > 0.8  # 4,500 real training digits, 2 epochs
   records = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
   assert [r['epoch'] for r in records] == [1, 2]
-  assert {'train_loss', 'train_accuracy', 'val_loss', 'val_accuracy', 'test_loss',
-          'test_accuracy', 'images_per_s'} <= set(records[0])
+  assert {'train_loss', 'train_accuracy', 'val_loss', 'val_accuracy', 'val_nll', 'val_ece',
+          'images_per_s'} <= set(records[0])
+  assert not [key for r in records for key in r if 'test' in key]   # test: once, at the end
+  assert 'test loss' not in out.stderr                               # nor in the epoch lines
   assert records[1]['train_loss'] < records[0]['train_loss']
-  assert summary['test_accuracy'] == records[-1]['test_accuracy']
+  assert summary['val_accuracy'] == records[-1]['val_accuracy']
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(workdir / 'tensorboard'))
   assert sorted(os.listdir(workdir / 'checkpoints' / 'latest')) == ['1', '2']
   assert 'steps (' in out.stderr  # the in-epoch progress line

@@ -97,15 +97,15 @@ def test_best_checkpoint_is_saved_whenever_validation_improves(
   _tiny(small_config, epochs=3)
   small_config.checkpoint_every_epochs = 0          # 'latest' only at the end
   scripted = iter([0.5, 0.9, 0.7] * 2)              # val improves at epoch 2 only
-  real = evaluation.evaluate
+  real = evaluation.evaluate_split
 
-  def fake(state, split, eval_fn):
-    out = real(state, split, eval_fn)
-    if sum(len(labels) for _, labels, _ in split) == 500:   # the validation split
-      out['accuracy'] = np.asarray([next(scripted)])
+  def fake(fn, state, split, name, members=1):
+    out = real(fn, state, split, name, members)
+    if name == 'val':
+      out[0]['val_accuracy'] = next(scripted)
     return out
 
-  monkeypatch.setattr(evaluation, 'evaluate', fake)
+  monkeypatch.setattr(evaluation, 'evaluate_split', fake)
   workdir = str(tmp_path / 'best')
   summary = driver.train_and_evaluate(small_config, workdir)
   assert summary['best_epoch'] == 2

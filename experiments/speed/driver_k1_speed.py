@@ -1,12 +1,13 @@
-"""A single run (K = 1) before and after the one-driver engine, side by side.
+"""A single run (K = 1) of an older commit and of this tree, side by side.
 
   python experiments/speed/driver_k1_speed.py --data_dir=$MNIST_DIR \
-      [--old=8c14d06] [--runs=3] [--configs=lenet,speedrun] [--epochs=3]
+      [--old=8c14d06] [--runs=3] [--configs=lenet,speedrun] [--epochs=3] [--out=FILE]
 
 For each config, fresh processes of ``python -m mnist_jax.main`` alternate
-between the old tree (``git archive <old>`` into a temporary folder: the
-commit before the engine rewrite, with its own loop module) and this one, on the
-same data, seed and flags. Per process it reads summary.json and metrics.jsonl:
+between the old tree (``git archive <old>`` into a temporary folder, e.g. the
+commit before the one-driver engine, or the one before the one evaluation
+pass) and this one, on the same data, seed and flags. Per process it reads
+summary.json and metrics.jsonl:
 the wall time from start to summary, and the steady-state images/s (median of
 the epochs after the first, which includes compilation). The ratio new / old of
 each median is the answer; 1.00 means "exactly as fast".
@@ -48,9 +49,11 @@ def one_run(tree: str, config: str, data_dir: str, epochs: int, workdir: str) ->
   wall = time.time() - t0
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     history = [json.loads(line) for line in f]
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    summary = json.load(f)   # test accuracy: the last weights', wherever it is recorded
   rates = [h['images_per_s'] for h in history[1:]] or [history[0]['images_per_s']]
   return {'wall_s': wall, 'images_per_s': float(np.median(rates)),
-          'test_accuracy': history[-1]['test_accuracy']}
+          'test_accuracy': summary['test_accuracy']}
 
 
 def main():
@@ -62,6 +65,7 @@ def main():
   parser.add_argument('--epochs', type=int, default=3)
   parser.add_argument('--out', default=os.path.join(ROOT, 'experiments', 'results',
                                                     'driver_k1_speed.md'))
+  parser.add_argument('--title', default='A single run (K = 1): the old loop vs the one driver')
   a = parser.parse_args()
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
@@ -80,11 +84,14 @@ def main():
                   f"{med['old']['images_per_s']:,.0f} | {med['new']['images_per_s']:,.0f} | "
                   f"{med['new']['images_per_s'] / med['old']['images_per_s']:.3f} | "
                   f"{med['old']['test_accuracy']:.4f} / {med['new']['test_accuracy']:.4f} |")
+  shown = ('$MNIST_DIR' if os.environ.get('MNIST_DIR') and os.path.abspath(
+      os.environ['MNIST_DIR']) == os.path.abspath(a.data_dir) else a.data_dir)
   report.write_markdown(a.out, [
-      '# A single run (K = 1): the old loop vs the one driver', '',
-      f'`python experiments/speed/driver_k1_speed.py --data_dir={a.data_dir} --old={a.old} '
-      f'--runs={a.runs} --configs={a.configs} --epochs={a.epochs}`', '',
-      f'Machine: {hardware.describe()}. Medians of {a.runs} fresh processes each, old and new '
+      f'# {a.title}', '',
+      f'`python {os.path.relpath(os.path.abspath(__file__), ROOT)} --data_dir={shown} --old={a.old} '
+      f'--runs={a.runs} --configs={a.configs} --epochs={a.epochs} '
+      f'--out={os.path.relpath(a.out, ROOT)} --title="{a.title}"`', '',
+      f'Machine: {hardware.describe()}; {time.strftime("%Y-%m-%d")}. Medians of {a.runs} fresh processes each, old and new '
       'alternating. images/s: steady state (median of epochs 2.., or epoch 1 for a '
       'one-epoch run, compile included).', '',
       '| config | epochs | old wall (s) | new wall (s) | new/old | old img/s | new img/s | '

@@ -43,7 +43,11 @@ def main(argv):
     rows.append(f"| `{variant or '(config)'}` | " + ' | '.join(f'{v:.4f}' for v in vals)
                 + f' | {statistics.mean(vals):.4f} | {min(vals):.4f} |')
     print(rows[-1], flush=True)
-  command = ' '.join(['python', 'experiments/speed/speedrun_variants.py'] + sys.argv[1:])
+  mnist_dir = os.environ.get('MNIST_DIR')
+  shown = [f'--data_dir=$MNIST_DIR' if mnist_dir and a.startswith('--data_dir=') and
+           os.path.abspath(a.split('=', 1)[1]) == os.path.abspath(mnist_dir) else a
+           for a in sys.argv[1:]]
+  command = ' '.join(['python', 'experiments/speed/speedrun_variants.py'] + shown)
   text = (f'# Validation accuracy of config variants ({time.strftime("%Y-%m-%d")})\n\n'
           f'`{command}`\n\nHardware: {hardware.describe()}.\n\n' + '\n'.join(rows) + '\n')
   print(text)

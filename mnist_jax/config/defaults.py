@@ -87,6 +87,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.batch_size = 128              # B: global batch, split over the devices
   c.num_epochs = 10               # E
   c.eval_batch_size = 1000
+  c.eval_test_every_epoch = False  # True: test metrics in every epoch's record (curves);
+                                   # off, the test split is read once, at the end
 
   c.augment = ml_collections.ConfigDict()
   c.augment.translate = 0.0       # max shift in pixels
@@ -105,7 +107,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.ensemble = ml_collections.ConfigDict()
   c.ensemble.size = 1             # K members (seeds seed..seed+K-1), one vmapped program
-  c.ema_decay = 0.0               # d of θ_ema ← d·θ_ema + (1 − d)·θ per step (0 = off)
+  c.ema_decay = 0.0               # d of θ_ema ← d_t·θ_ema + (1 − d_t)·θ, d_t = min(d, (1+t)/(10+t))
+  c.model_weights = 'raw'         # which weights are the model: 'raw' | 'ema' (needs ema_decay)
   return c
 
 

@@ -37,6 +37,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
+from mnist_jax.engine import selection
 from mnist_jax.errors import UserError
 
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ def _open(directory: str, best: bool, **options) -> ocp.CheckpointManager:
   """A manager of <directory>/<epoch>/{state,meta}; ``best``: ranked by val accuracy."""
   ocp = _ocp()
   options = ocp.CheckpointManagerOptions(
-      best_fn=(lambda m: m['val_accuracy']) if best else None, best_mode='max', **options)
+      best_fn=selection.score if best else None, best_mode='max', **options)
   return ocp.CheckpointManager(os.path.abspath(directory), options=options,
                                item_names=('state', 'meta'))
 

@@ -1,14 +1,21 @@
 """The one epoch driver: K ≥ 1 models that share a data order, from config to outputs.
 
-K = 1 is a run (``train_and_evaluate``); K > 1 are vectorized trials
-(engine/stacked.py) or the members of one ensemble run (engine/ensemble.py: one
-workdir, one checkpoint of the stacked members, one record per epoch from the
-members' probabilities). Every epoch e, for every model k at once:
+The group's K models form R runs of M members (engine/runs.py, chosen up
+front): a run and vectorized trials are runs of one model, an ensemble is one
+run of its M members (one workdir, one checkpoint of the stacked members).
+Every epoch e, for every model k at once:
 
   π = permutation(fold_in(train_key_k, e))   (one π, shared, when seeds are equal)
   for t = 1 .. ⌊N / B⌋:  (w_k, s_k), m_k = train_step((w_k, s_k), batch_t(π), key_e)
-  val / test accuracy of every w_k (and of its weight EMA, config.ema_decay > 0);
-  per run: metrics.jsonl, checkpoints, summary.json (with NLL and ECE)
+  the one evaluation pass on validation (engine/evaluation.py: loss, accuracy,
+  NLL, ECE of every run, raw and weight-EMA weights in one program)
+  per run: metrics.jsonl, TensorBoard, checkpoints
+
+and at the end, the test split once: for the last weights and for the weights
+of e* (engine/selection.py, the one best-epoch rule), into summary.json.
+Per-epoch records hold train and validation only; config.eval_test_every_epoch
+adds the test split to every epoch (test curves; reading test every epoch
+invites choosing on it, so nothing in the engine does).
 
 train_step folds its step counter into key_e, so randomness is a pure function
 of (seed, epoch, step): a resumed run replays what an uninterrupted one does.
@@ -23,14 +30,14 @@ in which XLA:CPU's own convolutions run many times slower, jax#12868).
 Batches are gathered, preprocessed and sharded over the devices inside the
 compiled code.
 
-One policy for every K: a model whose loss becomes non-finite stops alone
-(a run, K = 1, then ends with that one line); 'latest' checkpoints every
-``checkpoint_every_epochs`` and at the end; 'best' whenever the validation
-accuracy improves on every earlier epoch (so it is the epoch summary.json
-names); a workdir with checkpoints resumes; each workdir is locked while it
-trains. The engine draws no plots: commands ask for them afterwards.
-``on_epoch(k, record) -> stop``, if given, sees model k's metrics after each
-epoch (a search's pruner); True stops model k there, with its 'latest'
+One policy for every run: a run whose loss becomes non-finite stops alone
+(a lone run then ends with that one line); 'latest' checkpoints every
+``checkpoint_every_epochs`` and at the end; 'best' whenever e* moves (so it is
+the epoch summary.json names); a workdir with checkpoints resumes (the e*
+weights come back from 'best'); each workdir is locked while it trains. The
+engine draws no plots: commands ask for them afterwards.
+``on_epoch(k, record) -> stop``, if given, sees run k's record after each
+epoch (a search's pruner); True stops run k there, with its 'latest'
 checkpoint and summary.json (``stopped_early``) written at that epoch.
 """
 import contextlib
@@ -47,10 +54,10 @@ import numpy as np
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from mnist_jax import parallel, train as train_lib
+from mnist_jax import parallel
 from mnist_jax.config import validate
 from mnist_jax.data import describe, pipeline
-from mnist_jax.engine import (checkpoint, ensemble, evaluation, stacked,
+from mnist_jax.engine import (checkpoint, evaluation, memory, runs, selection, stacked,
                               workdir as workdir_lib, writers)
 from mnist_jax.errors import UserError
 from mnist_jax.parallel import shards
@@ -179,7 +186,7 @@ def train(configs, workdirs, on_epoch=None) -> Results:
     validate.check(c, mesh.devices.size)
   if k_models > 1 and len(stacked.groups(configs)) != 1:
     raise ValueError('driver.train needs configs of one signature (stacked.groups)')
-  ensemble.expand(configs)  # an ensemble trains alone
+  runs.expand(configs)  # an ensemble trains alone
   data_start = time.time()
   data = pipeline.load(ref.data)  # before any file is written: a failure leaves nothing
   # what the data is (μ, σ, K, names, N), recorded in each run's config.json
@@ -191,7 +198,7 @@ def train(configs, workdirs, on_epoch=None) -> Results:
   if len(data.train_labels) < ref.batch_size:
     raise UserError(f'batch_size {ref.batch_size} exceeds the {len(data.train_labels)} '
                     'training images; lower config.batch_size')
-  ensemble.check_memory(ref, data.num_classes)
+  memory.check_memory(ref, data.num_classes)
   with contextlib.ExitStack() as stack:
     for w in workdirs:
       workdir_lib.prepare(w)
@@ -200,95 +207,157 @@ def train(configs, workdirs, on_epoch=None) -> Results:
   return Results(outcomes, data)
 
 
+@dataclasses.dataclass
+class _Run:
+  """What the epoch loop works on, set up once: R runs of a group of K models."""
+  configs: list          # one per run
+  workdirs: list
+  data: pipeline.Dataset
+  mesh: Any
+  feed: _Feed
+  group: stacked.Group
+  layout: runs.Layout
+  ckpt: list             # one checkpoint.RunCheckpoints per run
+  histories: list        # one list of epoch records per run
+  writers: list          # one writers.MetricWriter per run
+  splits: dict           # name -> padded_split evaluated every epoch ('val'[, 'test'])
+  eval_fn: Any           # evaluation.pass_fn of the group
+  run_chunk: Any
+  num_params: int
+  start_epoch: int
+  best: Any = None       # the model weights (params, batch_stats, ema) at each run's e*
+  frozen: Any = None     # the weights of runs on_epoch stopped, at their stop
+  model_errors: list = None   # per model: the UserError that ended it, or None
+  stopped: dict = dataclasses.field(default_factory=dict)   # run -> its value at the stop
+
+  @property
+  def model_weights(self) -> str:
+    return self.configs[0].get('model_weights', 'raw')
+
+
 def _train_locked(configs, workdirs, data, mesh, start, on_epoch=None) -> list:
-  ref, k_models, init_start = configs[0], len(configs), time.time()
+  run = _set_up(configs, workdirs, data, mesh)
+  try:
+    for epoch in range(run.start_epoch + 1, configs[0].num_epochs + 1):
+      if _epoch(run, epoch, on_epoch):
+        break
+  finally:
+    for c in run.ckpt:
+      c.wait_until_finished()
+    for w in run.writers:
+      w.close()
+  return _outcomes(run, time.time() - start)
+
+
+def _set_up(configs, workdirs, data, mesh) -> _Run:
+  """The feed, the group (resumed where checkpoints exist), the writers and the
+  one evaluation pass of the run(s)."""
+  ref, init_start = configs[0], time.time()
   feed, data = _feed(ref, data, mesh)
-  group = stacked.create(ensemble.expand(configs), num_train=feed.num_train,
+  layout = runs.layout(configs)
+  group = stacked.create(runs.expand(configs), num_train=feed.num_train,
                          num_classes=data.num_classes)
   ckpt = [checkpoint.RunCheckpoints(os.path.join(w, 'checkpoints'), c.keep_checkpoints)
           for c, w in zip(configs, workdirs)]
-  restored = [run.resume(ensemble.run_state(group, k)) for k, run in enumerate(ckpt)]
-  epochs = {meta['epoch'] if meta else 0 for _, meta in restored}
-  if len(epochs) > 1:
-    raise UserError(f'runs {", ".join(workdirs)} hold checkpoints of different epochs '
-                    f'{sorted(epochs)}; resume each on its own (without --vectorize)')
-  start_epoch = epochs.pop()
-  if start_epoch:
-    ensemble.load_runs(group, [s for s, _ in restored])
-    logging.info('Resuming %s from epoch %d.', ', '.join(workdirs), start_epoch)
-  histories = [list(meta['history']) if meta else [] for _, meta in restored]
+  start_epoch, histories, best = _resume(group, layout, ckpt, workdirs)
   metric_writers = []
   for c, w in zip(configs, workdirs):
     workdir_lib.record_config(c, w, resuming=start_epoch > 0)
     metric_writers.append(writers.MetricWriter(w, json.loads(c.to_json_best_effort())))
     metric_writers[-1].truncate_after(start_epoch)
   group.state = parallel.replicate(group.state, mesh)
-  raw_splits = {'val': (data.val_images, data.val_labels),
-                'test': (data.test_images, data.test_labels)}
-  splits = {name: evaluation.padded_split(x, y, ref.eval_batch_size, mesh)  # an ensemble:
-            for name, (x, y) in raw_splits.items()                   # ensemble.record
-            if len(y) and not ensemble.is_ensemble(group)}
-  eval_fn = evaluation.make_eval_fn(mesh, group.eval_step)
-  run_chunk = chunk_fn(group.train_step, mesh, shared=group.shared_data,
-                       gather=feed.gather, mode=ref.loop_mode)
+  every_epoch = [('val', data.val_images, data.val_labels)] + (
+      [('test', data.test_images, data.test_labels)] if ref.eval_test_every_epoch else [])
+  splits = {name: evaluation.padded_split(x, y, ref.eval_batch_size, mesh)
+            for name, x, y in every_epoch if len(y)}
   num_params = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(
       group.templates[0].params))
+  run = _Run(configs, workdirs, data, mesh, feed, group, layout, ckpt, histories,
+             metric_writers, splits,
+             evaluation.pass_fn(mesh, stacked=group.stacked, members=layout.members),
+             chunk_fn(group.train_step, mesh, shared=group.shared_data,
+                      gather=feed.gather, mode=ref.loop_mode),
+             num_params, start_epoch, best=best, model_errors=[None] * group.size)
   logging.info('Training %d x %s (%d params) on %d %s device(s): %d train / %d val / %d '
-               'test images, %d steps of %d per epoch (set up in %.2f s).', k_models,
+               'test images, %d steps of %d per epoch (set up in %.2f s).', group.size,
                ref.model.name, num_params, mesh.devices.size, jax.default_backend(),
                feed.num_train, len(data.val_labels), len(data.test_labels), feed.steps,
                ref.batch_size, time.time() - init_start)
-  errors, run_errors = [None] * group.size, [None] * k_models
-  stopped = {}   # run k -> its state when on_epoch stopped it
-  try:
-    for epoch in range(start_epoch + 1, ref.num_epochs + 1):
-      totals, seconds = _train_epoch(ref, epoch, group, feed, run_chunk, errors)
-      eval_start = time.time()
-      # An ensemble's members are evaluated by ensemble.record, from one pass of their
-      # probabilities that gives every split metric: no eval_fn pass for them here.
-      evals = {} if ensemble.is_ensemble(group) else {
-          name: evaluation.evaluate(group.state, split, eval_fn)
-          for name, split in splits.items()}
-      if ref.ema_decay and not ensemble.is_ensemble(group):   # '<split>_<metric>_ema'
-        evals.update({f'{name}_ema': evaluation.evaluate(train_lib.ema_state(group.state),
-                                                         split, eval_fn)
-                      for name, split in splits.items()})
-      times = (seconds, time.time() - eval_start)
-      records = [_record(group, k, epoch, totals, evals, times, feed.steps)
-                 for k in range(group.size)]
-      if ensemble.is_ensemble(group):
-        records = [ensemble.record(group, records, raw_splits, ref.eval_batch_size)]
-      run_errors = ensemble.run_errors(group, errors)
-      for k in range(k_models):
-        if run_errors[k] is None and k not in stopped and _finish_epoch(
-            group, k, records[k], histories[k], ckpt[k], metric_writers[k], on_epoch):
-          stopped[k] = ensemble.run_value(group, k)
-      if all(e is not None or k in stopped for k, e in enumerate(run_errors)):
-        break
-  finally:
-    for run in ckpt:
-      run.wait_until_finished()
-    for w in metric_writers:
-      w.close()
-  outcomes = []
-  for k, (c, w) in enumerate(zip(configs, workdirs)):
-    if run_errors[k] is not None:
-      outcomes.append(Outcome(error=run_errors[k]))
+  return run
+
+
+def _resume(group, layout, ckpt, workdirs) -> tuple:
+  """(start epoch, histories, weights at e*) from the runs' checkpoints; the group's
+  state is set to their 'latest' (a fresh run: epoch 0, empty histories, None)."""
+  restored = [c.resume(runs.run_state(group, layout, r)) for r, c in enumerate(ckpt)]
+  epochs = {meta['epoch'] if meta else 0 for _, meta in restored}
+  if len(epochs) > 1:
+    raise UserError(f'runs {", ".join(workdirs)} hold checkpoints of different epochs '
+                    f'{sorted(epochs)}; resume each on its own (without --vectorize)')
+  start_epoch = epochs.pop()
+  histories = [list(meta['history']) if meta else [] for _, meta in restored]
+  if not start_epoch:
+    return 0, histories, None
+  runs.load_runs(group, layout, [s for s, _ in restored])
+  logging.info('Resuming %s from epoch %d.', ', '.join(workdirs), start_epoch)
+  at_best = []
+  for r, (state, _) in enumerate(restored):
+    best = selection.best(histories[r], group.configs[0].get('model_weights', 'raw'))
+    if best is not None and best['epoch'] != start_epoch:
+      state, _ = checkpoint.restore(ckpt[r].get('best'), state, best['epoch'])
+    at_best.append(state)
+  return start_epoch, histories, _weights(runs.group_state(group, layout, at_best))
+
+
+def _weights(state) -> dict:
+  """The arrays that make a model (no optimizer state)."""
+  return {'params': state.params, 'batch_stats': state.batch_stats, 'ema': state.ema}
+
+
+@jax.jit
+def _keep(mask, new, old):
+  """Per model: ``new`` where ``mask`` (shape () or (K,)) holds, else ``old``."""
+  def pick(n, o):
+    return jnp.where(mask.reshape(mask.shape + (1,) * (n.ndim - mask.ndim)), n, o)
+  return jax.tree_util.tree_map(pick, new, old)
+
+
+def _model_mask(run, run_flags):
+  """The runs' flags per model of the group: (K,), or () for a lone model."""
+  mask = runs.model_mask(run.layout, run_flags)
+  return jnp.asarray(mask if run.group.stacked else mask[0])
+
+
+def _epoch(run, epoch, on_epoch) -> bool:
+  """Trains, evaluates and records one epoch of every live run; True when none is left."""
+  group, lay = run.group, run.layout
+  totals, seconds = _train_epoch(run.configs[0], epoch, group, run.feed, run.run_chunk,
+                                 run.model_errors)
+  eval_start = time.time()
+  evals = [{} for _ in range(lay.runs)]
+  for name, split in run.splits.items():
+    for r, rec in enumerate(evaluation.evaluate_split(run.eval_fn, group.state, split, name,
+                                                      lay.members)):
+      evals[r].update(rec)
+  times = (seconds, time.time() - eval_start)
+  models = [_record(group, k, epoch, totals, times, run.feed.steps) for k in range(group.size)]
+  errors = runs.run_errors(group, lay, run.model_errors)
+  improved, stopped_now = [False] * lay.runs, [False] * lay.runs
+  for r in range(lay.runs):
+    if errors[r] is not None or r in run.stopped:
       continue
-    summary = summarize(c, histories[k], num_params, mesh, time.time() - start)
-    summary['train_images_in_process'] = len(data.train_labels)
-    if k_models > 1:
-      summary['vectorized_trials'] = k_models
-    value = stopped[k] if k in stopped else ensemble.run_value(group, k)
-    if ensemble.is_ensemble(group):
-      summary.update(ensemble.summary(group, histories[k]))
-    else:   # calibration of the final weights (an ensemble's is in its records)
-      summary.update(evaluation.calibration(value, raw_splits, ref.eval_batch_size))
-    if k in stopped:
-      summary['stopped_early'] = True
-    writers.write_json_atomic(os.path.join(w, 'summary.json'), summary)
-    outcomes.append(Outcome(summary=summary, state=value))
-  return outcomes
+    record = {**runs.train_record(lay, r, models), **evals[r]}
+    improved[r] = selection.improves(run.histories[r], record, run.model_weights)
+    if _finish_epoch(run, r, record, improved[r], on_epoch):
+      stopped_now[r] = True
+      run.stopped[r] = runs.run_value(group, lay, r)
+  now = _weights(group.state)
+  if any(improved):
+    run.best = _keep(_model_mask(run, improved), now, now if run.best is None else run.best)
+  if any(stopped_now):
+    run.frozen = _keep(_model_mask(run, stopped_now), now,
+                       now if run.frozen is None else run.frozen)
+  return all(e is not None or r in run.stopped for r, e in enumerate(errors))
 
 
 def _train_epoch(config, epoch, group, feed, run_chunk, errors):
@@ -322,64 +391,118 @@ def _train_epoch(config, epoch, group, feed, run_chunk, errors):
   return totals, time.time() - t0
 
 
-def _record(group, k, epoch, totals, evals, times, steps) -> dict:
-  """Model k's epoch record (``times`` = its training and evaluation seconds)."""
+def _record(group, k, epoch, totals, times, steps) -> dict:
+  """Model k's training record (``times`` = its training and evaluation seconds)."""
   config, (seconds, eval_seconds) = group.configs[k], times
-  record = {'epoch': epoch,
-            **{f'train_{name}': float(v[k] / steps) for name, v in totals.items()
-               if name != 'grad_norm'},
-            'train_time_s': seconds, 'eval_time_s': eval_seconds,
-            'images_per_s': steps * config.batch_size / seconds}
-  for name, out in evals.items():
-    split, _, variant = name.partition('_')
-    tail = f'_{variant}' if variant else ''
-    record[f'{split}_loss{tail}'] = float(out['loss'][k])
-    record[f'{split}_accuracy{tail}'] = float(out['accuracy'][k])
-  return record
+  return {'epoch': epoch,
+          **{f'train_{name}': float(v[k] / steps) for name, v in totals.items()
+             if name != 'grad_norm'},
+          'train_time_s': seconds, 'eval_time_s': eval_seconds,
+          'images_per_s': steps * config.batch_size / seconds}
 
 
-def _finish_epoch(group, k, record, history, ckpt, writer, on_epoch=None) -> bool:
-  """Records run k's epoch: metrics, 'latest' and (if val improved) 'best'
-  checkpoints in ``ckpt`` (a checkpoint.RunCheckpoints; an ensemble run: its
-  stacked members, group.configs[0]); returns
-  whether ``on_epoch`` stops run k here."""
-  config, epoch = group.configs[k], record['epoch']
-  best_before = max((h['val_accuracy'] for h in history if 'val_accuracy' in h), default=None)
+def _finish_epoch(run, r, record, improved, on_epoch=None) -> bool:
+  """Records run r's epoch: metrics, 'latest' and (if ``improved``: the new e* of
+  engine/selection.py) 'best' checkpoints; returns whether ``on_epoch`` stops it."""
+  config, epoch, history = run.configs[r], record['epoch'], run.histories[r]
   history.append(record)
-  stop = bool(on_epoch is not None and on_epoch(k, record))
+  stop = bool(on_epoch is not None and on_epoch(r, record))
   every = config.checkpoint_every_epochs
   latest_due = epoch == config.num_epochs or (every and epoch % every == 0) or stop
-  improved = 'val_accuracy' in record and (best_before is None
-                                           or record['val_accuracy'] > best_before)
   if latest_due or improved:
-    state, meta = ensemble.run_state(group, k), {'epoch': epoch, 'history': history}
+    state = runs.run_state(run.group, run.layout, r)
+    meta = {'epoch': epoch, 'history': history}
     if latest_due:
-      checkpoint.save(ckpt.get('latest'), epoch, state, meta)
-    if improved:
-      checkpoint.save(ckpt.get('best'), epoch, state,
-                      {**meta, 'val_accuracy': record['val_accuracy']})
-  writer.write_epoch(record)
-  logging.info('epoch %d/%d%s: train loss %.4f acc %.4f | val %s | test loss %.4f '
-               'acc %.4f | %.0f img/s', epoch, config.num_epochs,
-               ensemble.label(group, k), record['train_loss'],
-               record['train_accuracy'], f"{record.get('val_accuracy', float('nan')):.4f}",
-               record['test_loss'], record['test_accuracy'], record['images_per_s'])
+      checkpoint.save(run.ckpt[r].get('latest'), epoch, state, meta)
+    if improved:   # ranked by the rule's score (the model weights' val accuracy)
+      checkpoint.save(run.ckpt[r].get('best'), epoch, state,
+                      {**meta, 'val_accuracy': selection.score(record, run.model_weights),
+                       'selected_by': selection.key(run.model_weights)})
+  run.writers[r].write_epoch(record)
+  test = (f" | test loss {record['test_loss']:.4f} acc {record['test_accuracy']:.4f}"
+          if 'test_accuracy' in record else '')
+  logging.info('epoch %d/%d%s: train loss %.4f acc %.4f | val %s%s | %.0f img/s', epoch,
+               config.num_epochs, runs.label(run.group, run.layout, r),
+               record['train_loss'], record['train_accuracy'],
+               f"{record.get('val_accuracy', float('nan')):.4f}", test,
+               record['images_per_s'])
   return stop
 
 
-def summarize(config, history, num_params, mesh, wall_s) -> dict:
-  """The contents of summary.json: final and best-validation metrics, speed, config."""
+def _test_at_end(run) -> tuple:
+  """Per run (its last weights' test record, its e* weights' test record): the test
+  split read once, raw and EMA weights in one pass each ({} without a test split).
+  With config.eval_test_every_epoch the epochs' own records hold them."""
+  lay, data = run.layout, run.data
+  if not len(data.test_labels):
+    return [{}] * lay.runs, [{}] * lay.runs
+  if 'test' in run.splits:
+    pick = lambda h: {k: v for k, v in (h or {}).items() if 'test_' in k}
+    return ([pick(h[-1] if h else None) for h in run.histories],
+            [pick(selection.best(h, run.model_weights) or (h[-1] if h else None))
+             for h in run.histories])
+  now = _weights(run.group.state)
+  if run.frozen is not None:
+    stopped = [r in run.stopped for r in range(lay.runs)]
+    now = _keep(_model_mask(run, stopped), run.frozen, now)
+  split = evaluation.padded_split(data.test_images, data.test_labels,
+                                  run.configs[0].eval_batch_size, run.mesh)
+  evaluate = lambda w: evaluation.evaluate_split(run.eval_fn, run.group.state.replace(**w),
+                                                 split, 'test', lay.members)
+  last = evaluate(now)
+  best = last if run.best is None else evaluate(run.best)
+  return last, best
+
+
+def _outcomes(run, wall_s) -> list:
+  """Each run's Outcome, its summary.json written (test read here, once)."""
+  errors = runs.run_errors(run.group, run.layout, run.model_errors)
+  test_last, test_best = _test_at_end(run)
+  outcomes = []
+  for r, (c, w) in enumerate(zip(run.configs, run.workdirs)):
+    if errors[r] is not None:
+      outcomes.append(Outcome(error=errors[r]))
+      continue
+    final = {**run.histories[r][-1], **test_last[r]}
+    summary = summarize(c, run.histories[r], run.num_params, run.mesh, wall_s,
+                        test_last=test_last[r], test_best=test_best[r])
+    summary['train_images_in_process'] = len(run.data.train_labels)
+    if run.layout.runs > 1:
+      summary['vectorized_trials'] = run.layout.runs
+    summary.update(runs.summary(run.group, run.layout, final))
+    if r in run.stopped:
+      summary['stopped_early'] = True
+    writers.write_json_atomic(os.path.join(w, 'summary.json'), summary)
+    value = run.stopped[r] if r in run.stopped else runs.run_value(run.group, run.layout, r)
+    outcomes.append(Outcome(summary=summary, state=value))
+  return outcomes
+
+
+def summarize(config, history, num_params, mesh, wall_s, *, test_last=None,
+              test_best=None) -> dict:
+  """The contents of summary.json: the last epoch's validation and test metrics
+  (raw weights; '_ema' the weight EMA), e* = selection.best and the model's
+  (config.model_weights) figures there, the full record at e* under
+  'at_best_val', speed and config. ``test_last``/``test_best``: the test
+  records of the last and the e* weights (default: those in ``history``)."""
+  weights = config.get('model_weights', 'raw')
   final = history[-1]
-  with_val = [h for h in history if 'val_accuracy' in h]
-  best = max(with_val, key=lambda h: h['val_accuracy']) if with_val else final
+  best = selection.best(history, weights) or final
+  test_last = {k: v for k, v in final.items() if k.startswith('test_')} \
+      if test_last is None else test_last
+  test_best = {k: v for k, v in best.items() if k.startswith('test_')} \
+      if test_best is None else test_best
+  tail = '_ema' if weights == 'ema' else ''
+  own = lambda r: {k: v for k, v in r.items() if k.startswith(('val_', 'test_'))}
   rates = [h['images_per_s'] for h in history[1:]] or [final['images_per_s']]
+  at_best = {'epoch': best['epoch'], **own(best), **own(test_best)}
   return {
-      'test_accuracy': final['test_accuracy'], 'test_loss': final['test_loss'],
-      'val_accuracy': final.get('val_accuracy'), 'val_loss': final.get('val_loss'),
-      'best_epoch': best['epoch'], 'best_val_accuracy': best.get('val_accuracy'),
-      'test_accuracy_at_best_val': best['test_accuracy'],
-      **{key: v for key, v in final.items()   # weight EMA and calibration
-         if key.startswith(('val_', 'test_')) and key.endswith(('_ema', '_nll', '_ece'))},
+      **own(final), **own(test_last),
+      'model_weights': weights,
+      'best_epoch': best['epoch'], 'best_val_accuracy': selection.score(best, weights),
+      'test_accuracy_at_best_val': at_best.get(f'test_accuracy{tail}'),
+      'test_loss_at_best_val': at_best.get(f'test_loss{tail}'),
+      'at_best_val': at_best,
       'epochs': final['epoch'],
       'train_time_s': sum(h['train_time_s'] for h in history),
       'wall_time_s': wall_s,

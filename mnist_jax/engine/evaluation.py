@@ -1,28 +1,43 @@
-"""Evaluation and batch prediction on device: one compiled function per batch size.
+"""The one evaluation pass: every metric of a split from one compiled program.
 
-Over a split of N examples, for each of the K models of a group (K = 1: a run):
-  loss     = (1/N) Σ_i ℓ(f(x_i; w), onehot(y_i))      (the run's config.loss, no penalty)
-  accuracy = (1/N) Σ_i 1[argmax_k f(x_i; w)_k = y_i]
-The split is padded to a multiple of the batch size with mask 0 on the padding,
-so every example counts exactly once; it is cut into batches on the host once
-(no slicing op runs, or compiles, on the devices at evaluation time), and the
-per-batch sums are fetched once and added in order.
+For each of the K models of a group (K = 1: a run; an ensemble's M members) on
+a split of N examples, one batched, mesh-sharded function computes the logits
+z = f(x; w_k) and from them, with q = train.probabilities(z) (softmax, or the
+normalised σ of a bce model) and c_i = max_y q_iy:
 
-An ensemble (engine/ensemble.py, a run with config.ensemble.size > 1) predicts
-the mean of its members' probabilities; its loss is then the NLL of that mean.
-``calibration`` adds NLL and ECE (engine/calibration.py) of a model or an
-ensemble, with its weight EMA where it has one. ``make_eval_fn`` jits one batch (not a scan over
-batches): one compilation serves every split, and XLA:CPU's convolutions run
-outside a while loop (docs/speed.md).
+  loss      = (1/N) Σ_i ℓ(z_i, onehot(y_i))              the run's config.loss
+  accuracy  = (1/N) Σ_i 1[argmax_y q_iy = y_i]
+  nll       = −(1/N) Σ_i log q_{i, y_i}                    (q clipped at 1e-12)
+  ece       = Σ_b |Σ_{i∈b} 1[ŷ_i = y_i] − Σ_{i∈b} c_i| / N  (engine/calibration.py's
+              Σ_b (n_b/N)|acc_b − conf_b|, from the bin sums)
+
+and for runs of M > 1 members the same accuracy, NLL and ECE of their mean
+p = (1/M) Σ_k q_k; an ensemble's ``loss`` is the members' mean ℓ, as its
+train_loss is. The raw and the EMA weights (where the state has an EMA) are
+evaluated in the same program. The split is padded to a multiple of the batch
+size with mask 0 on the padding (every example counts once) and cut into
+batches on the host once; the per-batch sums are fetched once and added in
+order. One jit (``pass_fn``, cached per mesh and layout) serves every split,
+call and state of one architecture: one compilation per run, and XLA:CPU's
+convolutions run outside a while loop.
+
+``probabilities`` and ``member_probabilities`` are the prediction path (numpy
+class distributions for predict, serve and plots), not a second metric path.
 """
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from mnist_jax import parallel, train
-from mnist_jax.engine import calibration as calibration_lib, ensemble, rundir
+from mnist_jax.data import preprocess
+from mnist_jax.engine import calibration as calibration_lib, ensemble, rundir, stacked
 from mnist_jax.errors import UserError
+from mnist_jax.nn import losses
+
+VARIANTS = ('', '_ema')   # the raw weights, the weight EMA
+_FLOOR = 1e-12
 
 
 def padded_split(images, labels, batch_size, mesh) -> list:
@@ -38,64 +53,131 @@ def padded_split(images, labels, batch_size, mesh) -> list:
                             mesh)
 
 
-def make_eval_fn(mesh, eval_step=train.eval_step):
-  """jit(eval_step) on one padded batch (of ``padded_split``), sharded over ``mesh``."""
+def _distribution_sums(q, labels, mask) -> dict:
+  """Sums over the batch axis of q (..., B, C): correct, NLL and the ECE bin sums."""
+  conf = jnp.max(q, -1)
+  right = (jnp.argmax(q, -1) == labels).astype(jnp.float32) * mask
+  picked = jnp.take_along_axis(q, jnp.broadcast_to(labels[:, None], q.shape[:-1] + (1,)),
+                               -1)[..., 0]
+  which = jnp.clip(jnp.ceil(conf * calibration_lib.BINS).astype(jnp.int32) - 1, 0,
+                   calibration_lib.BINS - 1)                  # ((b-1)/B, b/B]
+  bins = jax.nn.one_hot(which, calibration_lib.BINS) * mask[:, None]
+  return {'correct': jnp.sum(right, -1),
+          'nll': jnp.sum(-jnp.log(jnp.maximum(picked, _FLOOR)) * mask, -1),
+          'bin_correct': jnp.sum(bins * right[..., None], -2),
+          'bin_conf': jnp.sum(bins * conf[..., None], -2)}
+
+
+def batch_sums(state, batch, *, stacked_models: bool, members: int) -> dict:
+  """One batch's sums {variant: {'loss', 'correct', 'nll', 'bin_correct',
+  'bin_conf'[, 'run']}, 'count'}: per model (axis 0 of length K), and per run
+  of ``members`` models under 'run' (M > 1)."""
+  labels, mask = batch['label'], batch['mask']
+  out = {'count': jnp.sum(mask)}
+  variants = [('', state)] + ([('_ema', train.ema_state(state))] if state.ema else [])
+  for tail, s in variants:
+    z = stacked.logits(s, batch['image'], stacked_models)            # (K, B, C)
+    loss = losses.get(s.loss_name)(z, preprocess.one_hot(labels, z.shape[-1]))
+    q = train.probabilities(z, s.loss_name)
+    sums = {'loss': jnp.sum(loss * mask, -1), **_distribution_sums(q, labels, mask)}
+    if members > 1:
+      mean = jnp.mean(q.reshape((-1, members) + q.shape[1:]), axis=1)  # (R, B, C)
+      sums['run'] = _distribution_sums(mean, labels, mask)
+    out[tail] = sums
+  return out
+
+
+@functools.lru_cache(maxsize=None)
+def pass_fn(mesh, *, stacked: bool, members: int = 1):  # pylint: disable=redefined-outer-name
+  """jit(batch_sums) on one padded batch (of ``padded_split``), sharded over ``mesh``:
+  (state, images, labels, mask) -> sums. One function per (mesh, layout), so
+  repeated calls reuse its compilation."""
   sharding = parallel.batch_sharded(mesh)
 
   @jax.jit
   def run(state, images, labels, mask):
     batch = jax.lax.with_sharding_constraint(
         {'image': images, 'label': labels, 'mask': mask}, sharding)
-    return eval_step(state, batch)
+    return batch_sums(state, batch, stacked_models=stacked, members=members)
 
   return run
 
 
-def evaluate(state, split, eval_fn) -> dict:
-  """{'loss', 'accuracy'} means over the batches of a ``padded_split`` (numpy;
-  shape (K,) for a group's eval_step, scalars for train.eval_step)."""
-  parts = jax.device_get([eval_fn(state, *batch) for batch in split])
-  sums = jax.tree_util.tree_map(lambda *v: functools.reduce(np.add, v), *parts)
-  return {'loss': sums['loss'] / sums['count'], 'accuracy': sums['correct'] / sums['count']}
+def run_pass(fn, state, split) -> dict:
+  """The sums of ``fn`` (a ``pass_fn``) over the batches of a ``padded_split`` (numpy)."""
+  parts = jax.device_get([fn(state, *batch) for batch in split])
+  return jax.tree_util.tree_map(lambda *v: functools.reduce(np.add, v), *parts)
 
 
-def metrics(state, images, labels, *, batch_size: int = 1000) -> dict:
-  """{'loss', 'accuracy', 'count'} of one state (or an Ensemble: loss = NLL of its
-  mean probabilities) on ``images`` (N, 28, 28, 1) uint8 and ``labels``, over all
-  local devices."""
+def _means(sums, count) -> dict:
+  """{'accuracy', 'nll', 'ece'[, 'loss']} arrays (one value per model or run)."""
+  out = {'accuracy': sums['correct'] / count, 'nll': sums['nll'] / count,
+         'ece': np.abs(sums['bin_correct'] - sums['bin_conf']).sum(-1) / count}
+  if 'loss' in sums:
+    out['loss'] = sums['loss'] / count
+  return out
+
+
+def split_records(sums, split: str, members: int = 1) -> list:
+  """Per run: {'<split>_<metric><variant>': value} from ``run_pass`` sums, with
+  each member's under 'member<k>_' for runs of M > 1 members."""
+  count = float(sums['count'])
+  records = None
+  for tail in VARIANTS:
+    if tail not in sums:
+      continue
+    models = _means(sums[tail], count)
+    n_runs = len(models['loss']) // members
+    records = records or [{} for _ in range(n_runs)]
+    for r, record in enumerate(records):
+      if members == 1:
+        record.update({f'{split}_{m}{tail}': float(v[r]) for m, v in models.items()})
+        continue
+      mine = slice(r * members, (r + 1) * members)
+      run = _means(sums[tail]['run'], count)
+      record.update({f'{split}_{m}{tail}': float(v[r]) for m, v in run.items()})
+      record[f'{split}_loss{tail}'] = float(np.mean(models['loss'][mine]))
+      for k, i in enumerate(range(mine.start, mine.stop)):
+        record.update({f'member{k}_{split}_{m}{tail}': float(v[i])
+                       for m, v in models.items()})
+  return records
+
+
+def evaluate_split(fn, state, split, name: str, members: int = 1) -> list:
+  """Per run, the records of split ``name`` (``split_records`` of one pass)."""
+  return split_records(run_pass(fn, state, split), name, members)
+
+
+def _evaluate(state, images, labels, batch_size) -> dict:
+  """{variant: {'loss', 'accuracy', 'nll', 'ece', 'count'[, 'member_accuracy']}} of
+  one TrainState or Ensemble, over all local devices, from one pass."""
   n = len(labels)
+  nan = {'loss': float('nan'), 'accuracy': float('nan'), 'nll': float('nan'),
+         'ece': float('nan'), 'count': 0}
+  is_ens = isinstance(state, ensemble.Ensemble)
+  members = state.size if is_ens else 1
+  group_state = state.stacked_state() if is_ens else state
   if n == 0:
-    return {'loss': float('nan'), 'accuracy': float('nan'), 'count': 0}
-  if isinstance(state, ensemble.Ensemble):
-    m = calibration_lib.metrics(probabilities(state, images, batch_size=batch_size), labels)
-    return {'loss': m['nll'], 'accuracy': m['accuracy'], 'count': n}
+    return {tail: dict(nan) for tail in VARIANTS[:1 + bool(group_state.ema)]}
   mesh = parallel.make_mesh()
   size = min(batch_size, n)
   size += -size % mesh.devices.size
-  split = padded_split(images, labels, size, mesh)
-  out = evaluate(parallel.replicate(state, mesh), split, make_eval_fn(mesh))
-  return {'loss': float(out['loss']), 'accuracy': float(out['accuracy']), 'count': n}
+  split = padded_split(np.asarray(images), np.asarray(labels, np.int32), size, mesh)
+  fn = pass_fn(mesh, stacked=is_ens, members=members)
+  record = evaluate_split(fn, parallel.replicate(group_state, mesh), split, 's', members)[0]
+  out = {}
+  for tail in VARIANTS:
+    if f's_accuracy{tail}' in record:
+      out[tail] = {m: record[f's_{m}{tail}'] for m in ('loss', 'accuracy', 'nll', 'ece')}
+      out[tail]['count'] = n
+      if is_ens:
+        out[tail]['member_accuracy'] = [record[f'member{k}_s_accuracy{tail}']
+                                        for k in range(members)]
+  return out
 
 
-@jax.jit
-def _predict(state, images):
-  return train.predict(state, images)
-
-
-def probabilities(state, images, *, batch_size: int = 1000) -> np.ndarray:
-  """softmax(f(x)) (N, K) float32 for images (N, 28, 28[, 1]): uint8 pixels 0..255
-  or floats x in [0, 1]; in padded batches (one compilation), preprocessed as the
-  state was trained. An Ensemble gives the mean of its members' probabilities."""
-  return _probabilities(state, images, batch_size)[0]
-
-
-def member_probabilities(state, images, *, batch_size: int = 1000) -> np.ndarray:
-  """(M, N, K): each member's probabilities (M = 1 for a single model)."""
-  return _probabilities(state, images, batch_size)[1]
-
-
-def _probabilities(state, images, batch_size):
-  """(mean probabilities (N, K), member probabilities (M, N, K)), inputs checked."""
+def _checked(images):
+  """uint8 (N, 28, 28, 1) pixels or floats in [0, 1]; UserError otherwise."""
   images = np.asarray(images)
   if images.ndim == 3:
     images = images[..., None]
@@ -105,6 +187,40 @@ def _probabilities(state, images, batch_size):
     raise UserError(f'images must be uint8 pixels 0..255 or floats in [0, 1], got '
                     f'{images.dtype} in [{images.min()}, {images.max()}]; pass e.g. '
                     'data.test_images or prepare_image(...) outputs')
+  return images
+
+
+def metrics(state, images, labels, *, batch_size: int = 1000) -> dict:
+  """{'loss', 'accuracy', 'nll', 'ece', 'count'} of one state or an Ensemble (then
+  'loss' is its members' mean loss, 'nll' the NLL of their mean, and
+  'member_accuracy' one per member) on ``images`` (N, 28, 28, 1) and ``labels``."""
+  return _evaluate(state, _checked(images), labels, batch_size)['']
+
+
+split_metrics = metrics   # the same numbers: one pass gives them all
+
+
+@jax.jit
+def _predict(state, images):
+  return train.predict(state, images)
+
+
+def probabilities(state, images, *, batch_size: int = 1000) -> np.ndarray:
+  """q(f(x)) (N, C) float32 (train.probabilities) for images (N, 28, 28[, 1]): uint8
+  pixels 0..255 or floats x in [0, 1]; in padded batches (one compilation),
+  preprocessed as the state was trained. An Ensemble gives the mean of its
+  members' distributions."""
+  return _probabilities(state, images, batch_size)[0]
+
+
+def member_probabilities(state, images, *, batch_size: int = 1000) -> np.ndarray:
+  """(M, N, C): each member's class distribution (M = 1 for a single model)."""
+  return _probabilities(state, images, batch_size)[1]
+
+
+def _probabilities(state, images, batch_size):
+  """(mean distribution (N, C), member distributions (M, N, C)), inputs checked."""
+  images = _checked(images)
   if isinstance(state, ensemble.Ensemble):
     members = ensemble.member_probabilities(state, images, batch_size=batch_size)
     return ensemble.combine(members), members
@@ -126,13 +242,10 @@ def calibration(state, splits, batch_size: int = 1000) -> dict:
   """'{split}_nll', '{split}_ece' (and '{split}_accuracy_ema', '_nll_ema', '_ece_ema'
   with a weight EMA) of a model or Ensemble on ``splits`` {name: (images, labels)}."""
   out = {}
-  has_ema = bool(state.ema)
-  variants = [('', state)] + ([('_ema', ema_weights(state))] if has_ema else [])
   for split, (images, labels) in splits.items():
     if not len(labels):
       continue
-    for tail, s in variants:
-      m = calibration_lib.metrics(probabilities(s, images, batch_size=batch_size), labels)
+    for tail, m in _evaluate(state, _checked(images), labels, batch_size).items():
       out.update({f'{split}_nll{tail}': m['nll'], f'{split}_ece{tail}': m['ece']})
       if tail:
         out[f'{split}_accuracy{tail}'] = m['accuracy']
@@ -146,36 +259,27 @@ def ema_weights(state):
   return train.ema_state(state)
 
 
-def split_metrics(state, images, labels, *, batch_size: int = 1000) -> dict:
-  """{'loss', 'accuracy', 'count', 'nll', 'ece'} of a model or an Ensemble (then
-  also 'member_accuracy', one per member) on one split."""
-  mean, members = _probabilities(state, images, batch_size)
-  cal = calibration_lib.metrics(mean, labels)
-  if isinstance(state, ensemble.Ensemble):
-    out = {'loss': cal['nll'], 'accuracy': cal['accuracy'], 'count': len(labels),
-           'member_accuracy': [float(np.mean(m.argmax(-1) == labels)) for m in members]}
-  else:
-    out = metrics(state, images, labels, batch_size=batch_size)
-  return {**out, 'nll': cal['nll'], 'ece': cal['ece']}
-
-
 def checkpoint_metrics(workdir: str, which: str = 'best', data_dir=None) -> dict:
   """Val and test metrics of the ``which`` checkpoint of ``workdir``:
-  {'workdir', 'which', 'epoch', 'val': {...}, 'test': {...}} (and 'val_ema',
-  'test_ema' for the weight EMA; an ensemble run's are the ensemble's)."""
+  {'workdir', 'which', 'epoch', 'model_weights', 'val': {...}, 'test': {...}}
+  where 'val'/'test' are the model's weights (config.model_weights) and
+  'val_raw'/'test_raw' or 'val_ema'/'test_ema' the other ones, when the run has
+  an EMA (an ensemble run's are the ensemble's)."""
   config = rundir.load_config(workdir)
   data = rundir.load_data(config, data_dir)
   _, state, meta = rundir.load_run(workdir, which, num_classes=data.num_classes)
-  result = {'workdir': workdir, 'which': which, 'epoch': meta['epoch']}
+  weights = config.get('model_weights', 'raw')
+  result = {'workdir': workdir, 'which': which, 'epoch': meta['epoch'],
+            'model_weights': weights}
   if isinstance(state, ensemble.Ensemble):
     result['ensemble_size'] = state.size
-  variants = [('', state)] + ([('_ema', ema_weights(state))] if state.ema else [])
-  for tail, s in variants:
-    for split, images, labels in (('val', data.val_images, data.val_labels),
-                                  ('test', data.test_images, data.test_labels)):
-      if len(labels):
-        result[split + tail] = split_metrics(s, images, labels,
-                                             batch_size=config.eval_batch_size)
+  names = {'': '', '_ema': '_ema'} if weights == 'raw' else {'_ema': '', '': '_raw'}
+  for split, images, labels in (('val', data.val_images, data.val_labels),
+                                ('test', data.test_images, data.test_labels)):
+    if len(labels):
+      for tail, m in _evaluate(state, _checked(images), labels,
+                               config.eval_batch_size).items():
+        result[split + names[tail]] = m
   return result
 
 
@@ -183,6 +287,10 @@ def format_line(result: dict) -> str:
   parts = [f"{split} loss {result[split]['loss']:.4f} accuracy {result[split]['accuracy']:.4f}"
            + (f" ECE {result[split]['ece']:.4f}" if 'ece' in result[split] else '')
            + f" ({result[split]['count']} images)"
-           for split in ('val', 'test', 'val_ema', 'test_ema') if split in result]
+           for split in ('val', 'test', 'val_ema', 'test_ema', 'val_raw', 'test_raw')
+           if split in result]
   what = (f"ensemble of {result['ensemble_size']}, " if 'ensemble_size' in result else '')
-  return f"{result['which']} checkpoint ({what}epoch {result['epoch']}): " + ' | '.join(parts)
+  weights = (f"{result['model_weights']} weights, "
+             if result.get('model_weights', 'raw') != 'raw' else '')
+  return (f"{result['which']} checkpoint ({what}{weights}epoch {result['epoch']}): "
+          + ' | '.join(parts))

@@ -132,12 +132,15 @@ def _train_step_1(state, batch, rng, keep):
   return state, jax.tree_util.tree_map(lambda m: m[None], metrics)
 
 
-def _eval_step_k(states, batch):
-  return jax.vmap(train.eval_step, in_axes=(_stacked_axes(states), None))(states, batch)
+def logits(state, images, stacked: bool):
+  """(K, B, C) logits f(x; w_k) of every model on one shared batch of images: the
+  plain model (K = 1, ``stacked`` False) or vmap over the stacked weights."""
+  def one(s):
+    return s.apply_fn(s.variables, s.inputs(images), train=False)
 
-
-def _eval_step_1(state, batch):
-  return jax.tree_util.tree_map(lambda s: s[None], train.eval_step(state, batch))
+  if not stacked:
+    return one(state)[None]
+  return jax.vmap(one, in_axes=(_stacked_axes(state),))(state)
 
 
 @dataclasses.dataclass
@@ -164,9 +167,9 @@ class Group:
     return _train_step_1 if self.size == 1 else _train_step_k
 
   @property
-  def eval_step(self):
-    """(state, batch) -> {'loss', 'correct', 'count'} sums of shape (K,); pure."""
-    return _eval_step_1 if self.size == 1 else _eval_step_k
+  def stacked(self) -> bool:
+    """Whether ``state`` holds the models stacked on axis 0 (K > 1)."""
+    return self.size > 1
 
   def member(self, k: int):
     """Model k as its single run's TrainState (for checkpoints, plots, predict)."""
@@ -177,16 +180,19 @@ class Group:
                                      batch_stats=s.batch_stats, ema=s.ema,
                                      opt_state=s.opt_state)
 
-  def load_members(self, states) -> None:
-    """Sets the group's state from single-run states (resuming)."""
+  def stack_members(self, states):
+    """The group's state made of single-run states (the group is unchanged)."""
     if self.size == 1:
-      self.state = states[0]
-      return
-    self.state = self.state.replace(
+      return states[0]
+    return self.state.replace(
         step=states[0].step, params=_stack([s.params for s in states]),
         batch_stats=_stack([s.batch_stats for s in states]),
         ema=_stack([s.ema for s in states]),
         opt_state=_stack([s.opt_state for s in states]))
+
+  def load_members(self, states) -> None:
+    """Sets the group's state from single-run states (resuming)."""
+    self.state = self.stack_members(states)
 
 
 def _stack(trees):

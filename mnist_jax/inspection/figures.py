@@ -23,6 +23,7 @@ a module owning a 4-D 'kernel' (K, K, C, F) is a conv layer (nn.Conv or a
 custom one), in call order, so any registered model works; models without
 convolutions (mlp, perceptron) have no feature maps (logged).
 """
+import json
 import os
 
 import jax
@@ -37,7 +38,7 @@ from flax import linen as nn
 
 from mnist_jax.config import defaults
 from mnist_jax.data import preprocess
-from mnist_jax.engine import calibration, ensemble, evaluation, rundir
+from mnist_jax.engine import calibration, ensemble, evaluation, rundir, selection
 
 LAYERS_PER_PAGE = 12
 MAX_MAPS = 16
@@ -58,9 +59,9 @@ def curves(history, path, name=''):
       key = f'{split}_{metric}'
       if any(key in h for h in history):
         ax.plot(epochs, [h.get(key, np.nan) for h in history], style, label=split)
-    with_val = [h for h in history if 'val_accuracy' in h]
-    if with_val:
-      best = max(with_val, key=lambda h: h['val_accuracy'])['epoch']
+    chosen = selection.best(history)
+    if chosen:
+      best = chosen['epoch']
       ax.axvline(best, color='gray', lw=0.8, ls=':', label=f'best val (epoch {best})')
     ax.set(xlabel='epoch', ylabel=metric, title=f'{metric} per epoch')
     ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
@@ -312,6 +313,15 @@ def write_all(workdir, config, state, data, *, tensorboard=True) -> list:
   return paths
 
 
+def _summary(workdir) -> dict:
+  """The run's summary.json ({} while it has none)."""
+  path = os.path.join(workdir, 'summary.json')
+  if not os.path.isfile(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
 def write_tensorboard(workdir, paths, config, history) -> None:
   """The PNGs as TensorBoard images and the config as hparams with the final
   metrics, in an event file of their own (suffix '.plots': two writers opened
@@ -326,14 +336,17 @@ def write_tensorboard(workdir, paths, config, history) -> None:
                    dataformats='HWC')
     if not history:
       return
-    final = history[-1]
+    # test figures: summary.json's (the test split is read once, at the end)
+    final = {**history[-1], **_summary(workdir)}
     metrics = {f'final/{k}': final[k] for k in ('test_accuracy', 'test_loss',
-                                                 'val_accuracy', 'val_loss') if k in final}
-    with_val = [h for h in history if 'val_accuracy' in h]
-    if with_val:
-      best = max(with_val, key=lambda h: h['val_accuracy'])
-      metrics.update({'best/val_accuracy': best['val_accuracy'],
-                      'best/test_accuracy': best['test_accuracy']})
+                                                 'val_accuracy', 'val_loss')
+               if isinstance(final.get(k), (int, float))}
+    weights = config.get('model_weights', 'raw')
+    best = selection.best(history, weights)
+    if best:
+      metrics['best/val_accuracy'] = selection.score(best, weights)
+      if isinstance(final.get('test_accuracy_at_best_val'), (int, float)):
+        metrics['best/test_accuracy'] = final['test_accuracy_at_best_val']
     hp = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
           for k, v in defaults.flat(config.to_dict()).items()}
     for summary in hparams(hp, metrics):  # the HParams dashboard

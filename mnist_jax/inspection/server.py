@@ -20,6 +20,7 @@ Each run is loaded and compiled once (inspection/live.py) and shared by all
 requests; FastAPI runs the plain ``def`` routes on its thread pool, so several
 tabs are answered in parallel.
 """
+import json
 import os
 import socket
 import threading
@@ -89,8 +90,13 @@ def describe_run(run_id: str, path: str) -> dict:
   except (UserError, ValueError):
     return entry
   entry['epochs'] = len(history)
-  if history:
-    entry['test_accuracy'] = history[-1].get('test_accuracy')
+  summary = os.path.join(path, 'summary.json')   # test: read once, at the end of a run
+  if os.path.isfile(summary):
+    try:
+      with open(summary) as f:
+        entry['test_accuracy'] = json.load(f).get('test_accuracy')
+    except (OSError, ValueError):
+      pass
   entry['checkpoints'] = any(
       os.path.isdir(os.path.join(path, 'checkpoints', w)) and any(
           s.isdigit() for s in os.listdir(os.path.join(path, 'checkpoints', w)))
