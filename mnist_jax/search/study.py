@@ -23,7 +23,10 @@ trial, then marks the study ready:
 
 Workers only ever pop queued trials, never ask the sampler for a new one, so
 the study runs exactly its trials: N workers on a 6-point grid run 6 trials
-(GridSampler alone re-runs points when workers race, Optuna #4002 / #4621).
+(GridSampler alone re-runs points when workers race). The queue is also the
+list that ``--trial=N`` indexes (``run_trial``): trial number N of the study,
+so a process per index (a SLURM array task) and any number of workers share
+one queue and one table; a failed trial N is queued again as a new attempt.
 A worker, for each trial it pops:
 
   trains it in WORKDIR/<trial name>/ with the engine (engine/driver.py), while
@@ -32,7 +35,10 @@ A worker, for each trial it pops:
   hyperband: HyperbandPruner; min 1 epoch, reduction factor 3) may stop it:
   a pruned trial keeps its metrics, checkpoint and summary (stopped_early);
   tells the study: COMPLETE with the best validation accuracy (the objective,
-  maximized), PRUNED, or FAIL with the error (e.g. a diverged loss).
+  maximized), PRUNED, or FAIL with the error (e.g. a diverged loss), with the
+  trial's figures (study_table.figures: train/val ones of the best-validation
+  epoch, the test accuracy only as the final figure of summary.json) and a log
+  line of them.
 
 A trial whose directory already holds summary.json was finished by an earlier
 attempt (a worker declared dead that was not): it is told from that summary,
