@@ -80,9 +80,8 @@ def run(search: study.Search, options: Options, on_trained=None) -> tuple:
   workdir = options.workdir
   if not workdir:
     raise UserError('the sweep needs --workdir; pass the folder for its trials')
-  if options.trial is not None and not 0 <= options.trial < search.size:
-    raise UserError(f'--trial={options.trial} but the study queues {search.size} trials; '
-                    f'pass 0..{search.size - 1} (see --list)')
+  if options.trial is not None:
+    study.check_trial(search, options.trial)    # before anything is written
   if not options.storage:
     os.makedirs(workdir, exist_ok=True)      # the SQLite study.db lives there
   url = storage_lib.url_for(workdir, options.storage)

@@ -473,6 +473,13 @@ def requeue(study, failed) -> None:
       system_attrs=attrs, intermediate_values=failed.intermediate_values))
 
 
+def check_trial(search: Search, number: int) -> None:
+  """Refuses a ``--trial`` number outside the queue."""
+  if not 0 <= number < search.size:
+    raise UserError(f'--trial={number} but the study queues {search.size} trials; pass '
+                    f'0..{search.size - 1} (see --list)')
+
+
 def run_trial(storage, search: Search, workdir: str, number: int, *, poll_s: float = 2.0,
               on_trained=None) -> list:
   """Runs queued trial ``number`` of the study (``--trial=N``: the N-th trial of
@@ -482,9 +489,7 @@ def run_trial(storage, search: Search, workdir: str, number: int, *, poll_s: flo
   Its latest attempt runs if it is WAITING; one that FAILed (an error, or a
   dead worker's) is queued again and run; a finished one (COMPLETE, PRUNED) or
   one another live worker RUNs is left alone (returns [])."""
-  if not 0 <= number < search.size:
-    raise UserError(f'--trial={number} but the study queues {search.size} trials; pass '
-                    f'0..{search.size - 1} (see --list)')
+  check_trial(search, number)
   study = _load(storage, search, search.seed)
   study_id = storage.get_study_id_from_name(search.name)
   with warnings.catch_warnings():
