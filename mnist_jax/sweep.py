@@ -62,7 +62,9 @@ def main(argv):
   del argv
   cli.quiet_logs()
   cli.use_compilation_cache()
+  import optuna  # pylint: disable=g-import-not-at-top
   from mnist_jax.search import launch  # pylint: disable=g-import-not-at-top
+  optuna.logging.set_verbosity(optuna.logging.WARNING)   # our log says what each trial does
   options = launch.Options(
       workdir=_WORKDIR.value or '', storage=_STORAGE.value, study_name=_STUDY.value or '',
       sampler=_SAMPLER.value, pruner=_PRUNER.value, n_trials=_N_TRIALS.value,
