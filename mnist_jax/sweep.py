@@ -1,18 +1,17 @@
-"""Command line: hyperparameter search over a config's ``get_hyper(h)``.
+"""Command line: hyperparameter search over a config's ``get_hyper(h)`` (an Optuna study).
 
   python -m mnist_jax.sweep --config=configs/lenet.py --workdir=sweeps/lenet \
       [--config.num_epochs=3 ...]        # overrides for every trial
       [--sampler=grid|random|tpe --n_trials=N --pruner=none|asha|hyperband]
       [--storage=postgresql+psycopg2://... | journal:PATH] [--worker] [--vectorize_trials=K]
-  python -m mnist_jax.sweep --config=... --list | --num_trials   # no --workdir needed
-  python -m mnist_jax.sweep ... --trial=N | --vectorize          # without a study
+  python -m mnist_jax.sweep --config=... --list | --num_trials   # the queue; no --workdir
+  python -m mnist_jax.sweep ... --trial=N                        # queued trial N only
+  python -m mnist_jax.sweep ... --vectorize                      # all at once, vmapped
 
-A study (search/study.py) lives in WORKDIR/study.db unless --storage names
-another; any number of processes with the same flags work on it together.
---trial / --vectorize run the list directly (search/runner.py).
+One study (search/study.py) in WORKDIR/study.db unless --storage names another:
+any number of processes with the same flags, workers and --trial=N alike, take
+trials from its one queue and rewrite its one table (search/launch.py).
 """
-import json
-import os
 import sys
 
 from absl import app, flags, logging
@@ -24,11 +23,13 @@ from mnist_jax.errors import UserError
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder for the trials and the results table.')
-_TRIAL = flags.DEFINE_integer('trial', None, 'Run only trial N (0-based; see --list).')
-_LIST = flags.DEFINE_bool('list', False, 'Print the trials and exit.')
-_NUM_TRIALS = flags.DEFINE_bool('num_trials', False, 'Print the number of trials and exit.')
-_VECTORIZE = flags.DEFINE_bool('vectorize', False,
-                               'Train trials that share an architecture at once (jax.vmap).')
+_TRIAL = flags.DEFINE_integer('trial', None, 'Run only queued trial N of the study (0-based; '
+                              'line N of --list).')
+_LIST = flags.DEFINE_bool('list', False, 'Print the queued trials and exit.')
+_NUM_TRIALS = flags.DEFINE_bool('num_trials', False, 'Print the number of queued trials and exit.')
+_VECTORIZE = flags.DEFINE_bool('vectorize', False, 'Pop every queued trial at once and train '
+                               'those sharing an architecture together (jax.vmap): '
+                               '--vectorize_trials=<all>.')
 _STORAGE = flags.DEFINE_string('storage', '', 'The study\'s storage: a database URL '
                                '(postgresql+psycopg2://user:pass@host/db) or journal:PATH '
                                '(default: sqlite in WORKDIR/study.db).')
@@ -57,82 +58,36 @@ def _draw_plots(config, workdir, outcome, data):
     figures.write_all(workdir, config, outcome.state, data)
 
 
-def _study(config_path, trials, workdir):
-  """Runs this process's share of the study; returns (ran, table path)."""
-  import optuna  # pylint: disable=g-import-not-at-top
-  from mnist_jax.search import storage, study, study_table  # pylint: disable=g-import-not-at-top
-  optuna.logging.set_verbosity(optuna.logging.WARNING)   # our log says what each trial does
-  path = config_path.split(':')[0]
-  search = study.Search(
-      name=_STUDY.value or os.path.splitext(os.path.basename(path))[0], trials=trials,
-      config=_CONFIG.value, sampler=_SAMPLER.value, pruner=_PRUNER.value,
-      n_trials=_N_TRIALS.value, seed=_SEED.value, source=path)
-  study.check(search)
-  if _VECTORIZE_TRIALS.value < 1:
-    raise UserError(f'--vectorize_trials={_VECTORIZE_TRIALS.value}; pass 1 (one trial at a '
-                    'time) or more')
-  if any(flags.FLAGS[name].value is not None for name in cli.DISTRIBUTED_FLAGS):
-    raise UserError('a study worker is one process; start one worker per host instead of '
-                    'passing --num_processes / --coordinator_address')
-  if not _STORAGE.value:
-    os.makedirs(workdir, exist_ok=True)
-  url = storage.url_for(workdir, _STORAGE.value)
-  store = storage.open_storage(url, _HEARTBEAT.value, _GRACE.value)
-  study.open_study(store, search, storage.redact(url))
-  write = lambda: study_table.write(store, search.name, workdir)
-  ran = study.work(store, search, workdir, wait=not _WORKER.value, on_trained=_draw_plots,
-                   after_each=write, vectorize=_VECTORIZE_TRIALS.value)
-  table = write()
-  board = url[len(storage.JOURNAL):] if url.startswith(storage.JOURNAL) else storage.redact(url)
-  print(f'study {search.name} in {storage.redact(url)}; dashboard: optuna-dashboard {board}')
-  return [(f'trial {n} ({state})', error) for n, state, error in ran], table
-
-
 def main(argv):
   del argv
   cli.quiet_logs()
   cli.use_compilation_cache()
-  from mnist_jax.search import hyper, runner  # pylint: disable=g-import-not-at-top
+  import optuna  # pylint: disable=g-import-not-at-top
+  from mnist_jax.search import launch  # pylint: disable=g-import-not-at-top
+  optuna.logging.set_verbosity(optuna.logging.WARNING)   # our log says what each trial does
+  options = launch.Options(
+      workdir=_WORKDIR.value or '', storage=_STORAGE.value, study_name=_STUDY.value or '',
+      sampler=_SAMPLER.value, pruner=_PRUNER.value, n_trials=_N_TRIALS.value,
+      seed=_SEED.value, worker=_WORKER.value, vectorize=_VECTORIZE.value,
+      vectorize_trials=_VECTORIZE_TRIALS.value, trial=_TRIAL.value,
+      heartbeat_s=_HEARTBEAT.value, grace_s=_GRACE.value)
   try:
-    trials = runner.load_trials(flags.FLAGS['config'].config_filename)
-    configs = [hyper.apply(_CONFIG.value, t) for t in trials]  # unknown keys fail here
-    if _LIST.value:
-      for i, t in enumerate(trials):
-        print(f'{i}\t{hyper.trial_name(t)}\t{json.dumps(t, sort_keys=True)}')
+    search = launch.search_of(flags.FLAGS['config'].config_filename, _CONFIG.value, options)
+    if _LIST.value or _NUM_TRIALS.value:
+      print('\n'.join(launch.listing(search)) if _LIST.value else search.size)
       return
-    if _NUM_TRIALS.value:
-      print(len(trials))
-      return
-    workdir = _WORKDIR.value
-    if not workdir:
-      raise UserError('the sweep needs --workdir; pass the folder for its trials')
-    if _TRIAL.value is None and not _VECTORIZE.value:
-      ran, table = _study(flags.FLAGS['config'].config_filename, trials, workdir)
-      _report(ran, table)
-      return
-    cli.initialize_distributed()
-    indices = None
-    if _TRIAL.value is not None:
-      if not 0 <= _TRIAL.value < len(trials):
-        raise UserError(f'--trial={_TRIAL.value} but the sweep has {len(trials)} trials; '
-                        f'pass 0..{len(trials) - 1} (see --list)')
-      indices = [_TRIAL.value]
-    ran = runner.run_trials(configs, trials, workdir, indices, vectorize=_VECTORIZE.value,
-                     on_trained=_draw_plots)
-    table = runner.write_table(workdir) if os.path.isdir(workdir) else None
+    if any(flags.FLAGS[name].value is not None for name in cli.DISTRIBUTED_FLAGS):
+      raise UserError('a sweep process trains its trials on one host; start one worker '
+                      '(or one --trial=N) per host instead of passing --num_processes / '
+                      '--coordinator_address')
+    ran, table, where = launch.run(search, options, on_trained=_draw_plots)
   except UserError as e:
     logging.flush()
     cli.fail(e)
-  _report(ran, table)
-
-
-def _report(ran, table):
-  failed = [name for name, error in ran if error is not None]
-  print(f'ran {len(ran)} trial(s), {len(failed)} failed; results: {table}')
-  for name, error in ran:
-    if error is not None:
-      print(f'  {name}: {error}')
-  if failed:
+  print(where)
+  lines, ok = launch.report(ran, table)
+  print('\n'.join(lines))
+  if not ok:
     sys.exit(1)
 
 

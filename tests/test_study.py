@@ -222,8 +222,13 @@ def test_three_workers_run_every_grid_trial_exactly_once(kind, tmp_path, mnist_s
   assert len(rows) == 6 and vals == sorted(vals, reverse=True) and rows[0]['rank'] == '1'
   best = max(trials, key=lambda t: t.value)
   summary = json.loads((workdir / best.user_attrs['dir'] / 'summary.json').read_text())
-  assert float(rows[0]['test_accuracy_at_best_val']) == pytest.approx(
+  assert float(rows[0]['final_test_accuracy']) == pytest.approx(
       summary['test_accuracy_at_best_val'], abs=1e-4)
+  assert best.user_attrs['final_test_accuracy'] == summary['test_accuracy_at_best_val']
+  for err in (err for _, err in outs):          # worker lines: train/val, test only at the end
+    for line in re.findall(r'trial \d+ complete: .*', err):
+      assert 'best val accuracy' in line and 'train loss' in line and 'val loss' in line
+      assert line.count('test') == 1 and 'final test accuracy' in line, line
 
 
 @pytest.mark.parametrize('kind', ['sqlite', 'journal'])

@@ -1,8 +1,10 @@
-"""Sweeps: the h.* functions, trial names, overrides, running/skipping trials,
-the merged results table, and the command line (--list, --trial, errors)."""
+"""Sweeps: the h.* functions, trial names, the one override applier, the one
+atomic writer, --trial=N on the study's one queue, the one results table, and
+the command line (--list, --trial, --vectorize, errors)."""
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -10,7 +12,6 @@ import threading
 
 import pytest
 
-from mnist_jax.search import runner
 from mnist_jax.config import defaults
 from mnist_jax.search import hyper
 from mnist_jax.errors import UserError
@@ -106,62 +107,101 @@ def _tiny(config):
   return config
 
 
-def test_sweep_runs_each_trial_once_and_ranks_by_validation(tmp_path, small_config):
+def _study(tmp_path, small_config, trials, name='s', **kwargs):
+  from mnist_jax.search import storage, study
+  search = study.Search(name=name, trials=trials, config=_tiny(small_config), **kwargs)
+  url = storage.url_for(str(tmp_path))
+  store = storage.open_storage(url)
+  study.open_study(store, search, url)
+  return store, search
+
+
+def test_trial_n_runs_the_nth_queued_trial_of_the_one_study(tmp_path, small_config):
+  """--trial=N and the workers share one queue: run_trial(N) runs queued trial N
+  (line N of --list), a worker then runs only the rest, and a finished trial is
+  not run again; both rewrite the one table of the study."""
+  import optuna
+  from mnist_jax.search import launch, study, study_table
   trials = hyper.sweep('learning_rate', [3e-4, 3e-3])
-  configs = [hyper.apply(_tiny(small_config), t) for t in trials]
-  workdir = str(tmp_path)
-  ran = runner.run_trials(configs, trials, workdir, indices=[1])       # like --trial=1
-  assert ran == [('learning_rate=0.003', None)]
-  with open(tmp_path / 'results.csv') as f:
-    assert len(list(csv.reader(f))) == 2                       # header + 1 trial
-  ran = runner.run_trials(configs, trials, workdir)                    # the rest; 1 is skipped
-  assert [name for name, _ in ran] == ['learning_rate=0.0003']
-  assert runner.run_trials(configs, trials, workdir) == []             # all finished
+  store, search = _study(tmp_path, small_config, trials)
+  second = trials[study.grid_order(2, 0)[1]]
+  assert launch.listing(search)[1].startswith(f'1\t{hyper.trial_name(second)}\t')
+  assert [(n, s) for n, s, _ in study.run_trial(store, search, str(tmp_path), 1)] == [
+      (1, 'complete')]
+  done = optuna.load_study(study_name='s', storage=store).get_trials()
+  assert [t.state.name for t in done] == ['WAITING', 'COMPLETE']
+  assert done[1].user_attrs['dir'] == hyper.trial_name(second)
+  assert [n for n, _, _ in study.work(store, search, str(tmp_path))] == [0]  # only the rest
+  assert study.run_trial(store, search, str(tmp_path), 1) == []              # finished
+  study_table.write(store, 's', str(tmp_path))
   with open(tmp_path / 'results.csv') as f:
     rows = list(csv.DictReader(f))
   vals = [float(r['best_val_accuracy']) for r in rows]
-  assert vals == sorted(vals, reverse=True) and len(rows) == 2
-  summary = json.loads((tmp_path / rows[0]['trial'] / 'summary.json').read_text())
-  assert float(rows[0]['test_accuracy_at_best_val']) == pytest.approx(
+  assert vals == sorted(vals, reverse=True) and len(rows) == 2 and rows[0]['rank'] == '1'
+  with pytest.raises(UserError, match=r'--trial=2 but the study queues 2 trials; pass 0..1'):
+    study.run_trial(store, search, str(tmp_path), 2)
+
+
+def test_trial_n_runs_a_failed_trial_again_as_a_new_attempt(tmp_path, small_config):
+  """A trial that FAILed (here: an attempt whose worker was lost) is queued again
+  by --trial=N, with the same point, and the table names the first attempt."""
+  import optuna
+  from mnist_jax.search import storage, study, study_table
+  store, search = _study(tmp_path, small_config, hyper.sweep('learning_rate', [3e-3]))
+  study_id = store.get_study_id_from_name('s')
+  trial_id, _ = storage.pop(store, study_id)
+  store.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
+  ran = study.run_trial(store, search, str(tmp_path), 0)
+  assert [(n, s, e) for n, s, e in ran] == [(1, 'complete', None)]
+  first, retry = optuna.load_study(study_name='s', storage=store).get_trials()
+  assert retry.system_attrs['failed_trial'] == 0 and retry.params == {'learning_rate': 3e-3}
+  assert retry.system_attrs['fixed_params'] == first.system_attrs['fixed_params']
+  assert retry.user_attrs['dir'] == 'learning_rate=0.003'
+  study_table.write(store, 's', str(tmp_path))
+  rows = {r['trial']: r for r in csv.DictReader(open(tmp_path / 'results.csv'))}
+  assert rows['1']['retry_of'] == '0' and rows['0']['state'] == 'fail (worker died)'
+
+
+def test_the_table_holds_train_and_val_figures_and_test_once_at_the_end(tmp_path,
+                                                                        small_config):
+  """Per-epoch figures in the table are train/val ones, from the best-validation
+  epoch's record; the only test figure is summary.json's final one, labelled so."""
+  import optuna
+  from mnist_jax.search import study, study_table
+  small_config.num_epochs = 2
+  store, search = _study(tmp_path, small_config, hyper.sweep('learning_rate', [3e-3]))
+  study.work(store, search, str(tmp_path))
+  study_table.write(store, 's', str(tmp_path))
+  (row,) = csv.DictReader(open(tmp_path / 'results.csv'))
+  tests = [c for c in row if 'test' in c]
+  assert tests == ['final_test_accuracy'] and list(row)[-1] == 'final_test_accuracy'
+  run = tmp_path / 'learning_rate=0.003'
+  summary = json.loads((run / 'summary.json').read_text())
+  records = [json.loads(l) for l in (run / 'metrics.jsonl').read_text().splitlines()]
+  best = next(r for r in records if r['epoch'] == summary['best_epoch'])
+  assert int(row['best_epoch']) == summary['best_epoch']
+  for column, key in (('train_loss_at_best_val', 'train_loss'),
+                      ('train_accuracy_at_best_val', 'train_accuracy'),
+                      ('val_loss_at_best_val', 'val_loss'),
+                      ('best_val_accuracy', 'val_accuracy')):
+    assert float(row[column]) == pytest.approx(best[key], abs=1e-4), column
+  assert float(row['final_test_accuracy']) == pytest.approx(
       summary['test_accuracy_at_best_val'], abs=1e-4)
-  assert rows[0]['rank'] == '1' and 'learning_rate' in rows[0]
-  assert '| 1 |' in (tmp_path / 'results.md').read_text()
+  assert 'test split read once, after the trial' in (tmp_path / 'results.md').read_text()
+  (trial,) = optuna.load_study(study_name='s', storage=store).get_trials()
+  assert not [k for k in trial.user_attrs if 'test' in k and k != 'final_test_accuracy']
 
 
-def test_vectorize_groups_trials_by_signature_and_skips_finished_ones(tmp_path, small_config):
-  """--vectorize: the two η trials train as one vmapped group, the batch-size
-  trial (another program) on its own; every trial gets its row and is done."""
-  trials = [{'learning_rate': 3e-3}, {'learning_rate': 1e-3}, {'batch_size': 64}]
-  configs = [hyper.apply(_tiny(small_config), t) for t in trials]
-  ran = runner.run_trials(configs, trials, str(tmp_path), vectorize=True)
-  assert sorted(name for name, error in ran if error is None) == sorted(
-      hyper.trial_name(t) for t in trials)
-  with open(tmp_path / 'results.csv') as f:
-    rows = {r['trial']: r for r in csv.DictReader(f)}
-  assert {n: rows[n]['vectorized_trials'] for n in rows} == {
-      'learning_rate=0.003': '2', 'learning_rate=0.001': '2', 'batch_size=64': '1'}
-  assert all(rows[n]['status'] == 'done' for n in rows)
-  assert runner.run_trials(configs, trials, str(tmp_path), vectorize=True) == []
-
-
-def test_concurrent_table_writers_never_corrupt_the_table(tmp_path):
-  for i in range(30):
-    d = tmp_path / f'trial{i:02d}'
-    d.mkdir()
-    (d / 'overrides.json').write_text(json.dumps({'seed': i}))
-    (d / 'summary.json').write_text(json.dumps(
-        {'best_val_accuracy': i / 100, 'test_accuracy_at_best_val': 0.5, 'best_epoch': 1,
-         'epochs': 1, 'train_time_s': 1.0}))
-  threads = [threading.Thread(target=runner.write_table, args=(str(tmp_path),))
-             for _ in range(8)]
-  for t in threads:
-    t.start()
-  for t in threads:
-    t.join()
-  with open(tmp_path / 'results.csv') as f:
-    rows = list(csv.DictReader(f))
-  assert [r['trial'] for r in rows] == [f'trial{i:02d}' for i in reversed(range(30))]
-  assert not [p for p in os.listdir(tmp_path) if p.endswith('.tmp')]
+def test_vectorized_trials_get_their_plots(tmp_path, small_config):
+  """write_plots holds for every trial, vectorized ones too (the command draws them)."""
+  from mnist_jax.search import study
+  small_config.write_plots = True
+  trials = hyper.sweep('learning_rate', [3e-3, 1e-3])
+  store, search = _study(tmp_path, small_config, trials)
+  drawn = []
+  study.work(store, search, str(tmp_path), vectorize=2,
+             on_trained=lambda c, w, o, d: drawn.append((w, o.state is not None)))
+  assert sorted(drawn) == sorted((str(tmp_path / hyper.trial_name(t)), True) for t in trials)
 
 
 def test_the_atomic_writer_takes_concurrent_writers_of_one_file(tmp_path):
@@ -213,15 +253,32 @@ def _cli(tmp_path, mnist_small_dir, key, *args):
 
 
 def test_cli_lists_and_runs_one_trial(tmp_path, mnist_small_dir):
+  """--list prints the study's queue; --trial=1 runs its line 1 in the study of
+  WORKDIR; --vectorize (all queued trials at once) then runs the other one."""
+  from mnist_jax.search import study
   out = _cli(tmp_path, mnist_small_dir, 'learning_rate', '--list')
   assert out.returncode == 0, out.stderr[-2000:]
-  assert out.stdout.splitlines()[1].startswith('1\tlearning_rate=0.002,seed=0\t')
+  names = ['learning_rate=0.001,seed=0', 'learning_rate=0.002,seed=0']
+  queued = [names[i] for i in study.grid_order(2, 0)]
+  assert [l.split('\t')[:2] for l in out.stdout.splitlines()] == [['0', queued[0]],
+                                                                 ['1', queued[1]]]
   out = _cli(tmp_path, mnist_small_dir, 'learning_rate', '--trial=1',
              '--config.log_every_steps=2')
   assert out.returncode == 0, out.stderr[-2000:]
-  assert os.listdir(tmp_path / 'sweep' / 'learning_rate=0.002,seed=0' / 'checkpoints')
-  assert not (tmp_path / 'sweep' / 'learning_rate=0.001,seed=0').exists()
-  assert 'learning_rate=0.002,seed=0' in (tmp_path / 'sweep' / 'results.md').read_text()
+  sweep = tmp_path / 'sweep'
+  assert os.listdir(sweep / queued[1] / 'checkpoints') and not (sweep / queued[0]).exists()
+  assert (sweep / 'study.db').exists() and queued[1] in (sweep / 'results.md').read_text()
+  assert re.search(r'trial 1 complete: best val accuracy \S+ at epoch 1 of 1 \(train loss',
+                   out.stderr), out.stderr[-2000:]
+  out = _cli(tmp_path, mnist_small_dir, 'learning_rate', '--vectorize',
+             '--config.log_every_steps=2')
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert 'ran 1 trial(s), 0 failed' in out.stdout
+  rows = list(csv.DictReader(open(sweep / 'results.csv')))
+  assert sorted(r['dir'] for r in rows) == sorted(names)
+  assert {r['state'] for r in rows} == {'complete'}
+  out = _cli(tmp_path, mnist_small_dir, 'learning_rate', '--trial=2')
+  assert out.returncode == 2 and 'error: --trial=2 but the study queues 2 trials' in out.stderr
 
 
 def test_cli_unknown_sweep_key_is_one_line(tmp_path, mnist_small_dir):
@@ -240,14 +297,3 @@ def test_cli_lists_without_a_workdir(tmp_path, mnist_small_dir):
     assert out.returncode == 0, out.stderr[-2000:]
   assert out.stdout.strip() == '2'
   assert sorted(os.listdir(tmp_path)) == ['lr.py']          # nothing written
-
-
-def test_vectorized_trials_get_their_plots(tmp_path, small_config):
-  """write_plots holds for every trial, vectorized ones too (the command draws them)."""
-  small_config.write_plots = True
-  trials = [{'learning_rate': 3e-3}, {'learning_rate': 1e-3}]
-  configs = [hyper.apply(_tiny(small_config), t) for t in trials]
-  drawn = []
-  runner.run_trials(configs, trials, str(tmp_path), vectorize=True,
-                    on_trained=lambda c, w, o, d: drawn.append((w, o.state is not None)))
-  assert sorted(drawn) == sorted((str(tmp_path / hyper.trial_name(t)), True) for t in trials)

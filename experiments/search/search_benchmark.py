@@ -100,7 +100,7 @@ def run(name: str, seed: int) -> dict:
           'pruned': sum(t.state.name == 'PRUNED' for t in done),
           'epochs': sum(t.user_attrs['epochs'] for t in ran),
           'best_val_accuracy': best.user_attrs['best_val_accuracy'],
-          'test_accuracy_at_best_val': best.user_attrs['test_accuracy_at_best_val'],
+          'test_accuracy_at_best_val': best.user_attrs['final_test_accuracy'],
           'best_params': best.params, 'wall_s': wall}
 
 

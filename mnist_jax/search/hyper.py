@@ -31,10 +31,13 @@ Samplers that draw new points (search/study.py: random, TPE) need the space; the
 grid runs the list itself.
 """
 import hashlib
+import importlib.util
 import itertools
 import json
 import math
 import re
+import sys
+import uuid
 
 import numpy as np
 
@@ -43,6 +46,24 @@ from mnist_jax.config import overrides as config_overrides
 from mnist_jax.errors import UserError
 
 SIGNIFICANT_DIGITS = 4
+
+
+def load(config_path: str) -> list:
+  """The trials ``get_hyper(h)`` of the config file returns (a Trials: its
+  ``space`` is the search space, or None); ``config_path`` may carry ml_collections'
+  ':override' tail."""
+  path = config_path.split(':')[0]
+  spec = importlib.util.spec_from_file_location(f'_sweep_{uuid.uuid4().hex}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, 'get_hyper'):
+    raise UserError(f'{path} defines no get_hyper(h); add one returning e.g. '
+                    "h.sweep('config.learning_rate', [1e-3, 3e-3]) (see mnist_jax/search/hyper.py)")
+  trials = module.get_hyper(sys.modules[__name__])   # h: this module
+  if not trials or not all(isinstance(t, dict) for t in trials):
+    raise UserError(f'get_hyper in {path} returned {type(trials).__name__}; return a '
+                    'non-empty list of dicts such as h.product([...])')
+  return Trials([{canonical_key(k): v for k, v in t.items()} for t in trials], space_of(trials))
 
 
 def canonical_key(key: str) -> str:

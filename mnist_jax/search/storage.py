@@ -165,18 +165,27 @@ def open_storage(url: str, heartbeat_s: int = 30, grace_s: int = 120):
                       'install it (PostgreSQL: pip install psycopg2-binary)') from None
 
 
+def claim(storage, trial_id: int):
+  """The frozen trial ``trial_id`` if this process switched it from WAITING to
+  RUNNING (the storage lets only one process do so), else None."""
+  try:
+    # A heartbeat first: Optuna never calls a RUNNING trial without one stale, so a
+    # worker killed between its pop and its first beat would lose the trial.
+    storage.record_heartbeat(trial_id)
+    if storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.RUNNING):
+      return storage.get_trial(trial_id)
+  except optuna.exceptions.UpdateFinishedTrialError:
+    pass
+  return None
+
+
 def pop(storage, study_id: int):
-  """(trial_id, frozen trial) of a WAITING trial that this process switched to
-  RUNNING (the storage lets only one process do so), or None if none is left."""
-  waiting, running = optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING
-  for frozen in storage.get_all_trials(study_id, deepcopy=False, states=(waiting,)):
+  """(trial_id, frozen trial) of a WAITING trial that this process claimed, or
+  None if none is left."""
+  for frozen in storage.get_all_trials(study_id, deepcopy=False,
+                                       states=(optuna.trial.TrialState.WAITING,)):
     trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
-    try:
-      # A heartbeat first: Optuna never calls a RUNNING trial without one stale, so a
-      # worker killed between its pop and its first beat would lose the trial.
-      storage.record_heartbeat(trial_id)
-      if storage.set_trial_state_values(trial_id, state=running):
-        return trial_id, storage.get_trial(trial_id)
-    except optuna.exceptions.UpdateFinishedTrialError:
-      continue
+    claimed = claim(storage, trial_id)
+    if claimed is not None:
+      return trial_id, claimed
   return None

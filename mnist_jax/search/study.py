@@ -23,7 +23,10 @@ trial, then marks the study ready:
 
 Workers only ever pop queued trials, never ask the sampler for a new one, so
 the study runs exactly its trials: N workers on a 6-point grid run 6 trials
-(GridSampler alone re-runs points when workers race, optuna#4002, optuna#4621).
+(GridSampler alone re-runs points when workers race). The queue is also the
+list that ``--trial=N`` indexes (``run_trial``): trial number N of the study,
+so a process per index (a SLURM array task) and any number of workers share
+one queue and one table; a failed trial N is queued again as a new attempt.
 A worker, for each trial it pops:
 
   trains it in WORKDIR/<trial name>/ with the engine (engine/driver.py), while
@@ -32,7 +35,10 @@ A worker, for each trial it pops:
   hyperband: HyperbandPruner; min 1 epoch, reduction factor 3) may stop it:
   a pruned trial keeps its metrics, checkpoint and summary (stopped_early);
   tells the study: COMPLETE with the best validation accuracy (the objective,
-  maximized), PRUNED, or FAIL with the error (e.g. a diverged loss).
+  maximized), PRUNED, or FAIL with the error (e.g. a diverged loss), with the
+  trial's figures (study_table.figures: train/val ones of the best-validation
+  epoch, the test accuracy only as the final figure of summary.json) and a log
+  line of them.
 
 A trial whose directory already holds summary.json was finished by an earlier
 attempt (a worker declared dead that was not): it is told from that summary,
@@ -63,15 +69,13 @@ from absl import logging
 from mnist_jax.config import defaults
 from mnist_jax.engine import driver, stacked, workdir as workdir_lib, writers
 from mnist_jax.errors import UserError
-from mnist_jax.search import hyper, runner, space as space_lib, storage as storage_lib
+from mnist_jax.search import hyper, space as space_lib, storage as storage_lib, study_table
 
 SAMPLERS = ('grid', 'random', 'tpe')
 PRUNERS = ('none', 'asha', 'hyperband')
 REDUCTION_FACTOR = 3
 MIN_EPOCHS = 1
 ATTR, READY = 'mnist_jax', 'mnist_jax:queued'
-COLUMNS = ('best_val_accuracy', 'test_accuracy_at_best_val', 'best_epoch', 'epochs',
-           'train_time_s')
 WAITING, RUNNING = optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING
 
 
@@ -252,12 +256,21 @@ def _report(trial, record, num_epochs: int) -> bool:
     return False   # declared dead by another worker: finish; the retry reads our summary
 
 
+def _read_json(path: str):
+  """The JSON in ``path``, or None if it is missing or not (yet) whole."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
 def _train(batch: list, poll_s: float):
   """([Outcome], data or None): trains the batch's trials as one group, or reads
   a lone trial's summary left by an earlier attempt."""
   while True:
-    summary = (runner.read_json(os.path.join(batch[0].trial_dir, 'summary.json'))
-               if len(batch) == 1 else None)
+    summary = _read_json(os.path.join(batch[0].trial_dir, 'summary.json')) \
+        if len(batch) == 1 else None
     if summary is not None:
       logging.info('%s holds summary.json: an earlier attempt finished it; not trained again.',
                    batch[0].trial_dir)
@@ -273,15 +286,17 @@ def _train(batch: list, poll_s: float):
       return [driver.Outcome(error=e) for _ in batch], None
 
 
-def _tell(study, trial, trial_id: int, storage, outcome) -> str:
-  """Tells the study how the trial ended; returns the state's name."""
+def _tell(run, storage, outcome) -> str:
+  """Tells the study how the popped trial ``run`` ended (its figures, as
+  study_table.figures records them, go with it); returns the state's name."""
+  study, trial = run.study, run.trial
   try:
-    if storage.get_trial(trial_id).state.is_finished():
+    if storage.get_trial(run.trial_id).state.is_finished():
       raise optuna.exceptions.UpdateFinishedTrialError('declared dead')
     summary = outcome.summary or {}
-    for column in COLUMNS:
-      if column in summary:
-        trial.set_user_attr(column, summary[column])
+    found = study_table.figures(summary, run.trial_dir) if summary else {}
+    for column, value in found.items():
+      trial.set_user_attr(column, value)
     if outcome.error is not None:
       trial.set_user_attr('error', ' '.join(str(outcome.error).split()))
       state, value = optuna.trial.TrialState.FAIL, None
@@ -290,11 +305,27 @@ def _tell(study, trial, trial_id: int, storage, outcome) -> str:
     else:
       state, value = optuna.trial.TrialState.COMPLETE, summary['best_val_accuracy']
     study.tell(trial, value, state=state, skip_if_finished=True)
-    return state.name.lower()
   except optuna.exceptions.UpdateFinishedTrialError:
     logging.warning('trial %d was declared dead by another worker meanwhile; its retry '
                     'reads the summary this worker left.', trial.number)
     return 'taken over'
+  logging.info('trial %d %s: %s', trial.number, state.name.lower(), _figures_line(found))
+  return state.name.lower()
+
+
+def _figures_line(found: dict) -> str:
+  """The worker's line of a trial's train/val figures (test: the final figure only)."""
+  if 'best_val_accuracy' not in found:
+    return 'no validation figures'
+  line = (f"best val accuracy {found['best_val_accuracy']:.4f} at epoch "
+          f"{found.get('best_epoch')} of {found.get('epochs')}")
+  parts = [f'{name} {found[c]:.4f}' for c, name in (
+      ('train_loss_at_best_val', 'train loss'), ('train_accuracy_at_best_val', 'train acc'),
+      ('val_loss_at_best_val', 'val loss')) if c in found]
+  line += f" ({', '.join(parts)})" if parts else ''
+  if 'final_test_accuracy' in found:
+    line += f"; final test accuracy {found['final_test_accuracy']:.4f} (not used for ranking)"
+  return line
 
 
 def overrides_of(search: Search, trial, frozen) -> dict:
@@ -386,7 +417,7 @@ def run_group(storage, search: Search, workdir: str, popped: list, poll_s: float
         _fail(r.study, r.trial, e)
       raise
     for r, outcome in zip(batch, outcomes):
-      state = _tell(r.study, r.trial, r.trial_id, storage, outcome)
+      state = _tell(r, storage, outcome)
       if outcome.error is None and on_trained is not None and data is not None:
         on_trained(r.config, r.trial_dir, outcome, data)
       ended.append((r.number, state, outcome.error))
@@ -421,3 +452,60 @@ def work(storage, search: Search, workdir: str, *, wait: bool = True, poll_s: fl
     ran += run_group(storage, search, workdir, popped, poll_s=poll_s, on_trained=on_trained)
     if after_each is not None:
       after_each()
+
+
+def attempts(trials, number: int) -> list:
+  """The attempts of queued trial ``number``: itself, then its retries (whose
+  ``failed_trial`` is ``number``), in order."""
+  return [t for t in trials
+          if t.number == number or t.system_attrs.get('failed_trial') == number]
+
+
+def requeue(study, failed) -> None:
+  """Queues another attempt of the failed trial ``failed``, as Optuna's retry
+  callbacks do: its parameters and grid point, ``failed_trial`` = the first
+  attempt's number, ``retry_history`` = the attempts so far."""
+  attrs = {'failed_trial': failed.number, 'retry_history': [], **failed.system_attrs}
+  attrs['retry_history'] = list(attrs['retry_history']) + [failed.number]
+  study.add_trial(optuna.trial.create_trial(
+      state=WAITING, params=failed.params, distributions=failed.distributions,
+      user_attrs={k: v for k, v in failed.user_attrs.items() if k in ('index', 'overrides')},
+      system_attrs=attrs, intermediate_values=failed.intermediate_values))
+
+
+def check_trial(search: Search, number: int) -> None:
+  """Refuses a ``--trial`` number outside the queue."""
+  if not 0 <= number < search.size:
+    raise UserError(f'--trial={number} but the study queues {search.size} trials; pass '
+                    f'0..{search.size - 1} (see --list)')
+
+
+def run_trial(storage, search: Search, workdir: str, number: int, *, poll_s: float = 2.0,
+              on_trained=None) -> list:
+  """Runs queued trial ``number`` of the study (``--trial=N``: the N-th trial of
+  the one queue the workers pop, so a scheduler can hand trial N to array task
+  N); returns [(number, state, error)] like ``work``.
+
+  Its latest attempt runs if it is WAITING; one that FAILed (an error, or a
+  dead worker's) is queued again and run; a finished one (COMPLETE, PRUNED) or
+  one another live worker RUNs is left alone (returns [])."""
+  check_trial(search, number)
+  study = _load(storage, search, search.seed)
+  study_id = storage.get_study_id_from_name(search.name)
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+    optuna.storages.fail_stale_trials(study)
+  latest = attempts(storage.get_all_trials(study_id, deepcopy=False), number)[-1]
+  if latest.state == optuna.trial.TrialState.FAIL:
+    requeue(study, latest)
+    latest = attempts(storage.get_all_trials(study_id, deepcopy=False), number)[-1]
+  if latest.state == WAITING:
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, latest.number)
+    frozen = storage_lib.claim(storage, trial_id)
+    if frozen is not None:
+      return run_group(storage, search, workdir, [(trial_id, frozen)], poll_s=poll_s,
+                       on_trained=on_trained)
+  state = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(
+      study_id, latest.number)).state.name.lower()
+  logging.info('trial %d is %s (attempt %d); not run here.', number, state, latest.number)
+  return []
