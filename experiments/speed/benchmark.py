@@ -20,7 +20,7 @@ every epoch: our loops run with ``--config.eval_test_every_epoch=True`` (a
 run reads the test split only at the end otherwise), so each epoch's test
 evaluation is inside the times below, as it is in the recipes'. Nothing is
 chosen on these test figures; choices are made on validation
-(experiments/speedrun_variants.py). The child logs with ``JAX_LOG_COMPILES=1``; the parent timestamps
+(experiments/speed/speedrun_variants.py). The child logs with ``JAX_LOG_COMPILES=1``; the parent timestamps
 every line it prints and reads ``WORKDIR/metrics.jsonl`` at the end:
 
   time to target  the 'epoch e/E:' line of the first epoch whose test accuracy

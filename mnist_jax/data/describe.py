@@ -15,7 +15,7 @@ that reads the run back (predict, the serve page, api, plots) uses them:
                 True for the MNIST family (``DIGIT_SETS``), False otherwise
   num_train     N, the training images (sizes the learning-rate schedule)
 
-For MNIST the training split's μ, σ round to the published 0.1307, 0.3081 on all
+For MNIST the training split's μ, σ are, to 4 places, the published 0.1307, 0.3081 on all
 60,000 images; the 55,000 left after val_size = 5,000 give 0.13072 and 0.30820
 (σ differs from the constant by 9·10⁻⁵, 0.03 %).
 A run recorded before these keys existed trained with MNIST's published μ, σ and
