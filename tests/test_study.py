@@ -442,6 +442,8 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, mnist_small_dir)
        'cannot open the study storage postgresql+psycopg2://me:***@127.0.0.1:1/db'),
       (['--sampler=bayes'], 'unknown --sampler=bayes'),
       (['--vectorize_trials=0'], '--vectorize_trials=0; pass 1 (one trial at a time) or more'),
+      (['--trial=1', '--num_processes=2'], 'start one worker (or one --trial=N) per host'),
+      (['--trial=6'], '--trial=6 but the study queues 6 trials; pass 0..5 (see --list)'),
   ]
   for args, message in cases:
     proc = _worker(config, tmp_path / 'w', *args)
