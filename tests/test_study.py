@@ -1,6 +1,7 @@
-"""Studies (search/study.py): get_hyper as Optuna parameters, workers on real
-SQLite, journal and PostgreSQL storages running each trial exactly once, a
-SIGKILLed worker's trial retried, pruning, the table, and bad input.
+"""Studies (search/study.py) and their workers (search/worker.py): get_hyper as
+Optuna parameters, workers on real SQLite, journal and PostgreSQL storages
+running each trial exactly once, a SIGKILLed worker's trial retried, pruning,
+the table, and bad input.
 
 The PostgreSQL server is a real one that the fixture starts in a temporary
 folder on 127.0.0.1 (initdb / pg_ctl of Debian's postgresql; as the postgres
@@ -27,7 +28,7 @@ import pytest
 
 from mnist_jax.errors import UserError
 from mnist_jax.search import hyper, space, storage as storage_lib, study as study_lib
-from mnist_jax.search import study_table
+from mnist_jax.search import study_table, worker
 
 pytestmark = pytest.mark.xdist_group('study')
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -312,7 +313,7 @@ def test_pruning_stops_a_lagging_trial_and_keeps_its_run(tmp_path, small_config)
   url = storage_lib.url_for(str(tmp_path))
   store = storage_lib.open_storage(url)
   study_lib.open_study(store, search, url)
-  ran = study_lib.work(store, search, str(tmp_path))
+  ran = worker.work(store, search, str(tmp_path))
   assert [(n, s) for n, s, _ in ran] == [(0, 'complete'), (1, 'pruned')]
   lagging = tmp_path / 'learning_rate=1e-06'
   summary = json.loads((lagging / 'summary.json').read_text())
@@ -326,7 +327,7 @@ def test_pruning_stops_a_lagging_trial_and_keeps_its_run(tmp_path, small_config)
   assert [(r['trial'], r['state'], r['epochs']) for r in rows] == [
       ('0', 'complete', '2'), ('1', 'pruned', '1')]
   # a retry of a finished trial reads its summary: nothing trained again
-  assert study_lib.work(store, search, str(tmp_path)) == []
+  assert worker.work(store, search, str(tmp_path)) == []
 
 
 def test_a_worker_trains_popped_trials_as_one_vmapped_group(tmp_path, small_config):
@@ -337,7 +338,7 @@ def test_a_worker_trains_popped_trials_as_one_vmapped_group(tmp_path, small_conf
   url = storage_lib.url_for(str(tmp_path))
   store = storage_lib.open_storage(url)
   study_lib.open_study(store, search, url)
-  ran = study_lib.work(store, search, str(tmp_path), vectorize=2)
+  ran = worker.work(store, search, str(tmp_path), vectorize=2)
   assert [(n, s, e) for n, s, e in ran] == [(0, 'complete', None), (1, 'complete', None),
                                            (2, 'complete', None)]
   trials = optuna.load_study(study_name='v', storage=store).get_trials()
@@ -358,7 +359,7 @@ def test_pruning_a_member_of_a_vmapped_group_ends_only_its_trial(tmp_path, small
   url = storage_lib.url_for(str(tmp_path))
   store = storage_lib.open_storage(url)
   study_lib.open_study(store, search, url)
-  ran = study_lib.work(store, search, str(tmp_path), vectorize=2)
+  ran = worker.work(store, search, str(tmp_path), vectorize=2)
   assert [(n, s) for n, s, _ in ran] == [(0, 'complete'), (1, 'pruned')]
   lagging = json.loads((tmp_path / 'learning_rate=1e-06' / 'summary.json').read_text())
   partner = json.loads((tmp_path / 'learning_rate=0.003' / 'summary.json').read_text())
@@ -379,7 +380,7 @@ def test_random_sampler_draws_reproducible_values_from_the_space(tmp_path, small
     url = storage_lib.url_for(str(tmp_path))
     store = storage_lib.open_storage(url)
     study_lib.open_study(store, search, url)
-    study_lib.work(store, search, str(tmp_path / name))
+    worker.work(store, search, str(tmp_path / name))
     done = optuna.load_study(study_name=name, storage=store).get_trials()
     assert all(t.state.name == 'COMPLETE' for t in done) and len(done) == 2
     drawn.append([t.params['learning_rate'] for t in done])
@@ -441,6 +442,8 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, mnist_small_dir)
        'cannot open the study storage postgresql+psycopg2://me:***@127.0.0.1:1/db'),
       (['--sampler=bayes'], 'unknown --sampler=bayes'),
       (['--vectorize_trials=0'], '--vectorize_trials=0; pass 1 (one trial at a time) or more'),
+      (['--trial=1', '--num_processes=2'], 'start one worker (or one --trial=N) per host'),
+      (['--trial=6'], '--trial=6 but the study queues 6 trials; pass 0..5 (see --list)'),
   ]
   for args, message in cases:
     proc = _worker(config, tmp_path / 'w', *args)

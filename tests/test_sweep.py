@@ -121,37 +121,37 @@ def test_trial_n_runs_the_nth_queued_trial_of_the_one_study(tmp_path, small_conf
   (line N of --list), a worker then runs only the rest, and a finished trial is
   not run again; both rewrite the one table of the study."""
   import optuna
-  from mnist_jax.search import launch, study, study_table
+  from mnist_jax.search import launch, study, study_table, worker
   trials = hyper.sweep('learning_rate', [3e-4, 3e-3])
   store, search = _study(tmp_path, small_config, trials)
   second = trials[study.grid_order(2, 0)[1]]
   assert launch.listing(search)[1].startswith(f'1\t{hyper.trial_name(second)}\t')
-  assert [(n, s) for n, s, _ in study.run_trial(store, search, str(tmp_path), 1)] == [
+  assert [(n, s) for n, s, _ in worker.run_trial(store, search, str(tmp_path), 1)] == [
       (1, 'complete')]
   done = optuna.load_study(study_name='s', storage=store).get_trials()
   assert [t.state.name for t in done] == ['WAITING', 'COMPLETE']
   assert done[1].user_attrs['dir'] == hyper.trial_name(second)
-  assert [n for n, _, _ in study.work(store, search, str(tmp_path))] == [0]  # only the rest
-  assert study.run_trial(store, search, str(tmp_path), 1) == []              # finished
+  assert [n for n, _, _ in worker.work(store, search, str(tmp_path))] == [0]  # only the rest
+  assert worker.run_trial(store, search, str(tmp_path), 1) == []              # finished
   study_table.write(store, 's', str(tmp_path))
   with open(tmp_path / 'results.csv') as f:
     rows = list(csv.DictReader(f))
   vals = [float(r['best_val_accuracy']) for r in rows]
   assert vals == sorted(vals, reverse=True) and len(rows) == 2 and rows[0]['rank'] == '1'
   with pytest.raises(UserError, match=r'--trial=2 but the study queues 2 trials; pass 0..1'):
-    study.run_trial(store, search, str(tmp_path), 2)
+    worker.run_trial(store, search, str(tmp_path), 2)
 
 
 def test_trial_n_runs_a_failed_trial_again_as_a_new_attempt(tmp_path, small_config):
   """A trial that FAILed (here: an attempt whose worker was lost) is queued again
   by --trial=N, with the same point, and the table names the first attempt."""
   import optuna
-  from mnist_jax.search import storage, study, study_table
+  from mnist_jax.search import storage, study_table, worker
   store, search = _study(tmp_path, small_config, hyper.sweep('learning_rate', [3e-3]))
   study_id = store.get_study_id_from_name('s')
   trial_id, _ = storage.pop(store, study_id)
   store.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
-  ran = study.run_trial(store, search, str(tmp_path), 0)
+  ran = worker.run_trial(store, search, str(tmp_path), 0)
   assert [(n, s, e) for n, s, e in ran] == [(1, 'complete', None)]
   first, retry = optuna.load_study(study_name='s', storage=store).get_trials()
   assert retry.system_attrs['failed_trial'] == 0 and retry.params == {'learning_rate': 3e-3}
@@ -167,10 +167,10 @@ def test_the_table_holds_train_and_val_figures_and_test_once_at_the_end(tmp_path
   """Per-epoch figures in the table are train/val ones, from the best-validation
   epoch's record; the only test figure is summary.json's final one, labelled so."""
   import optuna
-  from mnist_jax.search import study, study_table
+  from mnist_jax.search import study_table, worker
   small_config.num_epochs = 2
   store, search = _study(tmp_path, small_config, hyper.sweep('learning_rate', [3e-3]))
-  study.work(store, search, str(tmp_path))
+  worker.work(store, search, str(tmp_path))
   study_table.write(store, 's', str(tmp_path))
   (row,) = csv.DictReader(open(tmp_path / 'results.csv'))
   tests = [c for c in row if 'test' in c]
@@ -194,12 +194,12 @@ def test_the_table_holds_train_and_val_figures_and_test_once_at_the_end(tmp_path
 
 def test_vectorized_trials_get_their_plots(tmp_path, small_config):
   """write_plots holds for every trial, vectorized ones too (the command draws them)."""
-  from mnist_jax.search import study
+  from mnist_jax.search import worker
   small_config.write_plots = True
   trials = hyper.sweep('learning_rate', [3e-3, 1e-3])
   store, search = _study(tmp_path, small_config, trials)
   drawn = []
-  study.work(store, search, str(tmp_path), vectorize=2,
+  worker.work(store, search, str(tmp_path), vectorize=2,
              on_trained=lambda c, w, o, d: drawn.append((w, o.state is not None)))
   assert sorted(drawn) == sorted((str(tmp_path / hyper.trial_name(t)), True) for t in trials)
 

@@ -74,7 +74,7 @@ def config():
 def run(name: str, seed: int) -> dict:
   """Runs one strategy's study with one sampler seed; returns its numbers."""
   import optuna  # pylint: disable=g-import-not-at-top
-  from mnist_jax.search import hyper, storage, study  # pylint: disable=g-import-not-at-top
+  from mnist_jax.search import hyper, storage, study, worker  # pylint: disable=g-import-not-at-top
   sampler, pruner, share, vectorize = STRATEGIES[name]
   trials = space(hyper)
   search = study.Search(name=name, trials=trials, config=config(), sampler=sampler,
@@ -86,7 +86,7 @@ def run(name: str, seed: int) -> dict:
     store = storage.open_storage(url)
     study.open_study(store, search, url)
     start = time.time()
-    study.work(store, search, workdir, vectorize=vectorize)
+    worker.work(store, search, workdir, vectorize=vectorize)
     wall = time.time() - start
     done = optuna.load_study(study_name=name, storage=store).get_trials()
   ran = [t for t in done if t.user_attrs.get('best_val_accuracy') is not None]

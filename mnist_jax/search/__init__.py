@@ -1,1 +1,1 @@
-"""Hyperparameter search: get_hyper(h) declarations (hyper.py), the Optuna study with its one queue (study.py, storage.py, space.py), its one results table (study_table.py), and what a sweep command does (launch.py)."""
+"""Hyperparameter search: get_hyper(h) declarations (hyper.py), the Optuna study with its one queue (study.py, storage.py, space.py), its workers (worker.py), its one results table (study_table.py), and what a sweep command does (launch.py)."""

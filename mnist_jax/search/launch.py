@@ -6,7 +6,7 @@ taking trials from that queue:
 
   (default)           pop queued trials until none is left (``--worker``) or until
                       the whole study has ended (retrying dead workers' trials)
-  --trial=N           run queued trial N only (``study.run_trial``): the N-th line
+  --trial=N           run queued trial N only (``worker.run_trial``): the N-th line
                       of ``--list``, for schedulers that hand one index to each
                       task (SLURM array jobs, Kubernetes indexed jobs)
   --vectorize         pop every queued trial at once and train those of one
@@ -23,7 +23,7 @@ import os
 from typing import Optional
 
 from mnist_jax.errors import UserError
-from mnist_jax.search import hyper, storage as storage_lib, study, study_table
+from mnist_jax.search import hyper, storage as storage_lib, study, study_table, worker
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,9 +89,9 @@ def run(search: study.Search, options: Options, on_trained=None) -> tuple:
   study.open_study(store, search, storage_lib.redact(url))
   write = lambda: study_table.write(store, search.name, workdir)
   if options.trial is not None:
-    ran = study.run_trial(store, search, workdir, options.trial, on_trained=on_trained)
+    ran = worker.run_trial(store, search, workdir, options.trial, on_trained=on_trained)
   else:
-    ran = study.work(store, search, workdir, wait=not options.worker, on_trained=on_trained,
+    ran = worker.work(store, search, workdir, wait=not options.worker, on_trained=on_trained,
                      after_each=write,
                      vectorize=search.size if options.vectorize else options.vectorize_trials)
   table = write()
