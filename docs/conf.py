@@ -51,3 +51,25 @@ html_theme_options = {
     'show_toc_level': 2,
     'navigation_with_keys': False,
 }
+
+
+def _module_docstring_verbatim(app, what, name, obj, options, lines):
+  """Module docstrings here are plain text (formulas in the primer's notation, ASCII
+  tables, indented examples), not reStructuredText: show the first paragraph as text and
+  the rest as written, in a literal block."""
+  del app, name, obj, options
+  if what != 'module' or not lines:
+    return
+  try:
+    end = lines.index('')
+  except ValueError:
+    return
+  rest = lines[end + 1:]
+  while rest and not rest[-1].strip():
+    rest.pop()
+  if rest:
+    lines[end + 1:] = ['::', ''] + [('    ' + line) if line.strip() else '' for line in rest] + ['']
+
+
+def setup(app):
+  app.connect('autodoc-process-docstring', _module_docstring_verbatim)
