@@ -1,8 +1,7 @@
 """Sphinx configuration of the mnist_jax docs (MyST Markdown + myst-nb, as Flax and Optax).
 
-Build from the repository root:
-  pip install -e '.[docs]'
-  python -m sphinx -W --keep-going -b html docs docs/_build/html
+Build from the repository root with ``pip install -e '.[docs]'`` and the one command
+of docs/getting_started.md (warnings are errors).
 The tutorials are executed at every build on the committed fixture
 tests/fixtures/mnist_small (no network); a failing cell fails the build.
 """
