@@ -35,6 +35,7 @@ nb_execution_raise_on_error = True
 nb_execution_show_tb = True
 nb_execution_timeout = 300          # seconds per cell
 nb_merge_streams = True
+nb_render_markdown_format = 'myst'   # Markdown outputs (the explainer's tables) as MyST, with tables
 
 # -- autodoc ------------------------------------------------------------------------------
 autodoc_member_order = 'bysource'
