@@ -53,23 +53,71 @@ html_theme_options = {
 }
 
 
-def _module_docstring_verbatim(app, what, name, obj, options, lines):
-  """Module docstrings here are plain text (formulas in the primer's notation, ASCII
-  tables, indented examples), not reStructuredText: show the first paragraph as text and
-  the rest as written, in a literal block."""
-  del app, name, obj, options
-  if what != 'module' or not lines:
-    return
-  try:
-    end = lines.index('')
-  except ValueError:
-    return
-  rest = lines[end + 1:]
+
+def _rst_problems(lines, env) -> bool:
+  """Whether docutils reports anything (a warning or worse) for these lines as reST."""
+  import docutils.core  # pylint: disable=g-import-not-at-top
+  import docutils.nodes  # pylint: disable=g-import-not-at-top
+  tree = docutils.core.publish_doctree(
+      '\n'.join(lines), settings_overrides={'report_level': 2, 'halt_level': 5,
+                                            'warning_stream': False, 'env': env})
+  messages = list(tree.findall(docutils.nodes.system_message)) + tree.transform_messages
+  return (any(m['level'] >= 2 for m in messages)
+          or any(True for _ in tree.findall(docutils.nodes.problematic)))
+
+
+def _verbatim(lines, keep: int):
+  """``lines`` with all but the first ``keep`` lines as one literal block."""
+  rest = lines[keep:]
+  while rest and not rest[0].strip():
+    rest.pop(0)
   while rest and not rest[-1].strip():
     rest.pop()
-  if rest:
-    lines[end + 1:] = ['::', ''] + [('    ' + line) if line.strip() else '' for line in rest] + ['']
+  if not rest:
+    return list(lines)
+  head = list(lines[:keep])
+  if head and head[-1].strip():
+    head.append('')
+  return head + ['::', ''] + [('    ' + line) if line.strip() else '' for line in rest] + ['']
+
+
+def _plain_docstrings(app, what, name, obj, options, lines):
+  """The docstrings are plain text (formulas in the primer's notation, ASCII tables,
+  aligned lists), not reStructuredText. A module's docstring shows its first paragraph
+  as text and the rest as written; any other docstring that is not valid reST shows the
+  same way (all of it as written when even its first paragraph is not), so a formula
+  such as |y − ŷ| never becomes a broken substitution."""
+  del name, obj, options
+  if not lines:
+    return
+  end = lines.index('') if '' in lines else len(lines)
+  if what == 'module':
+    lines[:] = _verbatim(lines, end)
+  elif _rst_problems(lines, app.env):
+    lines[:] = _verbatim(lines, 0 if _rst_problems(lines[:end], app.env) else end)
+
+
+def _package_modules(app, docname, source):
+  """Expands ``<!-- api-modules: PACKAGE first second ... -->`` in a page into one
+  section with an ``automodule`` per public module of PACKAGE: the named ones first, in
+  that order, then the others alphabetically, so a new module is listed without an edit
+  and a removed one is not asked for."""
+  del app, docname
+  import importlib  # pylint: disable=g-import-not-at-top
+  import pkgutil  # pylint: disable=g-import-not-at-top
+  import re  # pylint: disable=g-import-not-at-top
+
+  def expand(match):
+    package, *first = match.group(1).split()
+    found = sorted(m.name for m in pkgutil.iter_modules(importlib.import_module(package).__path__)
+                   if not m.name.startswith('_'))
+    order = [m for m in first if m in found] + [m for m in found if m not in first]
+    return '\n'.join(f'### `{package}.{m}`\n\n```{{eval-rst}}\n.. automodule:: {package}.{m}\n'
+                     f'   :members:\n```\n' for m in order)
+
+  source[0] = re.sub(r'<!-- api-modules: ([\w. ]+?) -->', expand, source[0])
 
 
 def setup(app):
-  app.connect('autodoc-process-docstring', _module_docstring_verbatim)
+  app.connect('autodoc-process-docstring', _plain_docstrings)
+  app.connect('source-read', _package_modules)

@@ -42,7 +42,7 @@ def mean_squared_error(logits, targets):
 
 
 def mean_absolute_error(logits, targets):
-  """``MAE = (1/K) Σ_k |y_k - ŷ_k|`` with ŷ = softmax(z); robust to outliers."""
+  """MAE = (1/K) Σ_k |y_k - ŷ_k| with ŷ = softmax(z); robust to outliers."""
   return jnp.mean(jnp.abs(targets - jax.nn.softmax(logits, axis=-1)), axis=-1)
 
 
