@@ -1,4 +1,4 @@
-"""The single-model record recipe (issue 14): An et al. 2020's M5 on MNIST.
+"""The single-model record recipe: An et al. 2020's M5 on MNIST.
 
   python -m mnist_jax.main --config=configs/record_single.py --config.seed=0
   (seeds 0, 1, 2 for mean ± std; add --config.data.source=idx
