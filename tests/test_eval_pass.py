@@ -207,3 +207,17 @@ def test_a_resumed_run_tests_the_weights_of_its_earlier_best_epoch(
                                                                abs=1e-6)
   assert summary['test_loss_at_best_val'] == pytest.approx(best['test']['loss'], rel=1e-5)
   assert summary['test_loss_at_best_val'] != pytest.approx(summary['test_loss'], rel=1e-3)
+
+
+def test_a_run_compiles_its_evaluation_once(tmp_path, mnist_small_dir, caplog):
+  """Two epochs of val and test (splits of 500 and 1,000 images) and the EMA: one
+  compilation of the evaluation pass, however many splits, epochs and variants."""
+  config = _config(mnist_small_dir, num_epochs=2, ema_decay=0.9, eval_test_every_epoch=True)
+  config.model.name, config.data.train_limit = 'mlp', 500
+  config.model.hidden = (37,)   # a model no other test compiles
+  with jax.log_compiles(True), caplog.at_level('WARNING'):
+    driver.train_and_evaluate(config, str(tmp_path / 'run'))
+  compiled = [r for r in caplog.records if 'Compiling jit(evaluation_pass)' in r.getMessage()]
+  assert len(compiled) == 1, [r.getMessage()[:200] for r in compiled]
+  records = _records(tmp_path / 'run')
+  assert all('test_accuracy_ema' in r and 'val_accuracy_ema' in r for r in records)
