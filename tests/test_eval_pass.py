@@ -177,3 +177,47 @@ def test_model_weights_ema_selects_and_evaluates_the_ema(tmp_path, mnist_small_d
   assert result['model_weights'] == 'ema' and result['epoch'] == best['epoch']
   assert result['test']['accuracy'] == pytest.approx(summary['test_accuracy_at_best_val'],
                                                      abs=1e-6)
+
+
+def test_a_resumed_run_tests_the_weights_of_its_earlier_best_epoch(
+    tmp_path, mnist_small_dir, monkeypatch):
+  """e* lies before the resumed epoch: its weights come back from 'best', so
+  summary.json's test figures at e* are that checkpoint's."""
+  scripted = iter([0.9, 0.5, 0.7])                 # val: best at epoch 1
+  real = evaluation.evaluate_split
+
+  def fake(fn, state, split, name, members=1):
+    out = real(fn, state, split, name, members)
+    if name == 'val':
+      out[0]['val_accuracy'] = next(scripted)
+    return out
+
+  monkeypatch.setattr(evaluation, 'evaluate_split', fake)
+  workdir = str(tmp_path / 'run')
+  config = _config(mnist_small_dir, num_epochs=2, schedule='constant')
+  config.data.train_limit = 1000
+  driver.train_and_evaluate(config, workdir)
+  config.num_epochs = 3
+  summary = driver.train_and_evaluate(config, workdir)      # resumes at epoch 2
+  assert summary['epochs'] == 3 and summary['best_epoch'] == 1
+  monkeypatch.setattr(evaluation, 'evaluate_split', real)
+  best = evaluation.checkpoint_metrics(workdir, 'best')
+  assert best['epoch'] == 1
+  assert summary['test_accuracy_at_best_val'] == pytest.approx(best['test']['accuracy'],
+                                                               abs=1e-6)
+  assert summary['test_loss_at_best_val'] == pytest.approx(best['test']['loss'], rel=1e-5)
+  assert summary['test_loss_at_best_val'] != pytest.approx(summary['test_loss'], rel=1e-3)
+
+
+def test_a_run_compiles_its_evaluation_once(tmp_path, mnist_small_dir, caplog):
+  """Two epochs of val and test (splits of 500 and 1,000 images) and the EMA: one
+  compilation of the evaluation pass, however many splits, epochs and variants."""
+  config = _config(mnist_small_dir, num_epochs=2, ema_decay=0.9, eval_test_every_epoch=True)
+  config.model.name, config.data.train_limit = 'mlp', 500
+  config.model.hidden = (37,)   # a model no other test compiles
+  with jax.log_compiles(True), caplog.at_level('WARNING'):
+    driver.train_and_evaluate(config, str(tmp_path / 'run'))
+  compiled = [r for r in caplog.records if 'Compiling jit(evaluation_pass)' in r.getMessage()]
+  assert len(compiled) == 1, [r.getMessage()[:200] for r in compiled]
+  records = _records(tmp_path / 'run')
+  assert all('test_accuracy_ema' in r and 'val_accuracy_ema' in r for r in records)

@@ -95,12 +95,12 @@ def pass_fn(mesh, *, stacked: bool, members: int = 1):  # pylint: disable=redefi
   sharding = parallel.batch_sharded(mesh)
 
   @jax.jit
-  def run(state, images, labels, mask):
+  def evaluation_pass(state, images, labels, mask):
     batch = jax.lax.with_sharding_constraint(
         {'image': images, 'label': labels, 'mask': mask}, sharding)
     return batch_sums(state, batch, stacked_models=stacked, members=members)
 
-  return run
+  return evaluation_pass
 
 
 def run_pass(fn, state, split) -> dict:
