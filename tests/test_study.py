@@ -458,3 +458,27 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, mnist_small_dir)
   _, err = proc.communicate(timeout=300)
   assert proc.returncode == 2 and "unknown sweep key 'config.learnin_rate'" in err
   assert not (tmp_path / 'w').exists()
+
+
+def test_the_pruner_sees_the_validation_score_of_the_models_weights():
+  """With model_weights='ema' the study is told val_accuracy_ema (the figure the
+  best epoch is chosen by), not the raw weights' val_accuracy."""
+  from mnist_jax.search import worker
+  from mnist_jax.config import defaults
+
+  class Trial:
+    reported = []
+    def report(self, value, step):
+      self.reported.append((value, step))
+    def should_prune(self):
+      return False
+
+  config = defaults.get_config()
+  config.num_epochs = 3
+  record = {'epoch': 1, 'val_accuracy': 0.5, 'val_accuracy_ema': 0.75}
+  trial = Trial()
+  config.model_weights = 'ema'
+  worker._report(trial, record, config)
+  config.model_weights = 'raw'
+  worker._report(trial, record, config)
+  assert trial.reported == [(0.75, 1), (0.5, 1)]

@@ -38,7 +38,7 @@ from typing import Any
 import optuna
 from absl import logging
 
-from mnist_jax.engine import driver, stacked, workdir as workdir_lib, writers
+from mnist_jax.engine import driver, selection, stacked, workdir as workdir_lib, writers
 from mnist_jax.errors import UserError
 from mnist_jax.search import hyper, space as space_lib, storage as storage_lib, study_table
 from mnist_jax.search.study import RUNNING, WAITING, Search, check_trial, jsonable, load
@@ -72,14 +72,17 @@ class _Heartbeat:
     self.thread.join()
 
 
-def _report(trial, record, num_epochs: int) -> bool:
-  """The engine's per-epoch hook: reports val accuracy; True if the pruner stops
-  the trial (never after its last epoch: nothing is left to save)."""
-  if record.get('val_accuracy') is None:
+def _report(trial, record, config) -> bool:
+  """The engine's per-epoch hook: reports the validation accuracy of the run's
+  model weights (engine/selection.py's score, the one the best epoch is chosen
+  by); True if the pruner stops the trial (never after its last epoch: nothing
+  is left to save)."""
+  value = selection.score(record, config.get('model_weights', 'raw'))
+  if value is None:
     return False
   try:
-    trial.report(record['val_accuracy'], record['epoch'])
-    return record['epoch'] < num_epochs and trial.should_prune()
+    trial.report(value, record['epoch'])
+    return record['epoch'] < config.num_epochs and trial.should_prune()
   except optuna.exceptions.UpdateFinishedTrialError:
     return False   # declared dead by another worker: finish; the retry reads our summary
 
@@ -106,7 +109,7 @@ def _train(batch: list, poll_s: float):
     try:
       results = driver.train(
           [r.config for r in batch], [r.trial_dir for r in batch],
-          on_epoch=lambda k, record: _report(batch[k].trial, record, batch[k].config.num_epochs))
+          on_epoch=lambda k, record: _report(batch[k].trial, record, batch[k].config))
       return results.outcomes, results.data
     except workdir_lib.WorkdirBusy:
       time.sleep(poll_s)   # the earlier attempt's worker still trains here: wait for it
