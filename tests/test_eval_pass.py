@@ -2,8 +2,6 @@
 split read once at the end, probabilities that match the loss, the debiased
 weight EMA, ``model_weights`` and the one best-epoch rule."""
 import inspect
-import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -180,19 +178,10 @@ def test_model_weights_ema_selects_and_evaluates_the_ema(tmp_path, mnist_small_d
 
 
 def test_a_resumed_run_tests_the_weights_of_its_earlier_best_epoch(
-    tmp_path, mnist_small_dir, monkeypatch):
+    tmp_path, mnist_small_dir, script_val_accuracy):
   """e* lies before the resumed epoch: its weights come back from 'best', so
   summary.json's test figures at e* are that checkpoint's."""
-  scripted = iter([0.9, 0.5, 0.7])                 # val: best at epoch 1
-  real = evaluation.evaluate_split
-
-  def fake(fn, state, split, name, members=1):
-    out = real(fn, state, split, name, members)
-    if name == 'val':
-      out[0]['val_accuracy'] = next(scripted)
-    return out
-
-  monkeypatch.setattr(evaluation, 'evaluate_split', fake)
+  undo = script_val_accuracy([0.9, 0.5, 0.7])          # val: best at epoch 1
   workdir = str(tmp_path / 'run')
   config = _config(mnist_small_dir, num_epochs=2, schedule='constant')
   config.data.train_limit = 1000
@@ -200,7 +189,7 @@ def test_a_resumed_run_tests_the_weights_of_its_earlier_best_epoch(
   config.num_epochs = 3
   summary = driver.train_and_evaluate(config, workdir)      # resumes at epoch 2
   assert summary['epochs'] == 3 and summary['best_epoch'] == 1
-  monkeypatch.setattr(evaluation, 'evaluate_split', real)
+  undo()
   best = evaluation.checkpoint_metrics(workdir, 'best')
   assert best['epoch'] == 1
   assert summary['test_accuracy_at_best_val'] == pytest.approx(best['test']['accuracy'],

@@ -19,7 +19,7 @@ from flax import linen as nn
 from mnist_jax import api, train
 from mnist_jax.config import defaults
 from mnist_jax.data import idx, preprocess
-from mnist_jax.engine import driver, evaluation, rundir, workdir as workdir_lib
+from mnist_jax.engine import driver, rundir, workdir as workdir_lib
 from mnist_jax.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,19 +93,10 @@ def test_resume_with_another_horizon_is_refused(tmp_path, schedule):
 # 3. the best checkpoint is the epoch summary.json names ----------------------------
 
 def test_best_checkpoint_is_saved_whenever_validation_improves(
-    tmp_path, small_config, monkeypatch):
+    tmp_path, small_config, script_val_accuracy):
   _tiny(small_config, epochs=3)
   small_config.checkpoint_every_epochs = 0          # 'latest' only at the end
-  scripted = iter([0.5, 0.9, 0.7] * 2)              # val improves at epoch 2 only
-  real = evaluation.evaluate_split
-
-  def fake(fn, state, split, name, members=1):
-    out = real(fn, state, split, name, members)
-    if name == 'val':
-      out[0]['val_accuracy'] = next(scripted)
-    return out
-
-  monkeypatch.setattr(evaluation, 'evaluate_split', fake)
+  script_val_accuracy([0.5, 0.9, 0.7] * 2)          # val improves at epoch 2 only
   workdir = str(tmp_path / 'best')
   summary = driver.train_and_evaluate(small_config, workdir)
   assert summary['best_epoch'] == 2
