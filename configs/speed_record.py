@@ -32,6 +32,7 @@ def get_config():
   config.model.conv_impl = 'xla'         # one dispatch per step: nn.Conv is fastest there
   config.loop_mode = 'step'
   config.data.standardize = True         # (x − 0.1307) / 0.3081
+  config.data.mean, config.data.std = 0.1307, 0.3081   # the PyTorch script's constants
   config.optimizer = 'adam'
   config.learning_rate = 1e-2
   config.momentum = 0.7                  # Adam's β1

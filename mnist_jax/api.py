@@ -142,6 +142,12 @@ def fit(state, data, *, steps: int, batch_size=None, seed: int = 0) -> train.Tra
     raise UserError(f'batch_size {batch_size} must be in 1..{len(labels)} (the number '
                     'of training images); pass a smaller batch_size')
   per_epoch = len(labels) // batch_size
+  sized_for = getattr(state.tx, 'steps_per_epoch', per_epoch)
+  if getattr(state.tx, 'schedule', 'constant') != 'constant' and sized_for != per_epoch:
+    raise UserError(f"the state's '{state.tx.schedule}' schedule is sized for {sized_for} "
+                    f'steps per epoch, but {len(labels)} images in batches of {batch_size} '
+                    f'give {per_epoch}; create the state with data= (or num_train='
+                    f'{len(labels)})')
   perm_key, step_key = jax.random.split(jax.random.key(seed))
   images, labels = jnp.asarray(images), jnp.asarray(labels, jnp.int32)
   perms = {}

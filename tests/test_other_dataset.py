@@ -134,3 +134,41 @@ def test_the_serve_model_answers_with_the_runs_classes(run):
   out = loaded.predict(picture)
   assert len(out['probs']) == 3
   assert [t['title'] for t in out['steps']][-1] == 'centred'
+
+
+def test_fit_refuses_a_schedule_sized_for_other_data(config):
+  from mnist_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  data = pipeline.load(config.data)
+  unsized = api.create('mlp', schedule='cosine', batch_size=50)  # no data: N unknown
+  with pytest.raises(UserError, match="'cosine' schedule is sized for 1 steps per epoch"):
+    api.fit(unsized, data, steps=1, batch_size=50)
+  sized = api.create('mlp', schedule='cosine', data=data, batch_size=50)
+  assert sized.tx.steps_per_epoch == 10
+  api.fit(sized, data, steps=1)
+
+
+def test_the_run_loader_honours_the_runs_model_weights(tmp_path, config):
+  """config.model_weights says which weights are the model: 'raw' where a run does
+  not say (an older run), 'ema' where it does; an argument overrides it."""
+  c = config.copy_and_resolve_references()
+  c.ema_decay, c.data.train_limit = 0.9, 200
+  workdir = str(tmp_path / 'ema')
+  driver.train_and_evaluate(c, workdir)
+  raw = trained.load(workdir, 'latest')
+  assert raw.weights == 'raw'
+  path = os.path.join(workdir, 'config.json')
+  with open(path) as f:
+    saved = json.load(f)
+  saved['model_weights'] = 'ema'
+  with open(path, 'w') as f:
+    json.dump(saved, f)
+  ema = trained.load(workdir, 'latest')
+  assert ema.weights == 'ema' and ema.meta['weights'] == 'ema'
+  assert jax.tree_util.tree_all(jax.tree_util.tree_map(
+      lambda a, b: np.array_equal(a, b), ema.params, raw.state.ema['params']))
+  assert not np.array_equal(jax.tree_util.tree_leaves(ema.params)[0],
+                            jax.tree_util.tree_leaves(raw.params)[0])
+  assert trained.load(workdir, 'latest', weights='raw').weights == 'raw'
+  _, state = api.load(workdir, 'latest')
+  assert jax.tree_util.tree_all(jax.tree_util.tree_map(
+      lambda a, b: np.array_equal(a, b), state.params, ema.params))

@@ -17,7 +17,7 @@ from flax import linen as nn
 from PIL import Image
 
 from mnist_jax import train
-from mnist_jax.inspection import figures
+from mnist_jax.inspection import confusion as confusion_lib, figures, layers as layers_lib
 from mnist_jax.config import defaults
 from mnist_jax.engine import driver, rundir
 from mnist_jax.data import pipeline
@@ -103,19 +103,19 @@ def test_plots_cli_rebuilds_the_run_from_its_workdir(run):
 
 
 def test_confusion_matrix_counts_true_by_predicted():
-  m = figures.confusion_matrix([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 2, 0], 3)
+  m = confusion_lib.confusion_matrix([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 2, 0], 3)
   np.testing.assert_array_equal(m, [[1, 1, 0], [0, 1, 0], [1, 0, 2]])
 
 
 def test_most_confident_mistakes_come_first():
   probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.2, 0.8], [0.6, 0.4], [0.05, 0.95]])
   labels = np.array([0, 0, 0, 1, 1])
-  np.testing.assert_array_equal(figures.mistakes(labels, probs), [2, 1, 3])
+  np.testing.assert_array_equal(confusion_lib.mistakes(labels, probs), [2, 1, 3])
 
 
 def test_feature_maps_capture_lenets_conv_layers(tmp_path, run):
   state = run[-1]
-  layers = figures.capture_layers(state, np.zeros((1, 28, 28, 1)), ('conv',))
+  layers = layers_lib.capture_layers(state, np.zeros((1, 28, 28, 1)), ('conv',))
   assert [(n, o.shape) for n, _, o in layers] == [('C1', (1, 28, 28, 6)),
                                                   ('C3', (1, 10, 10, 16))]
   paths = figures.feature_maps(state, np.full((28, 28, 1), 9, np.uint8), 7,
@@ -125,7 +125,7 @@ def test_feature_maps_capture_lenets_conv_layers(tmp_path, run):
 
 def test_feature_maps_of_a_deep_cnn_take_one_page_per_12_layers(tmp_path):
   state = fresh_state('cnn', features=(2,) * 13, pool='none', batch_norm=False, dense=())
-  layers = figures.capture_layers(state, np.zeros((1, 28, 28, 1)), ('conv',))
+  layers = layers_lib.capture_layers(state, np.zeros((1, 28, 28, 1)), ('conv',))
   assert [n for n, _, _ in layers] == [f'conv_{i}' for i in range(13)]
   assert all(o.shape == (1, 28, 28, 2) for _, _, o in layers)
   paths = figures.feature_maps(state, np.full((28, 28, 1), 200, np.uint8), 3,
@@ -157,7 +157,7 @@ def test_custom_conv_modules_count_as_conv_layers(tmp_path):
   variables = model.init(jax.random.key(0), np.zeros((1, 28, 28, 1), np.float32))
   state = train.TrainState.create(apply_fn=model.apply, params=variables['params'],
                                   tx=optax.identity())
-  layers = figures.capture_layers(state, np.zeros((2, 28, 28, 1)))
+  layers = layers_lib.capture_layers(state, np.zeros((2, 28, 28, 1)))
   assert [(n, k, o.shape) for n, k, o in layers] == [
       ('first', 'conv', (2, 28, 28, 3)), ('depthwise', 'conv', (2, 28, 28, 3)),
       ('head', 'dense', (2, 10))]

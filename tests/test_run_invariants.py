@@ -42,6 +42,7 @@ def _tiny(config, epochs=3):
 def test_augmentation_fills_with_background_before_standardizing():
   config = defaults.get_config()
   config.data.standardize = True
+  config.data.mean, config.data.std = preprocess.MNIST_MEAN, preprocess.MNIST_STD
   config.augment.translate = 3.0
   state = train.create_train_state(config, jax.random.key(0))
   ones = jnp.full((16, 28, 28, 1), 255, jnp.uint8)           # every pixel ink
@@ -69,7 +70,8 @@ def test_the_run_records_its_preprocessing_and_every_reader_applies_it(
   assert by_api['accuracy'] == pytest.approx(summary['test_accuracy'], abs=1e-6)
   probs = api.predict(state, images[:50])
   manual = jax.nn.softmax(state.apply_fn(state.variables, preprocess.standardize(
-      preprocess.normalize(jnp.asarray(images[:50]))), train=False))
+      preprocess.normalize(jnp.asarray(images[:50])), config.data.mean, config.data.std),
+      train=False))
   np.testing.assert_allclose(probs, manual, atol=1e-5)
 
 

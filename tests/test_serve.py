@@ -30,7 +30,7 @@ from mnist_jax import api
 from mnist_jax.config import defaults
 from mnist_jax.data import idx
 from mnist_jax.engine import driver, ensemble, evaluation, rundir
-from mnist_jax.inspection import figures, server
+from mnist_jax.inspection import confusion as confusion_lib, layers as layers_lib, server
 from mnist_jax.inspection.image import prepare_image
 
 # pytest-xdist: one worker runs this file, so its runs train once
@@ -222,7 +222,7 @@ def test_feature_maps_and_saliency_are_the_layers_and_the_gradient(client, best)
   image = drawn('0')
   r = client.post('/api/predict', params={'run': 'lenet', 'inside': 1}, content=png(image)).json()
   prepared = prepare_image(np.asarray(image))
-  layers = figures.capture_layers(best, prepared[None, ..., None], ('conv',))
+  layers = layers_lib.capture_layers(best, prepared[None, ..., None], ('conv',))
   assert [m['name'] for m in r['maps']] == [name for name, _, _ in layers] == ['C1', 'C3']
   for m, (_, _, out) in zip(r['maps'], layers):
     maps = _dequantize(m['data'], m['scales'], out.shape[1:3])
@@ -252,7 +252,7 @@ def test_confusion_and_its_cells_are_the_test_predictions(client, best, mnist_sm
   images, labels = idx.load_split(mnist_small_dir, 'test')
   preds = evaluation.probabilities(best, images).argmax(-1)
   c = client.get('/api/confusion', params={'run': 'lenet'}).json()
-  assert np.array_equal(c['matrix'], figures.confusion_matrix(labels, preds))
+  assert np.array_equal(c['matrix'], confusion_lib.confusion_matrix(labels, preds))
   assert c['accuracy'] == pytest.approx(np.mean(preds == labels)) and c['accuracy'] > 0.95
   assert all(d['label'] != d['pred'] for d in c['mistakes'])
   assert [d['p'] for d in c['mistakes']] == sorted((d['p'] for d in c['mistakes']), reverse=True)
@@ -469,3 +469,14 @@ def test_an_ensemble_run_draws_its_members_on_the_bars(page):
   page.wait_for_selector('#message', state='hidden')
   draw(page, '1')
   assert page.locator('.tick').count() == 0 and page.locator('#spread').inner_text() == ''
+
+
+def test_the_page_server_imports_no_matplotlib(tmp_path):
+  """The server, its app and the loaded-run module draw nothing: matplotlib (0.6 s
+  of imports) stays out of the page's process."""
+  code = ('import sys; from mnist_jax import serve; from mnist_jax.inspection import live, '
+          f'server; server.create_app({str(tmp_path)!r}); '
+          'print(sorted(m for m in sys.modules if m.split(".")[0] == "matplotlib"))')
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                       check=True, cwd=ROOT)
+  assert out.stdout.strip() == '[]', out.stdout

@@ -49,7 +49,8 @@ def model_weights(config, weights: Optional[str] = None) -> str:
   """``weights``, else the run's config.model_weights, else 'raw'; UserError if unknown."""
   chosen = weights or config.get('model_weights', None) or 'raw'
   if chosen not in WEIGHTS:
-    raise UserError(f"unknown model weights '{chosen}'; use 'raw' or 'ema'")
+    raise UserError(f"unknown weights '{chosen}'; use weights='raw' or weights='ema' "
+                    '(config.model_weights)')
   return chosen
 
 

@@ -18,12 +18,12 @@ An ensemble run (engine/ensemble.py) is drawn from the mean of its members'
 probabilities (confusion, mistakes, reliability); its layers (filters, feature
 maps) are member 0's.
 
-Layer outputs are grabbed with flax's ``nn.intercept_methods``: every call of
-a module owning a 4-D 'kernel' (K, K, C, F) is a conv layer (nn.Conv or a
-custom one), in call order, so any registered model works; models without
-convolutions (mlp, perceptron) have no feature maps (logged).
+Drawing only: the numbers come from inspection/confusion.py (confusion matrix,
+mistakes), inspection/layers.py (layer outputs, captured with flax's
+``nn.intercept_methods``; models without convolutions have no feature maps,
+logged) and engine/calibration.py; inspection/tensorboard.py adds the PNGs to
+TensorBoard. The best-validation epoch is engine/selection.py's.
 """
-import json
 import os
 
 import jax
@@ -34,14 +34,13 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 from matplotlib import ticker
 from absl import logging
-from flax import linen as nn
 
-from mnist_jax.config import defaults
 from mnist_jax.data import preprocess
 from mnist_jax.engine import calibration, ensemble, evaluation, rundir, selection
+from mnist_jax.inspection import confusion as confusion_lib, tensorboard as tensorboard_lib
+from mnist_jax.inspection.layers import MAX_MAPS, capture_layers, layer_params
 
 LAYERS_PER_PAGE = 12
-MAX_MAPS = 16
 
 
 def _save(fig, path):
@@ -76,13 +75,6 @@ def curves(history, path, name=''):
   return _save(fig, path)
 
 
-def confusion_matrix(labels, preds, num_classes=10) -> np.ndarray:
-  """C[i, j] = number of examples of true class i predicted as class j."""
-  matrix = np.zeros((num_classes, num_classes), np.int64)
-  np.add.at(matrix, (np.asarray(labels), np.asarray(preds)), 1)
-  return matrix
-
-
 def confusion(matrix, path):
   n = matrix.shape[0]
   fig, ax = plt.subplots(figsize=(6.5, 5.5))
@@ -99,17 +91,10 @@ def confusion(matrix, path):
   return _save(fig, path)
 
 
-def mistakes(labels, probs, count=24) -> np.ndarray:
-  """Indices of the ``count`` wrong predictions ŷ = argmax p with the highest p(ŷ)."""
-  preds = probs.argmax(-1)
-  wrong = np.flatnonzero(preds != labels)
-  return wrong[np.argsort(-probs[wrong, preds[wrong]], kind='stable')][:count]
-
-
 def misclassified(images, labels, probs, path, count=24):
   """A gallery of ``mistakes``: image, true label, prediction and its p(ŷ)."""
   preds = probs.argmax(-1)
-  wrong = mistakes(labels, probs, count)
+  wrong = confusion_lib.mistakes(labels, probs, count)
   cols = 8
   rows = max(1, -(-len(wrong) // cols))
   fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.4, rows * 1.6 + 0.4), squeeze=False)
@@ -123,60 +108,10 @@ def misclassified(images, labels, probs, path, count=24):
   return _save(fig, path)
 
 
-def _kernel(module):
-  """The module's own 'kernel' parameter (None for containers and kernel-less layers)."""
-  params = module.variables.get('params', {})
-  kernel = params.get('kernel') if hasattr(params, 'get') else None
-  return None if kernel is None or hasattr(kernel, 'keys') else kernel
-
-
-def layer_outputs(state, x, kinds=('conv', 'dense')):
-  """(logits, [(name, kind)], [output]) of one forward pass on model inputs ``x``
-  (already preprocessed); traceable, so it can run under jit or grad. A layer is
-  a module with its own 'kernel' parameter: 4-D (K, K, C, F) = 'conv' (nn.Conv,
-  depthwise or im2col variants alike), 2-D (in, out) = 'dense'."""
-  names, outs = [], []
-
-  def interceptor(next_fun, args, kwargs, context):
-    out = next_fun(*args, **kwargs)
-    kernel = _kernel(context.module) if context.method_name == '__call__' else None
-    kind = {4: 'conv', 2: 'dense'}.get(getattr(kernel, 'ndim', 0))
-    if kind in kinds:
-      names.append(('/'.join(context.module.path), kind))
-      outs.append(out)
-    return out
-
-  with nn.intercept_methods(interceptor):
-    logits = state.model.apply(state.variables, x, train=False)
-  return logits, names, outs
-
-
-def capture_layers(state, images, kinds=('conv', 'dense')):
-  """[(name, kind, output)] of every layer call, in call order (jitted; see
-  ``layer_outputs``). ``images``: uint8 pixels or floats in [0, 1], fed through
-  the state's own preprocessing."""
-  names = []
-
-  def run(state, x):
-    _, found, outs = layer_outputs(state, x, kinds)
-    names.extend(found)
-    return outs
-
-  outs = jax.jit(run)(state, state.inputs(jnp.asarray(images)))
-  return [(name, kind, np.asarray(o, np.float32)) for (name, kind), o in zip(names, outs)]
-
-
-def _layer_params(state, name):
-  params = state.params
-  for part in name.split('/'):
-    params = params[part]
-  return np.asarray(params['kernel'], np.float32)
-
-
 def filters(state, path):
   """First-layer weights: conv kernels, or Dense units as 28×28 templates."""
   name, kind, _ = capture_layers(state, np.zeros((1, 28, 28, 1)))[0]
-  kernel = _layer_params(state, name)
+  kernel = layer_params(state, name)
   if kind == 'conv':
     maps = np.moveaxis(kernel[:, :, 0, :], -1, 0)          # (F, K, K), input channel 0
     what = f'{name}: {maps.shape[0]} conv filters {maps.shape[1]}×{maps.shape[2]}'
@@ -295,7 +230,7 @@ def write_all(workdir, config, state, data, *, tensorboard=True) -> list:
     panels = [(f'{config.model.name}: member 0 (seed {config.seed})', members[0]),
               (f'ensemble of {len(members)} (mean of probabilities)', probs)]
     state = state.member(0)   # its layers: filters, feature maps
-  paths.append(confusion(confusion_matrix(data.test_labels, probs.argmax(-1),
+  paths.append(confusion(confusion_lib.confusion_matrix(data.test_labels, probs.argmax(-1),
                                           probs.shape[-1]), os.path.join(out, 'confusion.png')))
   paths.append(misclassified(data.test_images, data.test_labels, probs,
                              os.path.join(out, 'misclassified.png')))
@@ -309,47 +244,5 @@ def write_all(workdir, config, state, data, *, tensorboard=True) -> list:
     logging.info('No augmentation plot: config.augment is off.')
   paths.append(reliability(panels, data.test_labels, os.path.join(out, 'reliability.png')))
   if tensorboard:
-    write_tensorboard(workdir, paths, config, history)
+    tensorboard_lib.write_tensorboard(workdir, paths, config, history)
   return paths
-
-
-def _summary(workdir) -> dict:
-  """The run's summary.json ({} while it has none)."""
-  path = os.path.join(workdir, 'summary.json')
-  if not os.path.isfile(path):
-    return {}
-  with open(path) as f:
-    return json.load(f)
-
-
-def write_tensorboard(workdir, paths, config, history) -> None:
-  """The PNGs as TensorBoard images and the config as hparams with the final
-  metrics, in an event file of their own (suffix '.plots': two writers opened
-  in the same second would otherwise share a file name)."""
-  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-  from tensorboardX.summary import hparams  # pylint: disable=g-import-not-at-top
-  step = history[-1]['epoch'] if history else 0
-  with SummaryWriter(os.path.join(workdir, 'tensorboard'), filename_suffix='.plots') as tb:
-    for path in paths:
-      image = (plt.imread(path)[..., :3] * 255).astype(np.uint8)
-      tb.add_image('plots/' + os.path.splitext(os.path.basename(path))[0], image, step,
-                   dataformats='HWC')
-    if not history:
-      return
-    # test figures: summary.json's (the test split is read once, at the end)
-    final = {**history[-1], **_summary(workdir)}
-    metrics = {f'final/{k}': final[k] for k in ('test_accuracy', 'test_loss',
-                                                 'val_accuracy', 'val_loss')
-               if isinstance(final.get(k), (int, float))}
-    weights = config.get('model_weights', 'raw')
-    best = selection.best(history, weights)
-    if best:
-      metrics['best/val_accuracy'] = selection.score(best, weights)
-      if isinstance(final.get('test_accuracy_at_best_val'), (int, float)):
-        metrics['best/test_accuracy'] = final['test_accuracy_at_best_val']
-    hp = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
-          for k, v in defaults.flat(config.to_dict()).items()}
-    for summary in hparams(hp, metrics):  # the HParams dashboard
-      tb.file_writer.add_summary(summary)
-    for key, value in metrics.items():
-      tb.add_scalar(key, value, step)

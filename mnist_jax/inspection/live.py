@@ -4,7 +4,7 @@
 For the 28x28 digit d = prepare_image(picture) and x = d/255:
   probabilities    p = softmax(z), z = f(x) the logits            (``predict``)
   feature maps     FM_L = K_L ∗ a_{L−1} + b_L of every conv layer L, before
-                   the activation, as ``figures.feature_maps`` draws them
+                   the activation, as ``figures.feature_maps`` draws them (inspection/layers.py)
   saliency         S = ∂z_k/∂x for the predicted class k = argmax p (one
                    jax.vjp of the forward pass that also gives the maps)
   receptive field  unit (i, j) of layer L sees the input rows
@@ -30,10 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from mnist_jax.engine import ensemble, evaluation, rundir, trained
-from mnist_jax.inspection import explain, figures
+from mnist_jax.inspection import confusion as confusion_lib, explain, layers as layers_lib
 from mnist_jax.inspection.image import SIZE, preparation_steps, resize_area
 
-MAX_MAPS = figures.MAX_MAPS   # maps shown per conv layer
+MAX_MAPS = layers_lib.MAX_MAPS   # maps shown per conv layer
 STEP_SIDE = 84                # longest side of a preprocessing-step thumbnail
 MISTAKES = 24
 CELL_DIGITS = 48
@@ -55,7 +55,7 @@ def int8_maps(maps: np.ndarray) -> tuple:
 
 def _forward(state, x):
   """(logits, [conv outputs]) for model inputs built from x = d/255."""
-  logits, _, outs = figures.layer_outputs(state, state.inputs(x), ('conv',))
+  logits, _, outs = layers_lib.layer_outputs(state, state.inputs(x), ('conv',))
   return logits[0], [o[0] for o in outs]
 
 
@@ -75,7 +75,7 @@ def conv_layers(state) -> list:
   names = []
 
   def trace(state, x):
-    _, found, outs = figures.layer_outputs(state, state.inputs(x), ('conv',))
+    _, found, outs = layers_lib.layer_outputs(state, state.inputs(x), ('conv',))
     names.extend(found)
     return outs
 
@@ -180,8 +180,8 @@ class LiveRun:
   def confusion(self) -> dict:
     """The test confusion matrix C[i, j] and the most confident mistakes."""
     t = self.test_view()
-    matrix = figures.confusion_matrix(t['labels'], t['preds'], t['probs'].shape[-1])
-    wrong = figures.mistakes(t['labels'], t['probs'], MISTAKES)
+    matrix = confusion_lib.confusion_matrix(t['labels'], t['preds'], t['probs'].shape[-1])
+    wrong = confusion_lib.mistakes(t['labels'], t['probs'], MISTAKES)
     return {'matrix': matrix.tolist(), 'count': int(matrix.sum()),
             'accuracy': float(np.trace(matrix) / max(1, matrix.sum())),
             'mistakes': self._digits(wrong)}

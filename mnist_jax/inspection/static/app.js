@@ -181,14 +181,20 @@ pad.addEventListener('drop', (e) => {
 });
 
 // ---- the digit view -------------------------------------------------------------
+// The run's class names (summary.classes, recorded with the run); digits 0-9 before one loads.
+function classNames() {
+  return (page.summary && page.summary.classes) || [...Array(10).keys()].map(String);
+}
+
 function makeBars() {
   const bars = $('bars');
   bars.textContent = '';
-  for (let k = 0; k < 10; k++) {
+  const names = classNames();
+  for (let k = 0; k < names.length; k++) {
     const row = document.createElement('div');
     row.className = 'bar-row';
     row.dataset.digit = k;
-    row.innerHTML = `<span class="digit">${k}</span><div class="bar-track">` +
+    row.innerHTML = `<span class="digit">${names[k]}</span><div class="bar-track">` +
       '<div class="bar" style="width:0"></div></div><span class="pct"></span>';
     bars.append(row);
   }
@@ -233,6 +239,7 @@ function resetDigitView() {
 }
 
 function showPrediction(r) {
+  if ($('bars').children.length !== r.probs.length) makeBars();
   const rows = $('bars').children;
   r.probs.forEach((p, k) => {
     rows[k].classList.toggle('top', k === r.digit_class);
@@ -240,7 +247,7 @@ function showPrediction(r) {
     rows[k].querySelector('.pct').textContent = `${(100 * p).toFixed(1)}%`;
   });
   showMembers(r);
-  $('predicted').textContent = r.digit_class;
+  $('predicted').textContent = classNames()[r.digit_class] ?? r.digit_class;
   $('predicted').dataset.digit = r.digit_class;
   const steps = $('steps');
   steps.textContent = '';
