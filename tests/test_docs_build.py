@@ -13,7 +13,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, 'docs')
 
-PAGES = ['index', 'getting_started', 'concepts', 'zoo', 'data', 'inspect', 'search',
+PAGES = ['index', 'getting_started', 'concepts', 'zoo', 'data', 'inspect', 'search_and_scale',
          'ensembles', 'speed', 'design', 'errors', 'experiments', 'api']
 TUTORIALS = ['tutorials/quickstart', 'tutorials/research_code', 'tutorials/primer']
 
@@ -69,3 +69,12 @@ def test_the_build_executes_the_notebooks_and_fails_on_errors():
   assert re.search(r"^nb_execution_mode = '(force|cache)'", conf, re.M)
   assert re.search(r'^nb_execution_raise_on_error = True', conf, re.M)
   assert re.search(r'^nb_execution_timeout = \d+', conf, re.M)
+
+
+def test_no_page_takes_the_name_of_a_page_sphinx_writes():
+  """Sphinx's HTML builder writes search.html, genindex.html and py-modindex.html
+  itself: a page of ours named so would be overwritten (its content lost)."""
+  mine = {os.path.splitext(os.path.relpath(os.path.join(d, f), DOCS))[0]
+          for d, _, files in os.walk(DOCS) if '_build' not in d
+          for f in files if f.endswith('.md')}
+  assert not mine & {'search', 'genindex', 'py-modindex'}
