@@ -427,3 +427,10 @@ def test_tfds_offline_real_download_fails_in_seconds(tmp_path, monkeypatch):
     download.prepare(b, 'mnist', download=True)
   assert time.monotonic() - start < download.RESOLVE_TIMEOUT_S + 2
   assert not os.listdir(tmp_path)
+
+
+def test_pixel_stats_take_uint8_pixels_only():
+  """Its exact sums hold for p in 0..255: a float or wider input is refused, not
+  silently truncated."""
+  with pytest.raises(ValueError, match='uint8'):
+    describe.pixel_stats(np.full((2, 28, 28), 0.5, np.float32))
