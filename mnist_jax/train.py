@@ -31,7 +31,6 @@ from typing import Any, Optional
 import jax
 import jax.numpy as jnp
 import optax
-from absl import logging
 from flax import linen as nn
 from flax import struct
 from flax.training import train_state
@@ -100,15 +99,17 @@ def steps_per_epoch(config, num_train: Optional[int] = None) -> int:
   """⌊N_train / B⌋: full batches per epoch (the remainder is reshuffled next epoch).
 
   N_train: ``num_train``, else the run's recorded config.data.num_train, else
-  config.data.train_limit. With none of them (a state made without data, e.g.
-  for its shapes) it is 1 step per epoch, with a warning where the schedule spans
-  epochs; ``api.fit`` refuses to train such a state on data of another size."""
+  config.data.train_limit (the training split's size when it is set). A
+  schedule over epochs (every one but 'constant') spans T = ⌊N_train / B⌋ · E
+  steps, so without N_train it is refused here: sized for a guess, η_t would
+  reach 0 early and the parameters stop changing with no sign of it."""
   num_train = num_train or config.data.get('num_train') or config.data.train_limit
   if not num_train:
     if config.schedule != 'constant':
-      logging.warning("The '%s' learning-rate schedule is sized for 1 step per epoch: "
-                      'the number of training images is unknown; pass num_train= (or '
-                      'data= to api.create) to train with it.', config.schedule)
+      raise UserError(
+          f"the '{config.schedule}' learning-rate schedule spans config.num_epochs="
+          f'{config.num_epochs} epochs and needs the number of training images: pass '
+          'num_train=N (or data= to api.create), or set config.schedule=\'constant\'')
     return 1
   return max(1, num_train // config.batch_size)
 

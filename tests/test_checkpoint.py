@@ -210,8 +210,8 @@ def test_a_save_orbax_skips_says_why(tmp_path, caplog):
 
 def test_resume_from_an_older_latest_saves_the_replayed_best(tmp_path, caplog):
   """'latest' every 5 epochs, 'best' at 7, killed at 8: the resumed run starts from
-  latest 5 and replays 6, 7, ...; 'best' of the epochs after 5 is the replay's,
-  so a replayed best at 6 is written (orbax alone would skip it: 6 <= 7)."""
+  latest 5 and replays 6, 7, ...; best/7 stays on disk until the replay's best
+  of 6 is saved, which then replaces it (orbax alone would skip it: 6 <= 7)."""
   directory = str(tmp_path / 'checkpoints')
   run = checkpoint.RunCheckpoints(directory, keep=2)
   checkpoint.save(run.get('latest'), 5, _state(5), {'epoch': 5, 'history': []})
@@ -220,15 +220,58 @@ def test_resume_from_an_older_latest_saves_the_replayed_best(tmp_path, caplog):
   resumed = checkpoint.RunCheckpoints(directory, keep=2)
   state, meta = resumed.resume(_state(99))
   assert meta['epoch'] == 5 and _equal(state, _state(5))
+  assert resumed.steps('best') == [7]                 # kept until replaced
   with caplog.at_level(logging.WARNING):
-    assert checkpoint.save(resumed.get('best'), 6, _state(6),
-                           {'epoch': 6, 'val_accuracy': 0.9})
+    assert resumed.save_best(6, _state(6), {'epoch': 6, 'val_accuracy': 0.9})
   resumed.wait_until_finished()
-  assert sorted(resumed.get('best').all_steps()) == [6]
+  assert resumed.steps('best') == [6] and sorted(resumed.get('best').all_steps()) == [6]
+  assert not os.path.exists(os.path.join(directory, 'best.new'))
   assert not [r for r in caplog.records if 'not saved' in r.getMessage()]
-  best, best_meta = checkpoint.restore(checkpoint.reader(os.path.join(directory, 'best'),
-                                                         best=True), _state(99))
+  mngr = checkpoint.reader(os.path.join(directory, 'best'), best=True)
+  assert checkpoint.best_epoch(mngr) == 6
+  best, best_meta = checkpoint.restore(mngr, _state(99))
   assert best_meta['epoch'] == 6 and _equal(best, _state(6))
+  # the next improvement of the replay is a plain save ranked with it
+  assert resumed.save_best(8, _state(8), {'epoch': 8, 'val_accuracy': 0.97})
+  resumed.wait_until_finished()
+  assert resumed.steps('best') == [8]
+
+
+def test_resume_reads_only(tmp_path):
+  """Resuming restores through a read-only manager: an unfinished save's temporary
+  directory, which a writing manager would clean up, is left as it is."""
+  directory = str(tmp_path / 'checkpoints')
+  _save(os.path.join(directory, 'latest'), [1])
+  tmp = os.path.join(directory, 'latest', '2.orbax-checkpoint-tmp-123')
+  os.makedirs(tmp)
+  state, meta = checkpoint.RunCheckpoints(directory, keep=2).resume(_state(99))
+  assert meta['epoch'] == 1 and _equal(state, _state(1))
+  assert os.path.isdir(tmp)
+
+
+def test_a_checkpoint_damaged_throughout_is_named_without_noise(tmp_path):
+  """Every file of a checkpoint cut in half: one error naming it, and no stray
+  'Event loop is closed' reports from orbax's abandoned concurrent reads."""
+  directory = str(tmp_path / 'latest')
+  _save(directory, [1])
+  for path in glob.glob(os.path.join(directory, '1', 'state', '**', 'd', '*'),
+                        recursive=True):
+    os.truncate(path, os.path.getsize(path) // 2)
+  code = ('import jax, sys\n'
+          'sys.path.insert(0, %r)\n'
+          'import test_checkpoint as t\n'
+          'from mnist_jax.engine import checkpoint\n'
+          'from mnist_jax.errors import UserError\n'
+          'try:\n'
+          '  checkpoint.restore(checkpoint.reader(%r), t._state(9))\n'
+          'except UserError as e:\n'
+          '  print("error:", e)\n') % (os.path.dirname(__file__), directory)
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                       timeout=300, cwd=os.path.dirname(os.path.dirname(__file__)))
+  assert 'is damaged' in out.stdout, out.stdout + out.stderr[-2000:]
+  assert 'Traceback' not in out.stderr and 'Event loop is closed' not in out.stderr, \
+      out.stderr[-2000:]
+  assert 'never retrieved' not in out.stderr, out.stderr[-2000:]
 
 
 def test_a_run_resumed_from_an_older_latest_keeps_best_in_its_history(tmp_path,

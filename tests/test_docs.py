@@ -264,9 +264,19 @@ PACKAGE_PATH = re.compile(
 PLACEHOLDER = re.compile(r'[<>*{}$]|\.\.\.|…')
 
 
+def _build_outputs() -> list:
+  """The folders .gitignore names under the clone (docs/_build/, ...): made by a
+  build, so a plain clone has none of them."""
+  with open(os.path.join(ROOT, '.gitignore')) as f:
+    lines = [l.strip() for l in f if l.strip() and not l.startswith('#')]
+  return [l.strip('/') + '/' for l in lines if '/' in l.strip('/') and '*' not in l]
+
+
 def _exists(path: str) -> bool:
   if path.startswith('docs/') and not has_docs():
     return True    # the docs pages arrive with docs/
+  if any((path.rstrip('/') + '/').startswith(out) for out in _build_outputs()):
+    return True    # a build output: named by the build command, absent from a plain clone
   return os.path.exists(os.path.join(ROOT, path.rstrip('/')))
 
 

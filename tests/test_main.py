@@ -219,5 +219,6 @@ def test_every_config_file_is_valid_and_builds_its_model(name):
   from mnist_jax.config import validate  # pylint: disable=g-import-not-at-top
   config = defaults.load(os.path.join(ROOT, 'configs', name + '.py'))
   validate.check(config, 1)
-  state = jax.eval_shape(lambda: train.create_train_state(config, jax.random.key(0)))
+  state = jax.eval_shape(lambda: train.create_train_state(config, jax.random.key(0),
+                                                         num_train=55_000))
   assert jax.tree_util.tree_leaves(state.params)

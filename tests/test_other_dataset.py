@@ -139,9 +139,11 @@ def test_the_serve_model_answers_with_the_runs_classes(run):
 def test_fit_refuses_a_schedule_sized_for_other_data(config):
   from mnist_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   data = pipeline.load(config.data)
-  unsized = api.create('mlp', schedule='cosine', batch_size=50)  # no data: N unknown
-  with pytest.raises(UserError, match="'cosine' schedule is sized for 1 steps per epoch"):
-    api.fit(unsized, data, steps=1, batch_size=50)
+  with pytest.raises(UserError, match='needs the number of training images'):
+    api.create('mlp', schedule='cosine', batch_size=50)  # no data: N unknown
+  other = api.create('mlp', schedule='cosine', batch_size=50, num_train=1000)
+  with pytest.raises(UserError, match="'cosine' schedule is sized for 20 steps per epoch"):
+    api.fit(other, data, steps=1, batch_size=50)
   sized = api.create('mlp', schedule='cosine', data=data, batch_size=50)
   assert sized.tx.steps_per_epoch == 10
   api.fit(sized, data, steps=1)

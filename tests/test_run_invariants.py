@@ -81,15 +81,40 @@ def test_the_run_records_its_preprocessing_and_every_reader_applies_it(
 def test_resume_with_another_horizon_is_refused(tmp_path, schedule):
   config = defaults.get_config()
   config.schedule, config.num_epochs = schedule, 4
-  workdir_lib.record_config(config, str(tmp_path), resuming=False)
+  workdir_lib.record_config(config, str(tmp_path))
   config.num_epochs = 8
   with pytest.raises(UserError, match='num_epochs=4'):
-    workdir_lib.record_config(config, str(tmp_path), resuming=True)
+    workdir_lib.check_resume(config, str(tmp_path))
   config.schedule = 'constant'   # η does not depend on the horizon: allowed
   (tmp_path / 'c').mkdir()
-  workdir_lib.record_config(config, str(tmp_path / 'c'), resuming=False)
+  workdir_lib.record_config(config, str(tmp_path / 'c'))
   config.num_epochs = 12
-  workdir_lib.record_config(config, str(tmp_path / 'c'), resuming=True)
+  workdir_lib.check_resume(config, str(tmp_path / 'c'))
+
+
+# 2b. a schedule over epochs is never sized without its length -----------------------
+
+@pytest.mark.parametrize('schedule', ['cosine', 'warmup_cosine', 'onecycle'])
+def test_a_schedule_over_epochs_needs_the_number_of_training_images(batch, schedule):
+  """Sized for a guessed 1 step per epoch, η_t would reach 0 after num_epochs
+  steps and the parameters stop changing: refused at creation, naming the fix."""
+  config = defaults.get_config()
+  config.schedule = schedule
+  with pytest.raises(UserError, match='num_train=N'):
+    train.create_train_state(config, jax.random.key(0))
+  state = train.create_train_state(config, jax.random.key(0), num_train=64 * 30)
+  step = jax.jit(train.train_step)
+  params = []
+  for _ in range(config.num_epochs + 5):   # past where a 1-step-per-epoch schedule ends
+    state, _ = step(state, batch, jax.random.key(1))
+    params.append(state.params['output']['kernel'])
+  assert float(jnp.abs(params[-1] - params[-2]).max()) > 0
+
+
+def test_a_constant_schedule_needs_no_number_of_training_images(batch):
+  state = train.create_train_state(defaults.get_config(), jax.random.key(0))
+  state, metrics = jax.jit(train.train_step)(state, batch, jax.random.key(1))
+  assert np.isfinite(float(metrics['loss']))
 
 
 # 3. the best checkpoint is the epoch summary.json names ----------------------------
@@ -164,6 +189,7 @@ def test_a_second_process_on_a_workdir_is_refused(tmp_path, small_config):
       import time
       from mnist_jax.engine import workdir
       with workdir.lock({str(workdir)!r}):
+        workdir.claim({str(workdir)!r})
         print('locked', flush=True)
         time.sleep(60)''')], stdout=subprocess.PIPE, text=True, cwd=ROOT)
   try:

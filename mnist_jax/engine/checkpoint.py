@@ -26,9 +26,15 @@ deleted) and the next older one is restored; otherwise UserError names it.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import hashlib
+import logging as logging_std
 import os
+import shutil
+import sys
+import time
 from typing import TYPE_CHECKING
 
 import jax
@@ -140,7 +146,8 @@ def reader(directory: str, *, best: bool = False) -> ocp.CheckpointManager:
 class RunCheckpoints:
   """A training run's two managers, <directory>/latest (the last ``keep``) and
   <directory>/best (by val accuracy), each made on first use: a fresh run makes
-  them, and imports orbax, at its first save."""
+  them, and imports orbax, at its first save. Reading for a resume goes through
+  read-only managers (``reader``), which change nothing on disk."""
   directory: str            # <workdir>/checkpoints
   keep: int
   made: dict = dataclasses.field(default_factory=dict)
@@ -151,31 +158,62 @@ class RunCheckpoints:
                                  self.keep if which == 'latest' else 1, best=which == 'best')
     return self.made[which]
 
+  def steps(self, which: str) -> list:
+    """The epochs whose checkpoint <directory>/<which> holds (committed ones)."""
+    path = os.path.join(self.directory, which)
+    return sorted(int(s) for s in os.listdir(path) if s.isdigit()) \
+        if os.path.isdir(path) else []
+
   def resume(self, state):
-    """``restore(latest, state, fallback=True)``; (state, None) without touching
-    orbax when <directory>/latest is absent or empty (nothing to resume or clean).
-
-    'best' checkpoints of epochs after the restored one are deleted: the resumed
-    run replays those epochs and saves its own best of them (orbax would skip
-    any save at or below a step it holds, see ``save``)."""
-    latest = os.path.join(self.directory, 'latest')
-    if not (os.path.isdir(latest) and os.listdir(latest)):
+    """``restore(latest, state, fallback=True)`` through a read-only manager; (state,
+    None) without touching orbax when <directory>/latest holds no checkpoint.
+    A damaged checkpoint is moved aside (logged); nothing else changes on disk."""
+    if not self.steps('latest'):
       return state, None
-    state, meta = restore(self.get('latest'), state, fallback=True)
-    self._drop_best_after(meta["epoch"] if meta else 0)
-    return state, meta
+    return self.restore('latest', state, fallback=True)
 
-  def _drop_best_after(self, epoch: int) -> None:
-    best = os.path.join(self.directory, 'best')
-    if not (os.path.isdir(best) and any(s.isdigit() and int(s) > epoch
-                                        for s in os.listdir(best))):
-      return
-    mngr = self.get('best')
-    newer = sorted(s for s in mngr.all_steps() if s > epoch)
-    for step in newer:
-      mngr.delete(step)
-    logging.info('Resuming from epoch %d: deleted best checkpoint(s) %s of later epochs '
-                 'in %s; the replayed epochs save their own best.', epoch, newer, best)
+  def restore(self, which: str, state, epoch=None, *, fallback: bool = False):
+    """``restore`` of <directory>/<which> through a read-only manager."""
+    mngr = reader(os.path.join(self.directory, which), best=which == 'best')
+    try:
+      return restore(mngr, state, epoch, fallback=fallback)
+    finally:
+      mngr.close()
+
+  def save_best(self, epoch: int, state, meta: dict) -> bool:
+    """Saves ``state`` as the best checkpoint of ``epoch``.
+
+    A resumed run replays epochs whose best checkpoint the interrupted run may
+    have saved (orbax would skip a step at or below one it holds). Those are
+    replaced only once this one is saved: it is written beside, in
+    <directory>/best.new, then the later ones are deleted and it is moved in."""
+    later = [s for s in self.steps('best') if s >= epoch]
+    if not later:
+      return save(self.get('best'), epoch, state, meta)
+    side = os.path.join(self.directory, 'best.new')
+    if jax.process_index() == 0:
+      shutil.rmtree(side, ignore_errors=True)   # left by a crash in a replacement
+    _sync(f'best-replace-{epoch}')
+    new = manager(side, 1, best=True)
+    try:
+      saved = save(new, epoch, state, meta)
+      new.wait_until_finished()
+    finally:
+      new.close()
+    if not saved:
+      return False
+    best = self.get('best')
+    best.wait_until_finished()
+    for step in later:
+      best.delete(step)
+    if jax.process_index() == 0:
+      os.rename(os.path.join(side, str(epoch)), os.path.join(self.directory, 'best', str(epoch)))
+      shutil.rmtree(side, ignore_errors=True)
+    _sync(f'best-replace-{epoch}-done')
+    best.reload()
+    logging.info('Best checkpoint of epoch %d saved in %s; it replaces those of the '
+                 'epochs %s the interrupted run saved.', epoch, best.directory, later)
+    return True
 
   def wait_until_finished(self) -> None:
     for mngr in self.made.values():
@@ -236,24 +274,65 @@ def _check_tree(mngr, epoch, template) -> None:
 
 def _load(mngr, state, epoch):
   """(state, meta) of checkpoint ``epoch``; _Damaged if it is unreadable, its
-  arrays differ from the saved 'sha256' or hold NaN/inf. Only then are its array
-  shapes compared with ``state`` (a metadata read), to tell another model/config."""
+  arrays differ from the saved 'sha256' or hold NaN/inf; UserError if it holds
+  another model's arrays (its metadata is read first)."""
   template, ocp = _arrays(state), _ocp()
-  try:
-    out = mngr.restore(epoch, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore()))
-  except Exception as e:  # orbax raises many types for unreadable/mismatched trees
+  with _abandoned_reads_muted():
     _check_tree(mngr, epoch, template)
-    raise _Damaged(f'unreadable: {type(e).__name__}: {_first_line(e)}') from None
+    try:
+      out = mngr.restore(epoch, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore()))
+    except Exception as e:  # orbax raises many types for unreadable trees
+      raise _Damaged(f'unreadable: {type(e).__name__}: {_first_line(e)}') from None
   arrays, meta = out['state'], dict(out['meta'] or {})
   leaves = _host_leaves(arrays)
   if meta.get('sha256') and _sha256(leaves) not in (None, meta['sha256']):
-    _check_tree(mngr, epoch, template)  # orbax may cast/reshape into another template
     raise _Damaged("its arrays do not match the saved checksum 'sha256'")
   bad = _non_finite(leaves)
   if bad:
     raise _Damaged(f'non-finite values in {bad}')
   return state.replace(**arrays), meta
+
+
+class _Abandoned:
+  """Counts the abandoned reads ``_abandoned_reads_muted`` drops."""
+
+  def __init__(self, hook):
+    self.hook, self.count = hook, 0
+
+  def __call__(self, unraisable):
+    value = unraisable.exc_value
+    if isinstance(value, RuntimeError) and 'Event loop is closed' in str(value):
+      self.count += 1
+    else:
+      self.hook(unraisable)
+
+
+@contextlib.contextmanager
+def _abandoned_reads_muted():
+  """Reads of a damaged checkpoint without orbax's stray noise on stderr.
+
+  orbax reads a checkpoint's files concurrently under asyncio; when one read
+  fails, the event loop closes while tensorstore still completes the others,
+  and each completion reports 'Event loop is closed' (an unraisable exception)
+  and 'Task exception was never retrieved' (the asyncio logger) — dozens of
+  tracebacks for one damaged file, which the one error line already names.
+  Within the block those two are dropped; after a failure the block waits
+  until the abandoned reads have stopped reporting, then restores both."""
+  drop, logger = _Abandoned(sys.unraisablehook), logging_std.getLogger('asyncio')
+  disabled = logger.disabled
+  sys.unraisablehook, logger.disabled = drop, True
+  try:
+    yield
+  except Exception:
+    seen, deadline = -1, time.time() + 2.0
+    while drop.count != seen and time.time() < deadline:
+      seen = drop.count
+      time.sleep(0.1)
+      gc.collect()   # a failed task reports when it is collected
+    raise
+  finally:
+    sys.unraisablehook, logger.disabled = drop.hook, disabled
 
 
 def _damaged_dir(mngr) -> str:

@@ -226,6 +226,7 @@ class _Run:
   num_params: int
   start_epoch: int
   best: Any = None       # the model weights (params, batch_stats, ema) at each run's e*
+  resumed_best: list = None   # per run: its state at e* when resumed (checkpoint form)
   frozen: Any = None     # the weights of runs on_epoch stopped, at their stop
   model_errors: list = None   # per model: the UserError that ended it, or None
   stopped: dict = dataclasses.field(default_factory=dict)   # run -> its value at the stop
@@ -251,7 +252,9 @@ def _train_locked(configs, workdirs, data, mesh, start, on_epoch=None) -> list:
 
 def _set_up(configs, workdirs, data, mesh) -> _Run:
   """The feed, the group (resumed where checkpoints exist), the writers and the
-  one evaluation pass of the run(s)."""
+  one evaluation pass of the run(s). Everything that can refuse a resume is
+  checked before any file changes; a damaged checkpoint moved aside (logged) is
+  the one change a refused resume can leave."""
   ref, init_start = configs[0], time.time()
   feed, data = _feed(ref, data, mesh)
   layout = runs.layout(configs)
@@ -259,12 +262,15 @@ def _set_up(configs, workdirs, data, mesh) -> _Run:
                          num_classes=data.num_classes)
   ckpt = [checkpoint.RunCheckpoints(os.path.join(w, 'checkpoints'), c.keep_checkpoints)
           for c, w in zip(configs, workdirs)]
-  start_epoch, histories, best = _resume(group, layout, ckpt, workdirs)
+  for c, w, k in zip(configs, workdirs, ckpt):
+    if k.steps('latest'):
+      workdir_lib.check_resume(c, w)
+  start_epoch, histories, best, resumed_best = _resume(group, layout, ckpt, workdirs)
   metric_writers = []
-  for c, w in zip(configs, workdirs):
-    workdir_lib.record_config(c, w, resuming=start_epoch > 0)
-    metric_writers.append(writers.MetricWriter(w, json.loads(c.to_json_best_effort())))
-    metric_writers[-1].truncate_after(start_epoch)
+  for c, w, h in zip(configs, workdirs, histories):   # decided: from here on, files change
+    workdir_lib.claim(w)
+    workdir_lib.record_config(c, w)
+    metric_writers.append(writers.MetricWriter(w, json.loads(c.to_json_best_effort()), h))
   group.state = parallel.replicate(group.state, mesh)
   every_epoch = [('val', data.val_images, data.val_labels)] + (
       [('test', data.test_images, data.test_labels)] if ref.eval_test_every_epoch else [])
@@ -277,7 +283,8 @@ def _set_up(configs, workdirs, data, mesh) -> _Run:
              evaluation.pass_fn(mesh, stacked=group.stacked, members=layout.members),
              chunk_fn(group.train_step, mesh, shared=group.shared_data,
                       gather=feed.gather, mode=ref.loop_mode),
-             num_params, start_epoch, best=best, model_errors=[None] * group.size)
+             num_params, start_epoch, best=best, resumed_best=resumed_best,
+             model_errors=[None] * group.size)
   logging.info('Training %d x %s (%d params) on %d %s device(s): %d train / %d val / %d '
                'test images, %d steps of %d per epoch (set up in %.2f s).', group.size,
                ref.model.name, num_params, mesh.devices.size, jax.default_backend(),
@@ -287,8 +294,9 @@ def _set_up(configs, workdirs, data, mesh) -> _Run:
 
 
 def _resume(group, layout, ckpt, workdirs) -> tuple:
-  """(start epoch, histories, weights at e*) from the runs' checkpoints; the group's
-  state is set to their 'latest' (a fresh run: epoch 0, empty histories, None)."""
+  """(start epoch, histories, weights at e*, each run's state at e*) from the runs'
+  checkpoints; the group's state is set to their 'latest' (a fresh run: epoch 0,
+  empty histories, None, Nones). Reads only, but for damaged checkpoints moved aside."""
   restored = [c.resume(runs.run_state(group, layout, r)) for r, c in enumerate(ckpt)]
   epochs = {meta['epoch'] if meta else 0 for _, meta in restored}
   if len(epochs) > 1:
@@ -297,16 +305,31 @@ def _resume(group, layout, ckpt, workdirs) -> tuple:
   start_epoch = epochs.pop()
   histories = [list(meta['history']) if meta else [] for _, meta in restored]
   if not start_epoch:
-    return 0, histories, None
-  runs.load_runs(group, layout, [s for s, _ in restored])
-  logging.info('Resuming %s from epoch %d.', ', '.join(workdirs), start_epoch)
-  at_best = []
+    return 0, histories, None, [None] * layout.runs
+  at_best, settle = [], []
   for r, (state, _) in enumerate(restored):
     best = selection.best(histories[r], group.configs[0].get('model_weights', 'raw'))
     if best is not None and best['epoch'] != start_epoch:
-      state, _ = checkpoint.restore(ckpt[r].get('best'), state, best['epoch'])
+      state = _restore_epoch(ckpt[r], state, best['epoch'])
     at_best.append(state)
-  return start_epoch, histories, _weights(runs.group_state(group, layout, at_best))
+    # best checkpoints of epochs after e* (saved by the interrupted run) to settle
+    later = best is not None and any(s > best['epoch'] for s in ckpt[r].steps('best'))
+    settle.append(state if later else None)
+  runs.load_runs(group, layout, [s for s, _ in restored])
+  logging.info('Resuming %s from epoch %d.', ', '.join(workdirs), start_epoch)
+  return (start_epoch, histories, _weights(runs.group_state(group, layout, at_best)),
+          settle)
+
+
+def _restore_epoch(ckpt, state, epoch):
+  """The run's state at ``epoch`` from its 'best' checkpoint, else its 'latest'."""
+  for which in ('best', 'latest'):
+    if epoch in ckpt.steps(which):
+      return ckpt.restore(which, state, epoch)[0]
+  raise UserError(f'the weights of epoch {epoch}, the best by validation so far, are in '
+                  f'no checkpoint under {ckpt.directory} (it holds best '
+                  f'{ckpt.steps("best")}, latest {ckpt.steps("latest")}); this run cannot '
+                  'resume: start it again in a new --workdir')
 
 
 def _weights(state) -> dict:
@@ -415,9 +438,10 @@ def _finish_epoch(run, r, record, improved, on_epoch=None) -> bool:
     if latest_due:
       checkpoint.save(run.ckpt[r].get('latest'), epoch, state, meta)
     if improved:   # ranked by the rule's score (the model weights' val accuracy)
-      checkpoint.save(run.ckpt[r].get('best'), epoch, state,
-                      {**meta, 'val_accuracy': selection.score(record, run.model_weights),
-                       'selected_by': selection.key(run.model_weights)})
+      run.ckpt[r].save_best(epoch, state, _best_meta(history, record, run.model_weights))
+      run.resumed_best[r] = None
+  if not improved and run.resumed_best[r] is not None:
+    _settle_best(run, r, epoch, final=stop or epoch == config.num_epochs)
   run.writers[r].write_epoch(record)
   test = (f" | test loss {record['test_loss']:.4f} acc {record['test_accuracy']:.4f}"
           if 'test_accuracy' in record else '')
@@ -427,6 +451,27 @@ def _finish_epoch(run, r, record, improved, on_epoch=None) -> bool:
                f"{record.get('val_accuracy', float('nan')):.4f}", test,
                record['images_per_s'])
   return stop
+
+
+def _best_meta(history, record, model_weights) -> dict:
+  """The record saved with the best checkpoint of ``record``'s epoch."""
+  return {'epoch': record['epoch'], 'history': history[:history.index(record) + 1],
+          'val_accuracy': selection.score(record, model_weights),
+          'selected_by': selection.key(model_weights)}
+
+
+def _settle_best(run, r, epoch, final) -> None:
+  """A resumed run whose e* is still the one it resumed with: best checkpoints the
+  interrupted run saved of epochs this run has now replayed (or, at its end, of
+  any later epoch) give way to e*'s state."""
+  history = run.histories[r]
+  best = selection.best(history, run.model_weights)
+  stale = [s for s in run.ckpt[r].steps('best')
+           if best is not None and s != best['epoch'] and (s <= epoch or final)]
+  if stale:
+    run.ckpt[r].save_best(best['epoch'], run.resumed_best[r],
+                          _best_meta(history, best, run.model_weights))
+    run.resumed_best[r] = None
 
 
 def _test_at_end(run) -> tuple:

@@ -41,8 +41,9 @@ def config_from_json(saved: dict) -> ml_collections.ConfigDict:
   return config
 
 
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config recorded in ``workdir/config.json``."""
+def read_config_json(workdir: str) -> dict:
+  """The contents of ``workdir/config.json``; UserError naming it when it is
+  missing or not JSON."""
   path = os.path.join(workdir, 'config.json')
   if not os.path.isfile(path):
     raise UserError(f'{path} not found: {workdir} is not a training run directory; '
@@ -51,9 +52,17 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     with open(path) as f:
       saved = json.load(f)
   except (OSError, ValueError) as e:
-    raise UserError(f'cannot read {path} ({e}); it is damaged: rerun the training '
-                    'or restore that file') from None
-  return config_from_json(saved)
+    raise UserError(f'cannot read {path} ({e}); it is damaged: restore that file '
+                    'or train again in a new --workdir') from None
+  if not isinstance(saved, dict):
+    raise UserError(f'{path} holds no config (a JSON {type(saved).__name__}); it is '
+                    'damaged: restore that file or train again in a new --workdir')
+  return saved
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config recorded in ``workdir/config.json``."""
+  return config_from_json(read_config_json(workdir))
 
 
 def load_data(config, data_dir=None) -> pipeline.Dataset:
@@ -68,12 +77,27 @@ def load_data(config, data_dir=None) -> pipeline.Dataset:
 
 
 def load_history(workdir: str) -> list:
-  """The epoch records of ``workdir/metrics.jsonl`` ([] if there are none yet)."""
+  """The epoch records of ``workdir/metrics.jsonl`` ([] if there are none yet);
+  UserError naming the file and line of a record that is not a JSON object with
+  an 'epoch' (a cut or damaged file: the trainer writes it whole, atomically)."""
   path = os.path.join(workdir, 'metrics.jsonl')
   if not os.path.exists(path):
     return []
+  records = []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    for n, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+      except ValueError:
+        record = None
+      if not isinstance(record, dict) or not isinstance(record.get('epoch'), int):
+        raise UserError(f'{path} line {n} is not an epoch record (the file is cut or '
+                        'damaged); restore the file, or delete it to resume (the '
+                        'checkpoints hold the history up to their epoch)')
+      records.append(record)
+  return records
 
 
 def checkpoint_dir(workdir: str, which: str) -> str:
@@ -89,11 +113,9 @@ def load_run(workdir: str, which: str = 'latest', *, num_train=None, num_classes
   meta is the checkpoint's record ({'epoch', 'history', ['val_accuracy']}) plus
   'which' and 'checkpoint' (its directory). The model has the recorded
   config.data.num_classes classes; ``num_train`` sets the optimizer's schedule
-  length when training is continued (default: the recorded config.data.num_train;
-  a run recorded without it gets 1 step per epoch, which only a continued training sees).
+  length when training is continued (default: the recorded config.data.num_train).
   """
   config = load_config(workdir)
-  num_train = num_train or config.data.num_train or config.batch_size
   directory = checkpoint_dir(workdir, which)
   steps = sorted(int(s) for s in os.listdir(directory) if s.isdigit()) \
       if os.path.isdir(directory) else []

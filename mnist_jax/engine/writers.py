@@ -15,31 +15,31 @@ import jax
 
 
 class MetricWriter:
-  """Appends epoch records to ``workdir/metrics.jsonl`` and TensorBoard scalars."""
+  """Writes epoch records to ``workdir/metrics.jsonl`` and TensorBoard scalars.
 
-  def __init__(self, workdir: str, hparams: dict = None):
+  ``metrics.jsonl`` is rewritten whole and atomically (``write_atomic``) with
+  every record, so a crash never leaves a cut line: a file that holds one was
+  damaged after the fact (engine/rundir.load_history names it)."""
+
+  def __init__(self, workdir: str, hparams: dict = None, history=()):
+    """``history``: the records a resumed run keeps (its checkpoint's); the
+    file then holds exactly those, records of later epochs are replayed."""
     self.active = jax.process_index() == 0
     self.path = os.path.join(workdir, 'metrics.jsonl')
+    self._lines = [json.dumps(r) + '\n' for r in history]
     self._tb = None
     if self.active:
+      write_atomic(self.path, ''.join(self._lines))
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
       if hparams:
         self._tb.add_text('config', '```\n' + json.dumps(hparams, indent=1) + '\n```', 0)
 
-  def truncate_after(self, epoch: int) -> None:
-    """Drops records after ``epoch`` (a resumed run rewrites them)."""
-    if not self.active or not os.path.exists(self.path):
-      return
-    with open(self.path) as f:
-      keep = [l for l in f if l.strip() and json.loads(l)['epoch'] <= epoch]
-    write_atomic(self.path, ''.join(keep))
-
   def write_epoch(self, record: dict) -> None:
     if not self.active:
       return
-    with open(self.path, 'a') as f:
-      f.write(json.dumps(record) + '\n')
+    self._lines.append(json.dumps(record) + '\n')
+    write_atomic(self.path, ''.join(self._lines))
     for key, value in record.items():
       if key != 'epoch' and isinstance(value, (int, float)):
         self._tb.add_scalar(key.replace('_', '/', 1), value, record['epoch'])
