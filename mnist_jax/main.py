@@ -56,13 +56,5 @@ def main(argv):
         f"{os.path.join(workdir, 'summary.json')}")
 
 
-def parse_flags(argv):
-  """cli.parse_flags, with the one line for the evaluation form this command dropped."""
-  if any(a.split('=')[0] in ('--mode', '-mode') for a in argv[1:]):
-    cli.fail('--mode is gone from mnist_jax.main: evaluate a checkpoint with '
-             'python -m mnist_jax.evaluate --workdir=DIR [--which=best|latest]')
-  return cli.parse_flags(argv)
-
-
 if __name__ == '__main__':
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

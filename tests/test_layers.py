@@ -1,7 +1,7 @@
 """The package's layers: every import (lazy ones inside functions too) points down.
 
-  8 commands     main sweep evaluate predict plots explain summary serve
-  7 cli          cli, cli_logs (flag parsing, the one error printer, quiet logs)
+  8 commands     main sweep evaluate predict plots explain serve
+  7 cli          flag parsing, the one error printer, quiet logs
   6 api          the notebook functions
   5 search/ inspection/   the sweep runner; explainer, figures, image preparation
   4 engine/      the epoch driver for K ≥ 1 models, evaluation, checkpoints, run dirs
@@ -18,10 +18,10 @@ import os
 import pytest
 
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'mnist_jax')
-COMMANDS = {'main', 'sweep', 'evaluate', 'predict', 'plots', 'explain', 'summary', 'serve'}
+COMMANDS = {'main', 'sweep', 'evaluate', 'predict', 'plots', 'explain', 'serve'}
 LAYERS = {'errors': 0, 'nn': 1, 'data': 1, 'models': 2, 'config': 2, 'train': 3,
           'parallel': 3, 'engine': 4, 'search': 5, 'inspection': 5, 'api': 6,
-          'cli': 7, 'cli_logs': 7, **{c: 8 for c in COMMANDS}}
+          'cli': 7, **{c: 8 for c in COMMANDS}}
 
 
 def _modules():

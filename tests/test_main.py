@@ -74,13 +74,6 @@ def test_main_trains_and_writes_its_files(tmp_path, mnist_small_dir):
   assert abs(result['test']['accuracy'] - summary['test_accuracy']) < 1e-6
 
 
-def test_the_dropped_eval_mode_names_the_evaluate_command(tmp_path):
-  out = run_main([f'--workdir={tmp_path}', '--mode=eval', '--which=latest'])
-  assert out.returncode == 2 and out.stderr.count('\n') == 1, out.stderr
-  assert 'python -m mnist_jax.evaluate --workdir=DIR' in out.stderr
-  assert os.listdir(tmp_path) == []
-
-
 def test_bare_command_makes_a_new_run_directory(tmp_path, mnist_small_dir):
   shutil.copytree(os.path.join(ROOT, 'configs'), tmp_path / 'configs')
   out = run_main(small_flags(mnist_small_dir, epochs=1), cwd=tmp_path)

@@ -151,7 +151,7 @@ def test_fit_refuses_a_schedule_sized_for_other_data(config):
 
 def test_the_run_loader_honours_the_runs_model_weights(tmp_path, config):
   """config.model_weights says which weights are the model: 'raw' where a run does
-  not say (an older run), 'ema' where it does; an argument overrides it."""
+  not set it (the default), 'ema' where it does; an argument overrides it."""
   c = config.copy_and_resolve_references()
   c.ema_decay, c.data.train_limit = 0.9, 200
   workdir = str(tmp_path / 'ema')

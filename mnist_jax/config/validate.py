@@ -56,7 +56,7 @@ def check(config, num_devices: int = 1) -> None:
            f'(1 = one model), got {size!r}; try 1, 3 or 5')
   _require(0 <= config.ema_decay < 1, f'ema_decay must be in [0, 1) (0 = off), got '
            f'{config.ema_decay}; the usual value is 0.999')
-  weights = config.get('model_weights', 'raw')
+  weights = config.model_weights
   _require(weights in ('raw', 'ema'), f"model_weights must be 'raw' or 'ema', got "
            f'{weights!r}')
   _require(weights == 'raw' or config.ema_decay > 0, "model_weights='ema' needs a weight "

@@ -18,12 +18,9 @@ that reads the run back (predict, the serve page, api, plots) uses them:
 For MNIST the training split's μ, σ are, to 4 places, the published 0.1307, 0.3081 on all
 60,000 images; the 55,000 left after val_size = 5,000 give 0.13072 and 0.30820
 (σ differs from the constant by 9·10⁻⁵, 0.03 %).
-A run recorded before these keys existed trained with MNIST's published μ, σ and
-10 classes: ``fill_unrecorded`` gives such a config those values.
 """
 import numpy as np
 
-from mnist_jax.data import preprocess
 from mnist_jax.errors import UserError
 
 DIGIT_SETS = ('mnist', 'emnist')
@@ -78,18 +75,3 @@ def resolve(config, data):
     raise UserError(f'config.data.label_names has {len(d.label_names)} names for '
                     f'{num_classes} classes; give one name per class or leave it unset')
   return config
-
-
-def fill_unrecorded(config, saved_data: dict) -> None:
-  """Sets, in a run's config read back, what a run recorded before these keys
-  existed trained with: MNIST's published μ, σ, 10 classes named '0'..'9', the
-  digit steps for the MNIST family (``saved_data``: its config.json's data)."""
-  d = config.data
-  if 'mean' not in saved_data:
-    d.mean, d.std = preprocess.MNIST_MEAN, preprocess.MNIST_STD
-  if d.num_classes is None:
-    d.num_classes = 10
-  if d.label_names is None:
-    d.label_names = tuple(str(k) for k in range(d.num_classes))
-  if d.digits is None:
-    d.digits = is_digits(d.name)

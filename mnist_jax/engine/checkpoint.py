@@ -19,8 +19,8 @@ its first train step, not in its start-up.
 Integrity: 'sha256' is a checksum of the saved arrays (dtype, shape and bytes
 of every leaf, in tree order). ``restore`` recomputes it and rejects non-finite
 floats, so flipped bytes on disk are caught instead of training on garbage. A
-record without 'sha256' (an older version's checkpoint, or arrays sharded over
-hosts) is accepted if finite. When resuming (``fallback=True``) a damaged
+record without 'sha256' (arrays sharded over hosts: no host holds them all) is
+accepted if finite. When resuming (``fallback=True``) a damaged
 checkpoint is moved to ``<directory>/../damaged/<name>-<epoch>`` (nothing is
 deleted) and the next older one is restored; otherwise UserError names it.
 """

@@ -233,7 +233,7 @@ class _Run:
 
   @property
   def model_weights(self) -> str:
-    return self.configs[0].get('model_weights', 'raw')
+    return self.configs[0].model_weights
 
 
 def _train_locked(configs, workdirs, data, mesh, start, on_epoch=None) -> list:
@@ -308,7 +308,7 @@ def _resume(group, layout, ckpt, workdirs) -> tuple:
     return 0, histories, None, [None] * layout.runs
   at_best, settle = [], []
   for r, (state, _) in enumerate(restored):
-    best = selection.best(histories[r], group.configs[0].get('model_weights', 'raw'))
+    best = selection.best(histories[r], group.configs[0].model_weights)
     if best is not None and best['epoch'] != start_epoch:
       state = _restore_epoch(ckpt[r], state, best['epoch'])
     at_best.append(state)
@@ -530,7 +530,7 @@ def summarize(config, history, num_params, mesh, wall_s, *, test_last=None,
   (config.model_weights) figures there, the full record at e* under
   'at_best_val', speed and config. ``test_last``/``test_best``: the test
   records of the last and the e* weights (default: those in ``history``)."""
-  weights = config.get('model_weights', 'raw')
+  weights = config.model_weights
   final = history[-1]
   best = selection.best(history, weights) or final
   test_last = {k: v for k, v in final.items() if k.startswith('test_')} \

@@ -197,7 +197,6 @@ def metrics(state, images, labels, *, batch_size: int = 1000) -> dict:
   return _evaluate(state, _checked(images), labels, batch_size)['']
 
 
-split_metrics = metrics   # the same numbers: one pass gives them all
 
 
 @jax.jit
@@ -268,7 +267,7 @@ def checkpoint_metrics(workdir: str, which: str = 'best', data_dir=None) -> dict
   config = rundir.load_config(workdir)
   data = rundir.load_data(config, data_dir)
   _, state, meta = rundir.load_run(workdir, which, num_classes=data.num_classes)
-  weights = config.get('model_weights', 'raw')
+  weights = config.model_weights
   result = {'workdir': workdir, 'which': which, 'epoch': meta['epoch'],
             'model_weights': weights}
   if isinstance(state, ensemble.Ensemble):
@@ -291,6 +290,6 @@ def format_line(result: dict) -> str:
            if split in result]
   what = (f"ensemble of {result['ensemble_size']}, " if 'ensemble_size' in result else '')
   weights = (f"{result['model_weights']} weights, "
-             if result.get('model_weights', 'raw') != 'raw' else '')
+             if result['model_weights'] != 'raw' else '')
   return (f"{result['which']} checkpoint ({what}{weights}epoch {result['epoch']}): "
           + ' | '.join(parts))

@@ -8,7 +8,7 @@ A workdir written by ``engine.driver.train`` (``python -m mnist_jax.main``) hold
   checkpoints/best/<e>     the epoch e* = argmax_e val_accuracy(e)
 
 ``load_run(workdir, 'latest' | 'best')`` rebuilds the config (JSON lists become
-tuples, keys missing from an older run take today's defaults), makes a fresh
+tuples), makes a fresh
 TrainState as the template and restores the checkpoint into it; the state
 carries the run's recorded preprocessing, so whatever uses it (evaluate,
 predict, plots, api) feeds the model what it was trained on. A run with
@@ -25,7 +25,7 @@ import ml_collections
 from mnist_jax import train
 from mnist_jax.engine import checkpoint, ensemble, stacked
 from mnist_jax.config import defaults, overrides as config_overrides
-from mnist_jax.data import describe, pipeline
+from mnist_jax.data import pipeline
 from mnist_jax.errors import UserError
 
 WHICH = ('latest', 'best')
@@ -33,12 +33,9 @@ WHICH = ('latest', 'best')
 
 def config_from_json(saved: dict) -> ml_collections.ConfigDict:
   """The ConfigDict of a run from its ``config.json`` contents: today's defaults
-  with the saved values written in (config/overrides.py, leniently: keys an older
-  run has and today's defaults lack are kept, JSON lists become tuples); a run
-  recorded before its data statistics were gets them from data/describe.fill_unrecorded."""
-  config = config_overrides.apply(defaults.get_config(), defaults.flat(saved), lenient=True)
-  describe.fill_unrecorded(config, saved.get('data', {}))
-  return config
+  with the saved values written in (config/overrides.py, leniently: the model
+  options a run recorded are kept, JSON lists become tuples)."""
+  return config_overrides.apply(defaults.get_config(), defaults.flat(saved), lenient=True)
 
 
 def read_config_json(workdir: str) -> dict:

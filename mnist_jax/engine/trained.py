@@ -46,8 +46,8 @@ class Trained:
 
 
 def model_weights(config, weights: Optional[str] = None) -> str:
-  """``weights``, else the run's config.model_weights, else 'raw'; UserError if unknown."""
-  chosen = weights or config.get('model_weights', None) or 'raw'
+  """``weights``, else the run's config.model_weights; UserError if unknown."""
+  chosen = weights or config.model_weights
   if chosen not in WEIGHTS:
     raise UserError(f"unknown weights '{chosen}'; use weights='raw' or weights='ema' "
                     '(config.model_weights)')

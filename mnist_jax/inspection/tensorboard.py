@@ -38,7 +38,7 @@ def write_tensorboard(workdir, paths, config, history) -> None:
     metrics = {f'final/{k}': final[k] for k in ('test_accuracy', 'test_loss',
                                                  'val_accuracy', 'val_loss')
                if isinstance(final.get(k), (int, float))}
-    weights = config.get('model_weights', 'raw')
+    weights = config.model_weights
     best = selection.best(history, weights)
     if best:
       metrics['best/val_accuracy'] = selection.score(best, weights)

@@ -77,7 +77,7 @@ def _report(trial, record, config) -> bool:
   model weights (engine/selection.py's score, the one the best epoch is chosen
   by); True if the pruner stops the trial (never after its last epoch: nothing
   is left to save)."""
-  value = selection.score(record, config.get('model_weights', 'raw'))
+  value = selection.score(record, config.model_weights)
   if value is None:
     return False
   try:
