@@ -334,17 +334,6 @@ def test_resolve_records_the_training_split_and_the_classes(tmp_path):
     describe.resolve(config, ds)
 
 
-def test_a_run_recorded_before_the_statistics_reads_as_it_trained():
-  saved = defaults.get_config().to_dict()
-  for key in ('mean', 'std', 'num_classes', 'label_names', 'digits', 'num_train'):
-    del saved['data'][key]
-  saved['data']['standardize'] = True
-  from mnist_jax.engine import rundir  # pylint: disable=g-import-not-at-top
-  config = rundir.config_from_json(saved)
-  assert (config.data.mean, config.data.std) == (preprocess.MNIST_MEAN, preprocess.MNIST_STD)
-  assert config.data.num_classes == 10 and config.data.digits
-
-
 @pytest.mark.full_data
 def test_mnist_statistics_match_the_published_constants(full_data_dir):
   images, _ = idx.load_split(os.path.join(full_data_dir, 'mnist'), 'train')
