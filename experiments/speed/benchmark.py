@@ -380,8 +380,8 @@ def _section_key(section: str) -> tuple:
   return lines[0].split(' — ')[0].strip(), machine
 
 
-def write_section(path: str, report: str) -> None:
-  """Puts ``report`` (a '### ' section) into the markdown file at ``path``: it
+def write_section(path: str, section: str) -> None:
+  """Puts ``section`` (a '### ' section) into the markdown file at ``path``: it
   replaces the section that measured the same thing on the same machine, so the
   file holds each measurement's current figure, not a trail; others are kept."""
   text = open(path).read() if os.path.exists(path) else ''
@@ -389,8 +389,8 @@ def write_section(path: str, report: str) -> None:
   sections = ['### ' + s.strip() for s in sections]
   if head.startswith('### '):
     head, sections = '', [head.strip()] + sections
-  key = _section_key(report.strip())
-  kept = [s for s in sections if _section_key(s) != key] + [report.strip()]
+  key = _section_key(section.strip())
+  kept = [s for s in sections if _section_key(s) != key] + [section.strip()]
   with open(path + '.tmp', 'w') as f:
     f.write((head.rstrip() + '\n\n' if head.strip() else '') + '\n\n'.join(kept) + '\n')
   os.replace(path + '.tmp', path)
@@ -404,10 +404,10 @@ def main(argv):
                   'data.download=False']
   config = load_config(FLAGS.config, overrides)
   if FLAGS.profile:
-    report = f'### profile of {FLAGS.config} {" ".join(FLAGS.set)}\n\n{profile(config)}\n'
-    print(report)
+    section = f'### profile of {FLAGS.config} {" ".join(FLAGS.set)}\n\n{profile(config)}\n'
+    print(section)
     if FLAGS.out:
-      write_section(FLAGS.out, report)
+      write_section(FLAGS.out, section)
     return
   peak = cpu_peak(FLAGS.fma_per_cycle)
   cost = model_cost(config)
@@ -434,7 +434,7 @@ def main(argv):
             + ', '.join(f'{p} {v:.2f} s' for p, v in r['phases'].items()), flush=True)
       results[loop].append(r)
   command = report.command()
-  report = '\n'.join([
+  section = '\n'.join([
       f"### {FLAGS.config} {' '.join(FLAGS.set)} — {time.strftime('%Y-%m-%d %H:%M')}",
       '', f'`{command}`', '',
       f"- backend: {cost['backend']}; peak: {peak['how']}",
@@ -448,10 +448,10 @@ def main(argv):
       table(results, cost, peak, FLAGS.target), ''])
   for loop in TORCH_LOOPS:
     for i, r in enumerate(results.get(loop, [])):
-      report += f'\n{loop} run {i + 1} (torch seed {i}): {r["summary"]}'
-  print('\n' + report)
+      section += f'\n{loop} run {i + 1} (torch seed {i}): {r["summary"]}'
+  print('\n' + section)
   if FLAGS.out:
-    write_section(FLAGS.out, report)
+    write_section(FLAGS.out, section)
 
 
 def define_flags():
