@@ -1,11 +1,15 @@
-"""AlexNet (2012) for 28x28 MNIST: 5 conv + 3 FC, ReLU, LRN, overlapping pools, dropout.
+"""AlexNet (2012) on MNIST: 5 conv + 3 FC layers, ReLU, LRN, overlapping pools, dropout.
 
   python -m mnist_jax.main --config=configs/alexnet.py
   python -m mnist_jax.explain --config=configs/alexnet.py   # shapes, params, MACs
   python -m mnist_jax.main --config=configs/alexnet.py --config.model.lrn=False
 
-Widths are the paper's (96, 256, 384, 384, 256) / ~6 and FC 4096 -> 256, so an
-epoch is CPU-affordable (~6.7 M MACs per image). Target >= 99.3 % test accuracy.
+The widths are about the paper's (96, 256, 384, 384, 256) / 6, FC 4096 -> 256, and conv1's
+kernel is 7 (the paper's 11 at stride 4 is for 224x224 images), so an epoch of 28x28
+digits fits a CPU. Trained with defaults.cnn_recipe (Adam, warmup + cosine).
+
+Result: 99.42 % test accuracy after 10 epochs on the full MNIST
+(experiments/results/zoo.md, python -m experiments.concepts.zoo --models=alexnet).
 """
 from mnist_jax.config import defaults
 

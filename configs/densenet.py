@@ -1,11 +1,15 @@
-"""DenseNet-BC (2017) for 28x28 MNIST: 3 dense blocks (3, 6, 12 layers), k = 12, θ = 0.5.
+"""DenseNet-BC (2017) on MNIST: 3 dense blocks (3, 6, 12 layers), k = 12, θ = 0.5.
 
   python -m mnist_jax.main --config=configs/densenet.py
-  python -m mnist_jax.main --config=configs/densenet.py --config.model.compression=1.0 \
+  python -m mnist_jax.main --config=configs/densenet.py --config.model.compression=1.0 \\
       --config.model.bottleneck=False    # plain DenseNet (no B, no C)
 
 Each layer sees the concatenation of all earlier maps, x_l = H_l([x_0..x_{l-1}]),
-and adds k = growth_rate maps. Target >= 99.3 % test accuracy.
+and adds k = growth_rate maps; the transitions keep θ of the channels.
+
+Result: 99.58 % test accuracy after 10 epochs on the full MNIST, 99.61 % after 20
+(--config.num_epochs=20) (experiments/results/zoo.md, python -m experiments.concepts.zoo
+--models=densenet,densenet_long).
 """
 from mnist_jax.config import defaults
 

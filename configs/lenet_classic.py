@@ -6,7 +6,10 @@
 Differences from the paper that remain: the output is a softmax with
 categorical cross-entropy (the paper used Euclidean RBF units) and Adam instead
 of the paper's stochastic diagonal Levenberg-Marquardt. The paper reports 0.95 %
-test error without distortions (0.8 % with); aim: >= 99.0 % test accuracy.
+test error without distortions and 0.8 % with them; this config trains with them.
+
+Result: 99.16 % test accuracy after 20 epochs on the full MNIST
+(experiments/results/zoo.md, python -m experiments.concepts.zoo --models=lenet_classic).
 """
 from ml_collections import config_dict
 
@@ -24,5 +27,5 @@ def get_config():
   config.model.features = (6, 16, 120, 84)
   config.model.conv_impl = 'auto'        # CPU: patches + matmul; else nn.Conv
   defaults.cnn_recipe(config)            # with distortions, as the paper's 0.8 %
-  config.num_epochs = 20                 # η 2e-3 over 1e-3 by validation: 99.36 vs 99.24 %
+  config.num_epochs = 20                 # η: the recipe's 2e-3, chosen over 1e-3 on validation
   return config

@@ -4,7 +4,10 @@
   python -m mnist_jax.main --config=configs/mlp.py --config.model.hidden='(512, 256)' \\
       --config.model.activation=tanh
 
-Target: >= 98.0 % test accuracy (ReLU, dropout 0.2, Adam, 15 epochs).
+ReLU, dropout 0.2, Adam with a cosine schedule, 15 epochs.
+
+Result: 98.23 % test accuracy after 15 epochs on the full MNIST
+(experiments/results/mlp.md, python -m experiments.concepts.reproduce --config=configs/mlp.py).
 """
 from mnist_jax.config import defaults
 

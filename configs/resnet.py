@@ -1,12 +1,14 @@
-"""ResNet (2015) for 28x28 MNIST: ResNet-18's layout (basic blocks 2-2-2-2) at 1/4 width.
+"""ResNet (2015) on MNIST: ResNet-18's layout (basic blocks 2-2-2-2) at 1/4 width.
 
   python -m mnist_jax.main --config=configs/resnet.py
-  python -m mnist_jax.main --config=configs/resnet.py \
+  python -m mnist_jax.main --config=configs/resnet.py \\
       --config.model.block=bottleneck --config.model.stage_sizes='(3, 4, 6, 3)'  # ResNet-50 layout
 
 Residual blocks y = act(F(x) + x), a 1x1 projection where the shape changes.
-Widths (16, 32, 64, 128) are the paper's (64, 128, 256, 512) / 4. Target
->= 99.3 % test accuracy.
+Widths (16, 32, 64, 128) are the paper's (64, 128, 256, 512) / 4.
+
+Result: 99.49 % test accuracy after 10 epochs on the full MNIST
+(experiments/results/zoo.md, python -m experiments.concepts.zoo --models=resnet).
 """
 from mnist_jax.config import defaults
 

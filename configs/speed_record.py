@@ -1,12 +1,12 @@
 """The fastest published MNIST recipe (github.com/tuomaso/train_mnist_fast), as a config.
 
-  python -m mnist_jax.main --config=configs/speed_record.py \
+  python -m mnist_jax.main --config=configs/speed_record.py \\
       --config.data.source=idx --config.data.data_dir=$MNIST_DIR
-  python experiments/speed/benchmark.py --config=configs/speed_record.py --data_dir=$MNIST_DIR \
+  python -m experiments.speed.benchmark --config=configs/speed_record.py --data_dir=$MNIST_DIR \\
       --loops=scan,warm,torch_record --pytorch_python=PY
 
-The same arithmetic as ``experiments/speed/pytorch_reference.py --recipe=record``, so the
-two frameworks are compared on one model (SpeedNet with this plan, no batch norm):
+The same arithmetic as ``python -m experiments.speed.pytorch_reference --recipe=record``,
+so the two frameworks are compared on one model (SpeedNet with this plan, no batch norm):
 
   28x28x1 -C5-> 24x24x24 -pool-> 12x12x24 -C3-> 10x10x32 -pool-> 5x5x32 -> 800
   -> Dense 256 -> ReLU -> Dense 10                     (ReLU after each pool)
@@ -17,6 +17,9 @@ one-cycle over one epoch (η/25 → η over 30 % of the steps, cosine to η/(25�
 batch 256, inputs standardized with (0.1307, 0.3081), no augmentation. Differences
 from the PyTorch script, both on purpose: 55,000 training images (the last 5,000 are the
 validation split every config holds out), and a fresh shuffle per epoch.
+
+Result: 99.07 % test accuracy after its one epoch (experiments/results/benchmark.md,
+its configs/speed_record.py section, which also has its time).
 """
 from mnist_jax.config import defaults
 

@@ -1,4 +1,4 @@
-"""VGG (2014) for 28x28 MNIST: only 3x3 convs, VGG-16's 13 conv + 3 FC layers.
+"""VGG (2014) on MNIST: only 3x3 convs, VGG-16's 13 conv + 3 FC layers.
 
   python -m mnist_jax.main --config=configs/vgg.py
   python -m mnist_jax.main --config=configs/vgg.py --config.model.plan=vgg11
@@ -8,7 +8,9 @@
 in a config file, a tuple of widths and 'M' (max-pool), e.g. (32, 'M', 64, 'M').
 Widths are the paper's x ``width`` (1/8: 64..512 -> 8..64). Batch norm is the
 later VGG-BN variant: it lets 16 layers train from scratch in a few epochs.
-Target >= 99.3 % test accuracy.
+
+Result: 99.50 % test accuracy after 10 epochs on the full MNIST
+(experiments/results/zoo.md, python -m experiments.concepts.zoo --models=vgg).
 """
 from mnist_jax.config import defaults
 

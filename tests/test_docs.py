@@ -3,9 +3,10 @@
   (a) no command a user reads (README.md, docs/, configs/, experiments/, the
       package's messages and docstrings) names a sibling folder outside the clone;
   (b) tracked files speak only of the project, not of how it was made;
-  (c) every ``python -m mnist_jax.<command>`` and ``python experiments/<script>.py``
+  (c) every ``python -m mnist_jax.<command>`` and ``python -m experiments.<group>.<script>``
       in README.md and docs/ passes only flags that command defines, and every
-      ``--config.<key>`` names a key of the config it loads;
+      ``--config.<key>`` names a key of the config it loads; no page, config or script
+      runs an experiment by its file path;
   (d) every repository path named in a tracked file exists;
   (e) README.md is at most 200 lines.
 
@@ -138,7 +139,8 @@ def test_tracked_files_speak_only_of_the_project():
 
 # (c) ----------------------------------------------------------------------------------------
 
-COMMAND = re.compile(r'python3? (-m mnist_jax\.(\w+)|(experiments/[\w/]+\.py))([^\n`|]*)')
+COMMAND = re.compile(r'python3? -m ((?:mnist_jax|experiments)(?:\.\w+)+)([^\n`|]*)')
+BY_PATH = re.compile(r'python3? experiments/[\w/]+\.py')
 
 
 def commands_in(text: str) -> list:
@@ -148,8 +150,8 @@ def commands_in(text: str) -> list:
   for m in COMMAND.finditer(text):
     if re.match(r'[^\n]*\n\s*error:', text[m.end():]):
       continue    # a bad-input example: the line below is the error it prints
-    program = f'mnist_jax.{m.group(2)}' if m.group(2) else m.group(3)
-    rest = re.split(r'\s#|\s&&|\s;|\)\s|\s\|', m.group(4))[0]
+    program = m.group(1)
+    rest = re.split(r'\s#|\s&&|\s;|\)\s|\s\|', m.group(2))[0]
     try:
       words = shlex.split(rest.replace('$', ''), posix=True)
     except ValueError:
@@ -161,10 +163,11 @@ def commands_in(text: str) -> list:
 def test_commands_are_read_with_their_continuation_lines():
   text = ('```\npython -m mnist_jax.main --config=configs/lenet.py \\\n'
           '    --config.num_epochs=5 [--workdir=DIR]  # a comment\n```\n'
-          'and `python experiments/speed/benchmark.py --runs=3` inline')
+          'and `python -m experiments.speed.benchmark --runs=3` inline, not '
+          '`python -m experiments.<group>.<script>`')
   assert commands_in(text) == [
       ('mnist_jax.main', ['--config=configs/lenet.py', '--config.num_epochs=5', '--workdir=DIR']),
-      ('experiments/speed/benchmark.py', ['--runs=3'])]
+      ('experiments.speed.benchmark', ['--runs=3'])]
   shown_failing = ('$ python -m mnist_jax.main --config.lerning_rate=0.1\n'
                    'error: unknown config key ...\n')
   assert commands_in(shown_failing) == []
@@ -174,32 +177,26 @@ def page_commands() -> list:
   return [(page, program, args) for page in pages() for program, args in commands_in(read(page))]
 
 
+def module_file(program: str) -> str:
+  """'experiments.speed.benchmark' -> 'experiments/speed/benchmark.py'."""
+  return '/'.join(program.split('.')) + '.py'
+
+
 def _help_text(program: str) -> str:
-  argv = ([sys.executable, '-m', program] if program.startswith('mnist_jax.')
-          else [sys.executable, os.path.join(ROOT, program)])
-  out = subprocess.run(argv + ['--helpfull'], cwd=ROOT, capture_output=True, text=True,
-                       timeout=300)
-  text = out.stdout + out.stderr
-  if 'unrecognized arguments' in text or 'usage:' in text:   # argparse: --help
-    out = subprocess.run(argv + ['--help'], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
-    text = out.stdout + out.stderr
-  return text
+  out = subprocess.run([sys.executable, '-m', program, '--helpfull'], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+  return out.stdout + out.stderr
 
 
 def _source_flags(program: str) -> set:
-  """Flags a file defines, read from its source (for a script whose imports are
+  """Flags a module defines, read from its source (for a script whose imports are
   not installed here, e.g. the PyTorch reference)."""
-  path = (os.path.join(ROOT, *program.split('.')) + '.py' if program.startswith('mnist_jax.')
-          else os.path.join(ROOT, program))
-  text = read(os.path.relpath(path, ROOT))
-  return set(re.findall(r"DEFINE_\w+\(\s*'(\w+)'", text) +
-             re.findall(r"add_argument\(\s*'--([\w-]+)'", text))
+  return set(re.findall(r"DEFINE_\w+\(\s*'(\w+)'", read(module_file(program))))
 
 
 @functools.lru_cache(maxsize=None)
 def defined_flags(program: str) -> frozenset:
-  """The flags of a command: its --helpfull (absl) or --help (argparse) output."""
+  """The flags of a command: its --helpfull output (absl)."""
   text = _help_text(program)
   names = set(re.findall(r'^\s+--(?:\[no\])?([\w.-]+)', text, re.M))
   names |= set(re.findall(r'^\s+-\w,\s?--([\w-]+)', text, re.M))   # -v,--verbosity; -h, --help
@@ -212,8 +209,8 @@ def defined_flags(program: str) -> frozenset:
 def _config_of(program: str, args: list):
   from mnist_jax.config import defaults  # pylint: disable=g-import-not-at-top
   path = next((a.split('=', 1)[1] for a in args if a.startswith('--config=')), None)
-  if path is None and program.startswith('experiments/'):
-    m = re.search(r"DEFINE_config_file\(\s*'config',\s*'([^']+)'", read(program))
+  if path is None and program.startswith('experiments.'):
+    m = re.search(r"DEFINE_config_file\(\s*'config',\s*'([^']+)'", read(module_file(program)))
     path = m and m.group(1)
   if path is None or not os.path.isfile(os.path.join(ROOT, path.split(':')[0])):
     return None
@@ -233,8 +230,7 @@ def test_commands_in_the_docs_use_only_defined_flags():
   found = page_commands()
   assert any(p == 'mnist_jax.main' for _, p, _ in found), 'README.md lost its train command'
   programs = sorted({p for _, p, _ in found})
-  missing = [p for p in programs if p.startswith('experiments/') and not os.path.isfile(
-      os.path.join(ROOT, p))]
+  missing = [p for p in programs if not os.path.isfile(os.path.join(ROOT, module_file(p)))]
   assert not missing, f'commands run scripts that do not exist: {missing}'
   with concurrent.futures.ThreadPoolExecutor(4) as pool:
     list(pool.map(defined_flags, programs))
@@ -254,6 +250,16 @@ def test_commands_in_the_docs_use_only_defined_flags():
       if name not in names and not (name.startswith('no') and name[2:] in names):
         bad.append(f'{page}: {program} has no flag --{name}')
   assert not bad, '\n'.join(bad)
+
+
+def test_experiments_run_as_modules():
+  """``python experiments/x/y.py`` puts experiments/x/ first on sys.path, where
+  ``from experiments import report`` fails: every experiment runs with -m."""
+  texts = pages() + [p for p in tracked() if p.endswith('.py') and p.startswith(
+      ('configs/', 'experiments/'))]
+  bad = [f'{path}: {m.group()}' for path in texts if path != THIS
+         for m in BY_PATH.finditer(read(path))]
+  assert not bad, 'run it as python -m experiments.<group>.<script>:\n' + '\n'.join(bad)
 
 
 # (d) ----------------------------------------------------------------------------------------

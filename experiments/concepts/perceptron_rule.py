@@ -1,6 +1,6 @@
 """The perceptron two ways: Rosenblatt's rule (step activation) vs gradient descent.
 
-  python experiments/concepts/perceptron_rule.py --config=configs/perceptron.py \\
+  python -m experiments.concepts.perceptron_rule --config=configs/perceptron.py \\
       [--epochs=5] [--gd_epochs=10] [--data_dir=$MNIST_DIR]
 
 (a) The step activation 1[z >= 0] has zero gradient, so the layer is trained
@@ -10,9 +10,6 @@
     the normal trainer (driver.train_and_evaluate) with the config.
 Prints a markdown table and writes it to experiments/results/perceptron_rule.md.
 """
-import os
-import shlex
-import sys
 import tempfile
 import time
 
@@ -21,13 +18,10 @@ import jax.numpy as jnp
 from absl import app, flags
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# pylint: disable=g-import-not-at-top,wrong-import-position
-import hardware
-from mnist_jax.engine import driver
+from experiments import report
 from mnist_jax.data import pipeline, preprocess
+from mnist_jax.engine import driver
 from mnist_jax.models import perceptron
-# pylint: enable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/perceptron.py',
                                           'perceptron config', lock_config=False)
@@ -89,15 +83,12 @@ def main(argv):
            'train s |', '|---|---|---|---:|---:|---:|---:|']
   for name, act, upd, ep, val, test, sec in rows:
     table.append(f'| {name} | {act} | {upd} | {ep} | {val:.4f} | {test:.4f} | {sec:.1f} |')
-  text = '\n'.join(table)
-  print(text)
   sizes = data.sizes()
-  with open(_OUT.value, 'w') as f:
-    f.write('# The perceptron: Rosenblatt rule vs gradient descent\n\n'
-            f"Command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`  \n"
-            f'Hardware: {hardware.describe()}; data: {sizes["train"]} train / {sizes["val"]} '
-            f'val / {sizes["test"]} test images.\n\n{text}\n')
-  print(f'wrote {_OUT.value}')
+  report.write_markdown(_OUT.value, [
+      '# The perceptron: Rosenblatt rule vs gradient descent', '',
+      f'`{report.command()}`', '',
+      f'{report.machine()} Data: {sizes["train"]} train / {sizes["val"]} val / '
+      f'{sizes["test"]} test images.', '', *table])
 
 
 if __name__ == '__main__':

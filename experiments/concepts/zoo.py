@@ -1,8 +1,8 @@
 """Trains the architecture zoo (LeNet-5 ... EfficientNet) and tabulates it.
 
-  python experiments/concepts/zoo.py --data_dir=$MNIST_DIR          # all, default configs
-  python experiments/concepts/zoo.py --models=resnet,densenet --epochs=2      # a subset, shorter
-  python experiments/concepts/zoo.py --models=alexnet --epochs=1 --train_limit=2000   # smoke test
+  python -m experiments.concepts.zoo --data_dir=$MNIST_DIR          # all, default configs
+  python -m experiments.concepts.zoo --models=resnet,densenet --epochs=2      # a subset, shorter
+  python -m experiments.concepts.zoo --models=alexnet --epochs=1 --train_limit=2000   # smoke test
 
 Each model trains with its ``configs/<config>.py`` through ``engine.driver.train``
 (its plots then drawn by ``inspection.figures`` if config.write_plots, as mnist_jax.main).
@@ -15,23 +15,18 @@ against parameters, log scale).
 """
 import json
 import os
-import shlex
-import sys
 import tempfile
+import time
 
 import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# pylint: disable=g-import-not-at-top,wrong-import-position
-import hardware
+from experiments import hardware, report
 from mnist_jax import cli, train
 from mnist_jax.config import defaults
 from mnist_jax.engine import driver, rundir
 from mnist_jax.inspection import explain, figures
-# pylint: enable=g-import-not-at-top,wrong-import-position
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # key -> (config file, label, year, key innovation[, config overrides])
 ZOO = {
     'lenet5': ('lenet.py', 'LeNet-5 (modern)', 1998, 'conv + subsampling, end to end'),
@@ -44,9 +39,8 @@ ZOO = {
     'densenet': ('densenet.py', 'DenseNet-BC', 2017, 'x_l = H_l([x_0..x_{l-1}])'),
     'efficientnet': ('efficientnet.py', 'EfficientNet-B0', 2019,
                      'compound scaling, MBConv + SE'),
-    # Longer runs for the >= 99.6 % single model, in the order tried: the best
-    # validation accuracy of the 10-epoch zoo (VGG) with stronger augmentation,
-    # then the second best (DenseNet) with the same recipe for twice as long.
+    # Longer runs of the two best 10-epoch models by validation accuracy: VGG with
+    # stronger augmentation, DenseNet with its own recipe for twice as long.
     'vgg_long': ('vgg.py', 'VGG-16 (BN), 30 epochs', 2014, 'same net, longer',
                  {'num_epochs': 30, 'augment.translate': 2.0, 'augment.scale': 0.1}),
     'densenet_long': ('densenet.py', 'DenseNet-BC, 20 epochs', 2017, 'same net, longer',
@@ -57,14 +51,14 @@ _MODELS = flags.DEFINE_list('models', list(ZOO), f'Subset of {", ".join(ZOO)}.')
 _EPOCHS = flags.DEFINE_integer('epochs', 0, 'Override num_epochs (0 = the config\'s).')
 _TRAIN_LIMIT = flags.DEFINE_integer('train_limit', 0, 'Use only N training images (0 = all).')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Folder with the IDX files (else TFDS).')
-_OUT = flags.DEFINE_string('out', os.path.join(ROOT, 'experiments', 'results', 'zoo.md'),
+_OUT = flags.DEFINE_string('out', os.path.join(report.RESULTS, 'zoo.md'),
                            'Markdown table; <out>.json and .png are written beside it.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Root for the runs (default: a temp dir).')
 
 
 def config_for(key):
   """The model's default config with the command-line overrides applied."""
-  config = defaults.load(os.path.join(ROOT, 'configs', ZOO[key][0]))
+  config = defaults.load(os.path.join(report.ROOT, 'configs', ZOO[key][0]))
   for path, value in _overrides(key).items():
     *parents, leaf = path.split('.')
     node = config
@@ -114,8 +108,8 @@ def run_one(key, workdir):
       'epochs': s['epochs'], 'train_images': config.data.train_limit or 'all',
       'epoch_s': epoch_s, 'images_per_s': s['images_per_s'],
       'val_accuracy': s['val_accuracy'], 'test_accuracy': s['test_accuracy'],
-      'hardware': hardware.describe(),
-      'command': 'python ' + ' '.join(shlex.quote(a) for a in sys.argv),
+      'hardware': f"{hardware.describe()}; {time.strftime('%Y-%m-%d')}",
+      'command': report.command(),
   }
 
 
@@ -134,11 +128,10 @@ def render(results, md_path):
         f"{100 * r['val_accuracy']:.2f} % | {100 * r['test_accuracy']:.2f} % | "
         f"[{machines.index(r['hardware']) + 1}] |")
   commands = sorted({r['command'] for r in rows})
-  text = '\n'.join(lines) + '\n\nMachines (times compare only within one machine):\n' + \
-      ''.join(f'- [{i + 1}] {m}\n' for i, m in enumerate(machines)) + '\nCommands:\n' + \
-      ''.join(f'- `{c}`\n' for c in commands)
-  with open(md_path, 'w') as f:
-    f.write(text)
+  lines += ['', 'Machines and dates (times compare only within one machine):']
+  lines += [f'- [{i + 1}] {m}' for i, m in enumerate(machines)]
+  lines += ['', 'Commands:'] + [f'- `{c}`' for c in commands]
+  report.write_markdown(md_path, lines)
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -155,7 +148,6 @@ def render(results, md_path):
   fig.tight_layout()
   fig.savefig(os.path.splitext(md_path)[0] + '.png', dpi=120)
   plt.close(fig)
-  return text
 
 
 def main(argv):
@@ -175,7 +167,7 @@ def main(argv):
     results[key] = run_one(key, workdir)
     with open(json_path, 'w') as f:       # after every model: a crash keeps the rest
       json.dump(results, f, indent=1)
-    print(render(results, _OUT.value), flush=True)
+    render(results, _OUT.value)
 
 
 if __name__ == '__main__':

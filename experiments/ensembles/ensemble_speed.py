@@ -1,6 +1,6 @@
 """K ensemble members trained as one vmapped program vs K runs one after another.
 
-  python experiments/ensembles/ensemble_speed.py [--config=configs/record_single.py] \
+  python -m experiments.ensembles.ensemble_speed [--config=configs/record_single.py] \\
       [--ks=1,4,8] [--train_limit=480] [--val_size=100] [--epochs=2] [--ema_decay=0]
 
 Every side is the product's own driver (``engine.driver.train``) on the small
@@ -21,20 +21,14 @@ member's ECE/NLL).
 Ratios are taken within one run of this script. Writes a markdown table to --out.
 """
 import os
-import shlex
 import statistics
-import sys
 import tempfile
 
 from absl import app, flags
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# pylint: disable=g-import-not-at-top,wrong-import-position
-import hardware
-import report
+from experiments import report
 from mnist_jax.engine import driver, rundir
-# pylint: enable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/record_single.py',
                                           'the member config', lock_config=False)
@@ -83,9 +77,9 @@ def main(argv):
   lines = [
       f'# Ensemble members vmapped vs one after another ({config.model.name}, '
       f'{os.path.basename(flags.FLAGS["config"].config_filename)})', '',
-      f'`python {" ".join(shlex.quote(a) for a in sys.argv)}`', '',
-      f'Hardware: {hardware.describe()}; nothing else training; '
-      f'load average at the end {os.getloadavg()[0]:.1f}.', '',
+      f'`{report.command()}`', '',
+      f'{report.machine()} Nothing else training; load average at the end '
+      f'{os.getloadavg()[0]:.1f}.', '',
       f'The small MNIST fixture: {_TRAIN_LIMIT.value} training images ({steps} steps of '
       f'{config.batch_size}), {_VAL_SIZE.value} validation and 1,000 test images; median '
       'over epochs '

@@ -1,30 +1,26 @@
 """The README's pictures: LeNet-5 (configs/lenet.py) trained on the real MNIST.
 
-  python experiments/inspection/plots_lenet.py --data_dir=$MNIST_DIR [--epochs=3]
+  python -m experiments.inspection.plots_lenet --data_dir=$MNIST_DIR [--epochs=3]
 
 Trains configs/lenet.py (with --epochs overriding num_epochs; the schedule is
 stretched to fit) in --workdir (engine.driver.train), then draws every plot of
 mnist_jax.inspection.figures of the final state there (the engine draws none) and
 copies the chosen ones to experiments/results/lenet_<name>.png. Without
---data_dir the data comes from TFDS. Prints the hardware and final metrics.
+--data_dir the data comes from TFDS. Prints the command, the machine and the
+final metrics (a PNG holds no command line).
 """
 import os
 import shutil
-import sys
 import time
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# pylint: disable=g-import-not-at-top,wrong-import-position
-import hardware
+from experiments import report
 from mnist_jax import cli
 from mnist_jax.config import defaults
 from mnist_jax.engine import driver
 from mnist_jax.inspection import figures
-# pylint: enable=g-import-not-at-top,wrong-import-position
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _EPOCHS = flags.DEFINE_integer('epochs', 0, 'epochs (0 = the config\'s, 10)')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'folder with the MNIST IDX files '
                                 '(default: TFDS)')
@@ -35,7 +31,7 @@ _COPY = flags.DEFINE_list('copy', ['curves', 'confusion'], 'plots copied to '
 
 
 def lenet_config():
-  return defaults.load(os.path.join(ROOT, 'configs', 'lenet.py'))
+  return defaults.load(os.path.join(report.ROOT, 'configs', 'lenet.py'))
 
 
 def main(argv):
@@ -53,15 +49,14 @@ def main(argv):
     raise outcome.error
   summary = outcome.summary
   figures.write_all(workdir, config, outcome.state, results.data)  # = the latest checkpoint
-  out = os.path.join(ROOT, 'experiments', 'results')
-  os.makedirs(out, exist_ok=True)
+  os.makedirs(report.RESULTS, exist_ok=True)
   for name in _COPY.value:
-    target = os.path.join(out, f'lenet_{name}.png')
+    target = os.path.join(report.RESULTS, f'lenet_{name}.png')
     shutil.copyfile(os.path.join(workdir, 'plots', f'{name}.png'), target)
     print(f'{target}: {os.path.getsize(target) // 1024} KB')
-  print(f"LeNet-5, {summary['epochs']} epochs: test accuracy "
+  print(f"`{report.command()}`: LeNet-5, {summary['epochs']} epochs, test accuracy "
         f"{summary['test_accuracy']:.4f}, {summary['train_time_s']:.0f} s training; "
-        f'{hardware.describe()}; workdir {workdir}')
+        f'{report.machine()} Workdir {workdir}.')
 
 
 if __name__ == '__main__':

@@ -1,6 +1,6 @@
 """Latency of one prediction on the serve page: a drawing (PNG) in, probabilities out.
 
-  python experiments/inspection/serve_latency.py --runs=runs/serve_demo [--run=lenet] [--n=200]
+  python -m experiments.inspection.serve_latency --runs=runs/serve_demo [--run=lenet] [--n=200]
 
 Serves the runs as ``python -m mnist_jax.serve`` does (uvicorn on a free
 loopback port, in this process), loads the run once (its forward passes compile
@@ -17,26 +17,27 @@ then), and times, after 10 warm-up requests, ``--n`` sequential requests of a
             to its bars shown (PNG encoding, request, JSON, drawing the bars)
 Medians and 90th percentiles in ms to experiments/results/serve_latency.md.
 """
-import argparse
 import io
 import os
-import sys
 import threading
 import time
 
+import httpx
 import numpy as np
+from absl import app, flags
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, ROOT)
-# pylint: disable=g-import-not-at-top,wrong-import-position
-import hardware
-import httpx
+from experiments import report
 from mnist_jax.inspection import server
-# pylint: enable=g-import-not-at-top,wrong-import-position
 
-OUT = os.path.join(ROOT, 'experiments', 'results', 'serve_latency.md')
+_RUNS = flags.DEFINE_string('runs', None, 'Folder of runs (experiments.inspection.serve_runs).',
+                            required=True)
+_RUN = flags.DEFINE_string('run', 'lenet', 'The run to predict with.')
+_N = flags.DEFINE_integer('n', 200, 'Timed requests per row.')
+_CHROMIUM = flags.DEFINE_string('chromium', '/usr/bin/chromium', 'Chromium for the page row '
+                                '(skipped if absent).')
+_OUT = flags.DEFINE_string('out', os.path.join(report.RESULTS, 'serve_latency.md'),
+                           'Markdown file of the table.')
 
 
 def seven_png() -> bytes:
@@ -81,60 +82,50 @@ def browser_latencies(url, run, chromium):
   return ms
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--runs', required=True, help='folder of runs (experiments/inspection/serve_runs.py)')
-  parser.add_argument('--run', default='lenet')
-  parser.add_argument('--n', type=int, default=200)
-  parser.add_argument('--chromium', default='/usr/bin/chromium')
-  args = parser.parse_args()
-  root = os.path.abspath(args.runs)
-  app = server.create_app(root)
+def main(argv):
+  del argv
+  run, n = _RUN.value, _N.value
+  site = server.create_app(os.path.abspath(_RUNS.value))
   sock = server.bind('127.0.0.1', 0)
-  uv = server.make_server(app)
+  uv = server.make_server(site)
   threading.Thread(target=uv.run, kwargs={'sockets': [sock]}, daemon=True).start()
   while not uv.started:
     time.sleep(0.05)
   body = seven_png()
   with httpx.Client(base_url=server.url(sock), timeout=300) as http:
     start = time.perf_counter()
-    first = http.get('/api/run', params={'run': args.run})
+    first = http.get('/api/run', params={'run': run})
     first.raise_for_status()
     load_s = time.perf_counter() - start
-    answer = http.post('/api/predict', params={'run': args.run}, content=body).json()
+    answer = http.post('/api/predict', params={'run': run}, content=body).json()
     rows = []
-    for name, params in (('predict', {'run': args.run}),
-                         ('inside', {'run': args.run, 'inside': 1})):
+    for name, params in (('predict', {'run': run}), ('inside', {'run': run, 'inside': 1})):
       rows.append((name, *timed(lambda p=params: http.post('/api/predict', params=p,
                                                            content=body).raise_for_status(),
-                                args.n)))
+                                n)))
   picture = np.asarray(Image.open(io.BytesIO(body)))
-  loaded = app.state.runs.get(args.run)
-  rows.append(('library', *timed(lambda: loaded.predict(picture), args.n)))
-  if os.path.exists(args.chromium):
-    page_ms = browser_latencies(server.url(sock), args.run, args.chromium)
+  loaded = site.state.runs.get(run)
+  rows.append(('library', *timed(lambda: loaded.predict(picture), n)))
+  if os.path.exists(_CHROMIUM.value):
+    page_ms = browser_latencies(server.url(sock), run, _CHROMIUM.value)
     rows.append((f'page ({len(page_ms)} predictions while drawing)', np.median(page_ms),
                  np.percentile(page_ms, 90)))
   uv.should_exit = True
   lines = [
       '# Serve page latency: one prediction, drawing in -> probabilities out',
-      '',
-      f'Machine: {hardware.describe()}. Run `{args.run}` under `{args.runs}` '
+      '', f'`{report.command()}`', '',
+      f'{report.machine()} Run `{run}` under `{_RUNS.value}` '
       f"({first.json()['model']}, {first.json()['which']} checkpoint, epoch "
       f"{first.json()['epoch']}); the 7 drawn is predicted {answer['digit_class']}. "
       f'Loading the run (restore + compiling its forward passes): {load_s:.1f} s, once.',
-      f'{args.n} sequential requests after 10 warm-up ones (predict, inside, library).',
+      f'{n} sequential requests after 10 warm-up ones (predict, inside, library).',
       'The server and the browser share the machine.',
       '',
       '| request | median ms | 90th percentile ms |',
       '|---|---:|---:|']
   lines += [f'| {name} | {median:.1f} | {p90:.1f} |' for name, median, p90 in rows]
-  text = '\n'.join(lines) + '\n'
-  os.makedirs(os.path.dirname(OUT), exist_ok=True)
-  with open(OUT, 'w') as f:
-    f.write(text)
-  print(text)
+  report.write_markdown(_OUT.value, lines)
 
 
 if __name__ == '__main__':
-  main()
+  app.run(main)

@@ -1,7 +1,7 @@
 """Grid vs ASHA vs TPE on a LeNet search space: best validation accuracy and epochs trained.
 
-  python experiments/search/search_benchmark.py --data_dir=$MNIST_DIR \
-      [--train_limit=10000 --epochs=9] [--strategies=grid,asha,tpe,tpe_asha,grid_vec4] \
+  python -m experiments.search.search_benchmark --data_dir=$MNIST_DIR \\
+      [--train_limit=10000 --epochs=9] [--strategies=grid,asha,tpe,tpe_asha,grid_vec4] \\
       [--seeds=0,1,2]
 
 The space (12 points): η ∈ {5e-4, 1e-3, 2e-3, 4e-3} x dropout p ∈ {0, 0.25, 0.5}
@@ -30,16 +30,13 @@ strategies can be run one at a time.
 """
 import json
 import os
-import sys
 import tempfile
 import time
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, ROOT)
-import hardware  # pylint: disable=g-import-not-at-top,wrong-import-position
+from experiments import hardware, report
+from mnist_jax.config import defaults
 
 _DATA_DIR = flags.DEFINE_string('data_dir', os.environ.get('MNIST_DIR'),
                                  'Folder with the four MNIST IDX files (default: $MNIST_DIR)')
@@ -49,8 +46,8 @@ _STRATEGIES = flags.DEFINE_list('strategies', ['grid', 'asha', 'tpe', 'tpe_asha'
                                 'which searches to run')
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'],
                            'sampler seeds (every strategy but the grid runs once per seed)')
-_OUT = flags.DEFINE_string('out', os.path.join(ROOT, 'experiments', 'results',
-                                               'search_benchmark'), 'results path stem')
+_OUT = flags.DEFINE_string('out', os.path.join(report.RESULTS, 'search_benchmark'),
+                           'results path stem')
 
 STRATEGIES = {  # name: (sampler, pruner, share of the grid's trials, trials per group)
     'grid': ('grid', 'none', 1.0, 1), 'asha': ('grid', 'asha', 1.0, 1),
@@ -64,8 +61,7 @@ def space(h):
 
 
 def config():
-  from configs import lenet  # pylint: disable=g-import-not-at-top
-  c = lenet.get_config()
+  c = defaults.load(os.path.join(report.ROOT, 'configs', 'lenet.py'))
   c.data.source, c.data.data_dir, c.data.download = 'idx', os.path.abspath(_DATA_DIR.value), False
   c.data.train_limit, c.num_epochs, c.write_plots = _TRAIN_LIMIT.value, _EPOCHS.value, False
   return c
@@ -116,8 +112,8 @@ def _mean_row(name: str, runs: list, grid: dict) -> str:
 def render(results: dict, setup: dict) -> str:
   grid = (results.get('grid') or [None])[0]
   lines = ['# Hyperparameter search: grid vs ASHA vs TPE (LeNet, 12-point space)', '',
-           '`python experiments/search/search_benchmark.py ' + setup['args'] + '`', '',
-           f"Hardware: {setup['hardware']}; one worker, one process, on a machine "
+           f"`{setup['command']}`", '',
+           f"Machine: {setup['hardware']}; one worker, one process, on a machine "
            "that may be shared (wall-clock is an upper bound; epochs and "
            'accuracies do not depend on it).', '',
            f"configs/lenet.py, η ∈ {{5e-4, 1e-3, 2e-3, 4e-3}} x dropout ∈ {{0, 0.25, 0.5}}; "
@@ -163,14 +159,11 @@ def main(argv):
     results[name] = [run(name, seed) for seed in seeds]
     print(json.dumps(results[name]), flush=True)
   setup = {'epochs': _EPOCHS.value, 'train_limit': _TRAIN_LIMIT.value,
-           'hardware': hardware.describe(),
-           'args': f'--data_dir={_DATA_DIR.value} --train_limit={_TRAIN_LIMIT.value} '
-                   f'--epochs={_EPOCHS.value} --seeds={",".join(_SEEDS.value)}'}
+           'hardware': f"{hardware.describe()}; {time.strftime('%Y-%m-%d')}",
+           'command': report.command()}
   with open(_OUT.value + '.json', 'w') as f:
     json.dump({'setup': setup, 'results': results}, f, indent=1)
-  with open(_OUT.value + '.md', 'w') as f:
-    f.write(render(results, setup))
-  print(render(results, setup))
+  report.write_markdown(_OUT.value + '.md', render(results, setup).splitlines())
 
 
 if __name__ == '__main__':

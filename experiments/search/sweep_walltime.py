@@ -1,14 +1,14 @@
 """Wall-clock of a whole sweep: one trial after another vs --vectorize, each
 without and with the persistent compilation cache (engine/compile_cache.py).
 
-  python experiments/search/sweep_walltime.py --data_dir=$MNIST_DIR [--epochs=1] \
+  python -m experiments.search.sweep_walltime --data_dir=$MNIST_DIR [--epochs=1] \\
       [--train_limit=0]
 
 Runs the config's own ``get_hyper`` sweep (configs/lenet.py: 3 η x 2 dropout p,
 6 trials, one seed) twice in fresh work directories, as a user would:
 
-  python -m mnist_jax.sweep --config=C --workdir=W [--vectorize] \
-      --config.num_epochs=E --config.data.source=idx --config.data.data_dir=D \
+  python -m mnist_jax.sweep --config=C --workdir=W [--vectorize] \\
+      --config.num_epochs=E --config.data.source=idx --config.data.data_dir=D \\
       --config.write_plots=False
 
 with ``--compilation_cache=off``, then with an empty cache directory ("cold":
@@ -30,9 +30,7 @@ import time
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import hardware  # pylint: disable=g-import-not-at-top,wrong-import-position
-import report  # pylint: disable=g-import-not-at-top,wrong-import-position
+from experiments import report
 
 _CONFIG = flags.DEFINE_string('config', 'configs/lenet.py', 'config file with get_hyper')
 _DATA_DIR = flags.DEFINE_string('data_dir', os.environ.get('MNIST_DIR'),
@@ -90,9 +88,8 @@ def main(argv):
   lines = [
       '# A whole sweep: one trial after another vs --vectorize, without and with the '
       'compilation cache', '',
-      f'`python {" ".join(shlex.quote(a) for a in sys.argv)}`', '',
-      f'Hardware: {hardware.describe()}; load average at the end '
-      f'{os.getloadavg()[0]:.1f}.', '',
+      f'`{report.command()}`', '',
+      f'{report.machine()} Load average at the end {os.getloadavg()[0]:.1f}.', '',
       f'`{_CONFIG.value}`, its get_hyper sweep ({len(trials)} trials), {_EPOCHS.value} '
       f'epoch(s) per trial on the IDX files (train_limit={_TRAIN_LIMIT.value}, 0 = all); '
       'wall-clock of each `python -m mnist_jax.sweep` process (start-up, data, '

@@ -1,27 +1,27 @@
 """Speed of a config, end to end: from process start to the first evaluation at
 >= 99 % test accuracy, with compile time, steady-state images/s and FLOP/s.
 
-  python experiments/speed/benchmark.py --config=configs/speedrun.py \
-      --data_dir=$MNIST_DIR --runs=3 --loops=scan,naive \
+  python -m experiments.speed.benchmark --config=configs/speedrun.py \\
+      --data_dir=$MNIST_DIR --runs=3 --loops=scan,naive \\
       --out=experiments/results/benchmark.md
 
 Each run is a fresh process, timed by the parent from just before it starts:
 'scan' runs ``python -m mnist_jax.main --compilation_cache=off`` (the config's
 loop, cold: every program compiled), 'warm' the same with a persistent
 compilation cache that one untimed run filled first (engine/compile_cache.py:
-the second run on a machine), 'naive' runs experiments/speed/naive_loop.py (one host
-batch and one jit dispatch per step), and with ``--pytorch_python=PY`` (an
-interpreter with torch) 'torch_record' / 'torch_examples' run
-experiments/speed/pytorch_reference.py --recipe=record / examples (the fastest
+the second run on a machine), 'naive' runs ``python -m experiments.speed.naive_loop``
+(one host batch and one jit dispatch per step), and with ``--pytorch_python=PY`` (an
+interpreter with torch and absl-py) 'torch_record' / 'torch_examples' run
+``PY -m experiments.speed.pytorch_reference --recipe=record / examples`` (the fastest
 published recipe; the PyTorch examples/mnist one). All loops run interleaved,
 run 1 of each, then run 2, ..., so a change in the machine's load hits all.
 The comparison is on the record recipe's own terms, test accuracy after
 every epoch: our loops run with ``--config.eval_test_every_epoch=True`` (a
 run reads the test split only at the end otherwise), so each epoch's test
 evaluation is inside the times below, as it is in the recipes'. Nothing is
-chosen on these test figures; choices are made on validation
-(experiments/speed/speedrun_variants.py). The child logs with ``JAX_LOG_COMPILES=1``; the parent timestamps
-every line it prints and reads ``WORKDIR/metrics.jsonl`` at the end:
+chosen on these test figures; choices are made on validation. The child logs
+with ``JAX_LOG_COMPILES=1``; the parent timestamps every line it prints and
+reads ``WORKDIR/metrics.jsonl`` at the end:
 
   time to target  the 'epoch e/E:' line of the first epoch whose test accuracy
                   is >= --target (imports, data, compiles, eval, checkpoint included;
@@ -60,9 +60,10 @@ import time
 
 from absl import app, flags
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-NAIVE = os.path.join(ROOT, 'experiments', 'speed', 'naive_loop.py')
-REFERENCE = os.path.join(ROOT, 'experiments', 'speed', 'pytorch_reference.py')
+from experiments import report
+
+NAIVE = 'experiments.speed.naive_loop'
+REFERENCE = 'experiments.speed.pytorch_reference'
 REFERENCE_RE = re.compile(r'epoch (\d+): test accuracy ([0-9.]+) %')
 REFERENCE_RATE_RE = re.compile(r'\((\d+) images/s\)')
 FLAGS = flags.FLAGS
@@ -102,7 +103,7 @@ def cpu_peak(fma_per_cycle: int = 0) -> dict:
 def load_config(path: str, overrides):
   """The config of ``path`` (``get_config()``) with 'key=value' overrides applied."""
   from mnist_jax.config import defaults  # pylint: disable=g-import-not-at-top
-  config = defaults.load(os.path.join(ROOT, path))
+  config = defaults.load(os.path.join(report.ROOT, path))
   for item in overrides:
     key, value = item.split('=', 1)
     try:
@@ -155,7 +156,7 @@ def run_once(loop: str, config_path: str, overrides, batch_size: int, target: fl
              timeout: float = 900, stop_at_target: bool = False) -> dict:
   """One fresh process of ``loop``; its timeline, parsed as it runs."""
   workdir = tempfile.mkdtemp(prefix=f'bench_{loop}_')
-  cmd = ([sys.executable, NAIVE] if loop == 'naive' else
+  cmd = ([sys.executable, '-m', NAIVE] if loop == 'naive' else
          [sys.executable, '-m', 'mnist_jax.main',
           f'--compilation_cache={WARM_CACHE if loop == "warm" else "off"}'])
   cmd += [f'--config={config_path}', f'--workdir={workdir}']
@@ -166,7 +167,7 @@ def run_once(loop: str, config_path: str, overrides, batch_size: int, target: fl
   cpu0 = _children_cpu_s()
   load = os.getloadavg()[0]
   t0 = time.perf_counter()
-  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+  proc = subprocess.Popen(cmd, cwd=report.ROOT, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
   compile_s, startup, epochs, progress, compiles, tail = 0.0, None, {}, [], [], []
   phases = {}
@@ -219,15 +220,15 @@ def run_once(loop: str, config_path: str, overrides, batch_size: int, target: fl
 
 
 def run_reference(python: str, recipe: str, data_dir: str, target: float, seed: int) -> dict:
-  """experiments/speed/pytorch_reference.py --recipe=``recipe`` in ``python`` (an
-  interpreter with torch), timed like run_once: from just before the process
+  """``python -m experiments.speed.pytorch_reference --recipe=<recipe>`` in ``python``
+  (an interpreter with torch), timed like run_once: from just before the process
   starts to the moment it prints its first test evaluation at >= ``target``."""
-  cmd = [python, REFERENCE, f'--recipe={recipe}', f'--data_dir={os.path.abspath(data_dir)}',
+  cmd = [python, '-m', REFERENCE, f'--recipe={recipe}', f'--data_dir={os.path.abspath(data_dir)}',
          f'--target={target}', f'--seed={seed}']
   cpu0 = _children_cpu_s()
   load = os.getloadavg()[0]
   t0 = time.perf_counter()
-  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+  proc = subprocess.Popen(cmd, cwd=report.ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, env=dict(os.environ, PYTHONUNBUFFERED='1'))
   hit, last, accuracy, rate = None, '', None, None
   for line in proc.stdout:
@@ -379,8 +380,8 @@ def _section_key(section: str) -> tuple:
   return lines[0].split(' — ')[0].strip(), machine
 
 
-def write_section(path: str, report: str) -> None:
-  """Puts ``report`` (a '### ' section) into the markdown file at ``path``: it
+def write_section(path: str, section: str) -> None:
+  """Puts ``section`` (a '### ' section) into the markdown file at ``path``: it
   replaces the section that measured the same thing on the same machine, so the
   file holds each measurement's current figure, not a trail; others are kept."""
   text = open(path).read() if os.path.exists(path) else ''
@@ -388,8 +389,8 @@ def write_section(path: str, report: str) -> None:
   sections = ['### ' + s.strip() for s in sections]
   if head.startswith('### '):
     head, sections = '', [head.strip()] + sections
-  key = _section_key(report.strip())
-  kept = [s for s in sections if _section_key(s) != key] + [report.strip()]
+  key = _section_key(section.strip())
+  kept = [s for s in sections if _section_key(s) != key] + [section.strip()]
   with open(path + '.tmp', 'w') as f:
     f.write((head.rstrip() + '\n\n' if head.strip() else '') + '\n\n'.join(kept) + '\n')
   os.replace(path + '.tmp', path)
@@ -403,10 +404,10 @@ def main(argv):
                   'data.download=False']
   config = load_config(FLAGS.config, overrides)
   if FLAGS.profile:
-    report = f'### profile of {FLAGS.config} {" ".join(FLAGS.set)}\n\n{profile(config)}\n'
-    print(report)
+    section = f'### profile of {FLAGS.config} {" ".join(FLAGS.set)}\n\n{profile(config)}\n'
+    print(section)
     if FLAGS.out:
-      write_section(FLAGS.out, report)
+      write_section(FLAGS.out, section)
     return
   peak = cpu_peak(FLAGS.fma_per_cycle)
   cost = model_cost(config)
@@ -432,8 +433,8 @@ def main(argv):
             f"{r['wall_s']:.1f} s, load {r['load']:.1f}; phases "
             + ', '.join(f'{p} {v:.2f} s' for p, v in r['phases'].items()), flush=True)
       results[loop].append(r)
-  command = ' '.join(['python', 'experiments/speed/benchmark.py'] + sys.argv[1:])
-  report = '\n'.join([
+  command = report.command()
+  section = '\n'.join([
       f"### {FLAGS.config} {' '.join(FLAGS.set)} — {time.strftime('%Y-%m-%d %H:%M')}",
       '', f'`{command}`', '',
       f"- backend: {cost['backend']}; peak: {peak['how']}",
@@ -447,10 +448,10 @@ def main(argv):
       table(results, cost, peak, FLAGS.target), ''])
   for loop in TORCH_LOOPS:
     for i, r in enumerate(results.get(loop, [])):
-      report += f'\n{loop} run {i + 1} (torch seed {i}): {r["summary"]}'
-  print('\n' + report)
+      section += f'\n{loop} run {i + 1} (torch seed {i}): {r["summary"]}'
+  print('\n' + section)
   if FLAGS.out:
-    write_section(FLAGS.out, report)
+    write_section(FLAGS.out, section)
 
 
 def define_flags():
@@ -471,7 +472,7 @@ def define_flags():
   flags.DEFINE_bool('profile', False, 'Instead of timing runs, trace 20 train steps '
                     'and print where the time goes (per layer and pass, top HLO ops).')
   flags.DEFINE_string('pytorch_python', None, 'A Python interpreter with torch, for the '
-                      'torch_* loops (experiments/speed/pytorch_reference.py; needs --data_dir).')
+                      'torch_* loops (experiments.speed.pytorch_reference; needs --data_dir).')
   flags.DEFINE_integer('fma_per_cycle', 0, 'fp32 FMAs per core per cycle (0 = guess '
                        'from /proc/cpuinfo).')
 

@@ -1,6 +1,6 @@
 """Where the speedrun's convolutions lose time: the kernel gradient, and conv_impl='shift'.
 
-  python experiments/speed/conv_grad.py [--batch=60] [--steps=200]
+  python -m experiments.speed.conv_grad [--batch=60] [--steps=200]
 
 Part 1 times, in a standalone jit on one batch (ms per call, best of 3 repeats),
 each 3x3 'SAME' convolution of configs/speedrun.py's SpeedNet:
@@ -17,8 +17,6 @@ with conv_impl 'xla' and 'shift', interleaved over 3 repeats (ms per step, best
 repeat). Writes a markdown report to --out.
 """
 import os
-import shlex
-import sys
 import time
 
 import jax
@@ -26,17 +24,14 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import hardware  # pylint: disable=g-import-not-at-top,wrong-import-position
-from mnist_jax import train  # pylint: disable=wrong-import-position
-from mnist_jax.config import defaults  # pylint: disable=wrong-import-position
-from mnist_jax.nn import conv  # pylint: disable=wrong-import-position
+from experiments import report
+from mnist_jax import train
+from mnist_jax.config import defaults
+from mnist_jax.nn import conv
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _BATCH = flags.DEFINE_integer('batch', 60, 'images per batch (the speedrun: 60)')
 _STEPS = flags.DEFINE_integer('steps', 200, 'calls per measurement')
-_OUT = flags.DEFINE_string('out', os.path.join(ROOT, 'experiments', 'results',
-                                               'conv_grad.md'), 'report file')
+_OUT = flags.DEFINE_string('out', os.path.join(report.RESULTS, 'conv_grad.md'), 'report file')
 LAYERS = ((28, 1, 16), (14, 16, 32), (7, 32, 64))   # (H = W, C, F) of SpeedNet's convs
 PADS = ((1, 1), (1, 1))
 
@@ -79,7 +74,7 @@ def layer_rows(batch, steps):
 
 
 def step_rows(steps):
-  config = defaults.load(os.path.join(ROOT, 'configs', 'speedrun.py'))
+  config = defaults.load(os.path.join(report.ROOT, 'configs', 'speedrun.py'))
   rs = np.random.RandomState(0)
   batch = {'image': jnp.asarray(rs.randint(0, 256, (config.batch_size, 28, 28, 1)), jnp.uint8),
            'label': jnp.asarray(rs.randint(0, 10, config.batch_size), jnp.int32)}
@@ -107,17 +102,14 @@ def main(argv):
   del argv
   layers = layer_rows(_BATCH.value, _STEPS.value)
   steps = step_rows(_STEPS.value)
-  text = ('# The kernel gradient of the speedrun\'s convolutions (conv_impl=\'shift\')\n\n'
-          f"`python {' '.join(shlex.quote(a) for a in sys.argv)}` ({time.strftime('%Y-%m-%d %H:%M')})\n\n"
-          f'Hardware: {hardware.describe()}; load average at the end {os.getloadavg()[0]:.1f}.\n\n'
-          f'Per convolution of SpeedNet, batch {_BATCH.value}, standalone jit, ms per call '
-          '(best of 3 repeats):\n\n' + '\n'.join(layers) +
-          '\n\nThe whole train step of `configs/speedrun.py` (batch 60, loop_mode=\'step\'), '
-          f'{_STEPS.value} steps per repeat, best of 3 interleaved repeats:\n\n'
-          + '\n'.join(steps) + '\n')
-  with open(_OUT.value, 'w') as f:
-    f.write(text)
-  print(text)
+  report.write_markdown(_OUT.value, [
+      "# The kernel gradient of the speedrun's convolutions (conv_impl='shift')", '',
+      f'`{report.command()}`', '',
+      f'{report.machine()} Load average at the end {os.getloadavg()[0]:.1f}.', '',
+      f'Per convolution of SpeedNet, batch {_BATCH.value}, standalone jit, ms per call '
+      '(best of 3 repeats):', '', *layers, '',
+      "The whole train step of `configs/speedrun.py` (batch 60, loop_mode='step'), "
+      f'{_STEPS.value} steps per repeat, best of 3 interleaved repeats:', '', *steps])
 
 
 if __name__ == '__main__':

@@ -1,6 +1,6 @@
 """Why configs use conv_impl='auto' (patches + matmul on CPU): nn.Conv inside lax.scan.
 
-  python experiments/speed/conv_in_scan.py [--configs=lenet,speedrun,alexnet,resnet] [--steps=10]
+  python -m experiments.speed.conv_in_scan [--configs=lenet,speedrun,alexnet,resnet] [--steps=10]
 
 For each config and each convolution ('xla' = flax nn.Conv, 'patches' =
 nn/conv.py's im2col + matmul, the same function of the same parameters) it
@@ -15,8 +15,6 @@ top-level computation (github.com/jax-ml/jax/issues/12868); patches + matmul
 do not have this problem. Writes a markdown table to ``--out``.
 """
 import os
-import shlex
-import sys
 import time
 
 import jax
@@ -24,22 +22,19 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import hardware  # pylint: disable=g-import-not-at-top,wrong-import-position
-from mnist_jax import train  # pylint: disable=wrong-import-position
-from mnist_jax.config import defaults  # pylint: disable=g-import-not-at-top,wrong-import-position
+from experiments import report
+from mnist_jax import train
+from mnist_jax.config import defaults
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _CONFIGS = flags.DEFINE_list('configs', ['lenet', 'speedrun', 'alexnet', 'resnet'],
                              'config names in configs/')
 _STEPS = flags.DEFINE_integer('steps', 10, 'steps per measurement')
 _REPEATS = flags.DEFINE_integer('repeats', 2, 'measurements; the fastest counts')
-_OUT = flags.DEFINE_string('out', os.path.join(ROOT, 'experiments', 'results',
-                                               'conv_in_scan.md'), 'table file')
+_OUT = flags.DEFINE_string('out', os.path.join(report.RESULTS, 'conv_in_scan.md'), 'table file')
 
 
 def load(name):
-  return defaults.load(os.path.join(ROOT, 'configs', f'{name}.py'))
+  return defaults.load(os.path.join(report.ROOT, 'configs', f'{name}.py'))
 
 
 def runners(config, steps):
@@ -88,16 +83,13 @@ def main(argv):
                   f"{ms['jit per step']:.1f} | {ms['lax.scan']:.1f} | "
                   f"{ms['lax.scan'] / ms['jit per step']:.2f}x |")
       print(rows[-1], flush=True)
-  text = ('# nn.Conv vs patches + matmul, per-step jit vs lax.scan\n\n'
-          f"`python {' '.join(shlex.quote(a) for a in sys.argv)}`\n\n"
-          f'Hardware: {hardware.describe()}; load average at the end '
-          f'{os.getloadavg()[0]:.1f}.\n\n'
-          f'One train step (augmentation as in the config) on a fixed batch, '
-          f'{_STEPS.value} steps per measurement, best of {_REPEATS.value}, '
-          'compilation excluded.\n\n' + '\n'.join(rows) + '\n')
-  with open(_OUT.value, 'w') as f:
-    f.write(text)
-  print(text)
+  report.write_markdown(_OUT.value, [
+      '# nn.Conv vs patches + matmul, per-step jit vs lax.scan', '',
+      f'`{report.command()}`', '',
+      f'{report.machine()} Load average at the end {os.getloadavg()[0]:.1f}.', '',
+      'One train step (augmentation as in the config) on a fixed batch, '
+      f'{_STEPS.value} steps per measurement, best of {_REPEATS.value}, '
+      'compilation excluded.', '', *rows])
 
 
 if __name__ == '__main__':

@@ -1,6 +1,6 @@
-"""The naive training loop, kept as a baseline for experiments/speed/benchmark.py.
+"""The naive training loop: the baseline of experiments/speed/benchmark.py's 'naive' loop.
 
-  python experiments/speed/naive_loop.py --config=configs/lenet.py --workdir=/tmp/naive \
+  python -m experiments.speed.naive_loop --config=configs/lenet.py --workdir=/tmp/naive \\
       [--config.data.source=idx --config.data.data_dir=$MNIST_DIR]
 
 Same config, model, optimizer, train_step and eval_step as

@@ -1,8 +1,8 @@
 """Two PyTorch MNIST recipes, timed from process start to >= 99 % test accuracy.
 
-  pip install torch numpy pillow   # in its own environment; mnist_jax is not needed
-  python experiments/speed/pytorch_reference.py --data_dir=$MNIST_DIR [--epochs=14]
-  python experiments/speed/pytorch_reference.py --data_dir=$MNIST_DIR --recipe=record \
+  pip install torch numpy pillow absl-py   # in its own environment; mnist_jax is not needed
+  python -m experiments.speed.pytorch_reference --data_dir=$MNIST_DIR [--epochs=14]
+  python -m experiments.speed.pytorch_reference --data_dir=$MNIST_DIR --recipe=record \\
       [--seed=0]
 
 ``--recipe=record``: the fastest published MNIST recipe we know,
@@ -36,16 +36,26 @@ import time
 START = time.time()   # before the heavy imports: process start, as experiments/speed/benchmark.py
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-import argparse
 import gzip
 import os
 import platform
 
 import numpy as np
 import torch
+from absl import app, flags
 from torch import nn
 import torch.nn.functional as F
 from PIL import Image
+
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'Folder with the four MNIST IDX files.',
+                                required=True)
+_RECIPE = flags.DEFINE_enum('recipe', 'examples', ['examples', 'record'], 'Which recipe.')
+_EPOCHS = flags.DEFINE_integer('epochs', None, 'At most this many epochs (default: 14 '
+                               'examples, 1 record).')
+_TARGET = flags.DEFINE_float('target', 0.99, 'Test accuracy to reach.')
+_SEED = flags.DEFINE_integer('seed', 0, 'Torch seed of --recipe=record.')
+_LOADER = flags.DEFINE_enum('loader', 'dataloader', ['dataloader', 'tensor'],
+                            'Data path of --recipe=examples.')
 
 
 class Net(nn.Module):
@@ -129,7 +139,7 @@ def record_recipe(train_x, train_y, epochs, seed):
   return model, train_epoch
 
 
-def examples_recipe(args, train_x, train_y, raw):
+def examples_recipe(loader, train_x, train_y, raw):
   """(model, per-epoch training function) of --recipe=examples."""
   torch.manual_seed(1)
   model = Net()
@@ -138,7 +148,7 @@ def examples_recipe(args, train_x, train_y, raw):
 
   def train_epoch():
     model.train()
-    for x, y in batches(args.loader, train_x, train_y, raw):
+    for x, y in batches(loader, train_x, train_y, raw):
       optimizer.zero_grad()
       F.nll_loss(model(x), y).backward()
       optimizer.step()
@@ -172,26 +182,18 @@ def batches(loader, train_x, train_y, raw):
           for i in range(0, len(order), 64))
 
 
-def main():
-  parser = argparse.ArgumentParser()
-  parser.add_argument('--data_dir', required=True)
-  parser.add_argument('--recipe', choices=('examples', 'record'), default='examples')
-  parser.add_argument('--epochs', type=int, default=None,
-                      help='at most this many epochs (default: 14 examples, 1 record)')
-  parser.add_argument('--target', type=float, default=0.99)
-  parser.add_argument('--seed', type=int, default=0, help='torch seed of --recipe=record')
-  parser.add_argument('--loader', choices=('dataloader', 'tensor'), default='dataloader',
-                      help='data path of --recipe=examples')
-  args = parser.parse_args()
-  epochs = args.epochs or (1 if args.recipe == 'record' else 14)
-  train_x, train_y = load(args.data_dir, 'train')
-  test_x, test_y = load(args.data_dir, 'test')
-  if args.recipe == 'record':
-    model, train_epoch = record_recipe(train_x, train_y, epochs, args.seed)
+def main(argv):
+  del argv
+  data_dir, recipe, target = _DATA_DIR.value, _RECIPE.value, _TARGET.value
+  epochs = _EPOCHS.value or (1 if recipe == 'record' else 14)
+  train_x, train_y = load(data_dir, 'train')
+  test_x, test_y = load(data_dir, 'test')
+  if recipe == 'record':
+    model, train_epoch = record_recipe(train_x, train_y, epochs, _SEED.value)
   else:
-    raw = (read_idx(_find(args.data_dir, 'train', 'images')),
-           read_idx(_find(args.data_dir, 'train', 'labels')))
-    model, train_epoch = examples_recipe(args, train_x, train_y, raw)
+    raw = (read_idx(_find(data_dir, 'train', 'images')),
+           read_idx(_find(data_dir, 'train', 'labels')))
+    model, train_epoch = examples_recipe(_LOADER.value, train_x, train_y, raw)
   reached = None
   for epoch in range(1, epochs + 1):
     t0 = time.time()
@@ -207,19 +209,18 @@ def main():
     print(f'epoch {epoch}: test accuracy {100 * accuracy:.2f} %, train {train_s:.1f} s '
           f'({len(train_y) / train_s:.0f} images/s), {since_start:.1f} s since start',
           flush=True)
-    if reached is None and accuracy >= args.target:
+    if reached is None and accuracy >= target:
       reached = (epoch, since_start)
       break
   cpu = platform.processor() or 'CPU'
   if reached:
-    how = 'record recipe' if args.recipe == 'record' else f'{args.loader} loader'
+    how = 'record recipe' if recipe == 'record' else f'{_LOADER.value} loader'
     print(f'PyTorch {torch.__version__} ({how}, {torch.get_num_threads()} '
-          f'threads, {cpu}, {os.cpu_count()} cores): {100 * args.target:.1f} % after epoch '
-          f'{reached[0]}, '
-          f'{reached[1]:.1f} s from process start')
+          f'threads, {cpu}, {os.cpu_count()} cores): {100 * target:.1f} % after epoch '
+          f'{reached[0]}, {reached[1]:.1f} s from process start')
   else:
-    print(f'{100 * args.target:.1f} % not reached in {epochs} epochs')
+    print(f'{100 * target:.1f} % not reached in {epochs} epochs')
 
 
 if __name__ == '__main__':
-  main()
+  app.run(main)

@@ -1,14 +1,15 @@
 """Where one jitted train step's time goes, op by op (the loop_mode='step' path).
 
-  python experiments/speed/step_profile.py --config=configs/speed_record.py --set=batch_size=128
-  python experiments/speed/step_profile.py --config=configs/speedrun.py
+  python -m experiments.speed.step_profile --config=configs/speedrun.py
+  python -m experiments.speed.step_profile --config=configs/speed_record.py \\
+      --config.model.conv_impl=shift        # any --config.<key>=<value>
 
 Compiles ``jit(train.train_step)`` for the config on one random uint8 batch, runs
 5 warm-up steps, then traces --steps steps with ``jax.profiler`` and prints the
 wall time per step, images/s, and the HLO ops (thunks) with the most time per
 step, each with its jax name stack (``jvp(...)`` = forward, ``transpose(...)`` =
-backward). ``experiments/speed/benchmark.py --profile`` does the same for the lax.scan
-chunk of loop_mode='scan'.
+backward). ``python -m experiments.speed.benchmark --profile`` does the same for
+the lax.scan chunk of loop_mode='scan'.
 """
 import collections
 import glob
@@ -16,21 +17,20 @@ import gzip
 import json
 import os
 import re
-import sys
 import tempfile
 import time
 
-from absl import app, flags
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # hardware
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmark, beside this file
-from benchmark import load_config  # pylint: disable=g-import-not-at-top,wrong-import-position
-from mnist_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mnist_jax import train
 
-FLAGS = flags.FLAGS
+_CONFIG = config_flags.DEFINE_config_file('config', 'configs/speedrun.py', 'Config file.')
+_STEPS = flags.DEFINE_integer('steps', 30, 'Steps traced.')
+_TOP = flags.DEFINE_integer('top', 15, 'HLO ops listed.')
 
 
 def profile(config, steps: int, top: int) -> str:
@@ -70,12 +70,8 @@ def profile(config, steps: int, top: int) -> str:
 
 def main(argv):
   del argv
-  print(profile(load_config(FLAGS.config, FLAGS.set), FLAGS.steps, FLAGS.top))
+  print(profile(_CONFIG.value, _STEPS.value, _TOP.value))
 
 
 if __name__ == '__main__':
-  flags.DEFINE_string('config', 'configs/speedrun.py', 'Config file.')
-  flags.DEFINE_multi_string('set', [], "Config overrides 'key=value'.")
-  flags.DEFINE_integer('steps', 30, 'Steps traced.')
-  flags.DEFINE_integer('top', 15, 'HLO ops listed.')
   app.run(main)

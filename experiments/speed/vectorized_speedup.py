@@ -1,6 +1,6 @@
 """K LeNet-5 trials trained vectorized (one program, jax.vmap) vs one after another.
 
-  python experiments/speed/vectorized_speedup.py [--ks=1,4,8,16] [--steps=30] [--repeats=3]
+  python -m experiments.speed.vectorized_speedup [--ks=1,4,8,16] [--steps=30] [--repeats=3]
 
 The K trials differ in their learning rate η_k = η · 2^(k/4 − 2). Every side runs
 the product's own epoch code (``engine.driver.chunk_fn``, uint8 batches) on
@@ -25,8 +25,6 @@ Ratios are taken within one run, so a shared, noisy machine affects all sides.
 Writes a markdown table to --out.
 """
 import os
-import shlex
-import sys
 import time
 
 import jax
@@ -34,15 +32,11 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# pylint: disable=g-import-not-at-top,wrong-import-position
-import hardware
-import report
+from experiments import report
 from mnist_jax import parallel
 from mnist_jax.data import idx
 from mnist_jax.engine import driver, stacked
 from mnist_jax.search import hyper
-# pylint: enable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/lenet.py', 'LeNet config',
                                           lock_config=False)
@@ -147,9 +141,9 @@ def main(argv):
           f" -> {t['sweep'] / t['vec']:.2f}x / {t['fastest'] / t['vec']:.2f}x", flush=True)
   lines = [
       '# Vectorized LeNet-5 trials vs one after another', '',
-      f'`python {" ".join(shlex.quote(a) for a in sys.argv)}`', '',
-      f'Hardware: {hardware.describe()}; load average at the end '
-      f'{os.getloadavg()[0]:.1f} (shared machine: compare ratios, not seconds).', '',
+      f'`{report.command()}`', '',
+      f'{report.machine()} Load average at the end {os.getloadavg()[0]:.1f} (a shared '
+      'machine: compare ratios, not seconds).', '',
       f'{_STEPS.value} steps of batch {base.batch_size} per trial (augmentation on, as in '
       f'configs/lenet.py), best of {_REPEATS.value}; sequential time = K x one trial; '
       'compile excluded. See the docstring of experiments/speed/vectorized_speedup.py for '

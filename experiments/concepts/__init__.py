@@ -1,0 +1,1 @@
+"""The primer's models on MNIST: the zoo, single configs, the perceptron rule."""

@@ -1,0 +1,1 @@
+"""Ensembles: members vs ensemble, calibration, and the cost of K members."""

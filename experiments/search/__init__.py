@@ -1,0 +1,1 @@
+"""Sweeps and studies: search strategies and the wall-clock of a sweep."""
