@@ -120,7 +120,7 @@ def model_cost(config) -> dict:
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from mnist_jax import models, train  # pylint: disable=g-import-not-at-top
   from mnist_jax.inspection import explain  # pylint: disable=g-import-not-at-top
-  state = train.create_train_state(config, jax.random.key(0))
+  state = train.create_train_state(config, jax.random.key(0), num_train=55_000)
   model = state.model
   if 'conv_impl' in models.fields(type(model)):  # explain() recognises nn.Conv
     model = model.clone(conv_impl='xla')

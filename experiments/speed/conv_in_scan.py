@@ -76,7 +76,7 @@ def main(argv):
       config = load(name)
       config.model.conv_impl = impl
       with jax.threefry_partitionable(False):   # fast init compile (see test_zoo.py)
-        state = train.create_train_state(config, jax.random.key(0))
+        state = train.create_train_state(config, jax.random.key(0), num_train=55_000)
       ms = {k: best_ms(fn, state, _STEPS.value, _REPEATS.value)
             for k, fn in runners(config, _STEPS.value).items()}
       rows.append(f"| `configs/{name}.py` | {config.batch_size} | {impl} | "

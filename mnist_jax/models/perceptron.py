@@ -14,7 +14,7 @@ Two ways to train the same layer:
     The one-vs-rest form uses the step literally, one binary perceptron per
     digit with target t_k = 1[k = y] and output o_k = step(z_k):
         w_k += η (t_k - o_k) x,  b_k += η (t_k - o_k).
-    Run it with ``python experiments/concepts/perceptron_rule.py``.
+    Run it with ``python -m experiments.concepts.perceptron_rule``.
 (b) softmax + categorical cross-entropy by gradient descent: the normal
     trainer with ``configs/perceptron.py`` (``activation='identity'``: the
     logits z go straight to the loss, which applies the softmax).
