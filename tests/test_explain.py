@@ -156,13 +156,6 @@ def test_cli_prints_the_table():
   assert '**61,706**' in out
 
 
-def test_the_old_name_summary_names_explain_in_one_line():
-  out = subprocess.run([sys.executable, '-m', 'mnist_jax.summary', '--config=configs/lenet.py'],
-                       capture_output=True, text=True, cwd=ROOT)
-  assert out.returncode == 2 and out.stdout == ''
-  assert out.stderr.count('\n') == 1 and 'python -m mnist_jax.explain' in out.stderr
-
-
 class _Shared(nn.Module):
   """One Dense applied twice: its weights are counted once."""
 

@@ -160,7 +160,7 @@ def test_speednet_contract_and_impls_agree():
 
 def test_speedrun_config_trains_a_step():
   config = _load_config()
-  state = train.create_train_state(config, jax.random.key(0))
+  state = train.create_train_state(config, jax.random.key(0), num_train=55_000)
   assert state.model.conv_impl == 'xla' and config.loop_mode == 'step'
   batch = {'image': jnp.ones((8, 28, 28, 1)) * 0.5, 'label': jnp.arange(8) % 10}
   new_state, metrics = jax.jit(train.train_step)(state, batch, jax.random.key(1))
