@@ -110,11 +110,14 @@ def test_eval_step_is_deterministic(trained, digits):
 
 
 def test_equal_modules_compile_once(digits):
-  step = jax.jit(train.train_step)
   batch = batches(digits, 1)[0]
-  for seed in (5, 6):
-    step(new_state(jax.random.key(seed)), batch, jax.random.key(0))
-  assert step._cache_size() == 1   # pylint: disable=protected-access
+  STEP(new_state(jax.random.key(5)), batch, jax.random.key(0))
+  compiled = STEP._cache_size()   # pylint: disable=protected-access
+  STEP(new_state(jax.random.key(6)), batch, jax.random.key(0))
+  assert STEP._cache_size() == compiled   # pylint: disable=protected-access
+  other = nnx_bridge.from_nnx(SmallCNN(nnx.Rngs(5), dropout_rate=0.5), TX)
+  STEP(other, batch, jax.random.key(0))   # another setting: another program
+  assert STEP._cache_size() == compiled + 1   # pylint: disable=protected-access
 
 
 def test_vmap_over_three_seeds_matches_three_single_runs(digits):
