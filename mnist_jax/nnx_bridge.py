@@ -16,8 +16,11 @@ merges the arrays into the module (``nnx.merge``), sets its mode with ``nnx.view
 batch norm normalizes with the batch's μ_B, σ²_B and updates its running averages;
 train=False: the reverse) and returns the logits f(x; w), with the new batch
 statistics when ``mutable``. ``train.train_step`` and ``train.eval_step`` then
-train and evaluate it unchanged, under jax.jit, jax.vmap and jax.pmap, and the
-state saves and restores with orbax like any other.
+train and evaluate it unchanged, under jax.jit (on one device or sharded across
+many) and jax.vmap, and the state saves and restores with orbax like any other.
+Under per-device code (jax.shard_map, jax.pmap) each device's ``nnx.BatchNorm``
+normalizes with its own rows unless the module builds it with
+``axis_name='batch'``; jit with a sharded batch normalizes over the whole batch.
 
 Randomness: the module's RNG streams (the keys its ``nnx.Dropout`` layers hold)
 are not training state. Every apply rebuilds them from one key k, stream i drawing

@@ -70,6 +70,40 @@ for name, new, m in (('jit', by_jit, m_jit), ('shard_map', by_shard_map, m_map))
   assert out.count('diff') == 2
 
 
+def test_nnx_module_sharded_step_equals_single_device_step():
+  """A flax.nnx module with batch norm and dropout (nnx_bridge.from_nnx) under jax.jit
+  with the batch sharded over 8 devices: the same parameters, batch-norm statistics
+  and loss as on one device (dropout masks and batch statistics are global)."""
+  out = run_with_devices(COMMON + '''
+import optax
+from flax import nnx
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+from mnist_jax import nnx_bridge
+class Net(nnx.Module):
+  def __init__(self, rngs):
+    self.conv = nnx.Conv(1, 4, (3, 3), use_bias=False, rngs=rngs)
+    self.bn = nnx.BatchNorm(4, rngs=rngs)
+    self.dropout = nnx.Dropout(0.3, rngs=rngs)
+    self.dense = nnx.Linear(28 * 28 * 4, 10, rngs=rngs)
+  def __call__(self, x):
+    x = nnx.relu(self.bn(self.conv(x)))
+    return self.dense(self.dropout(x.reshape((x.shape[0], -1))))
+state = nnx_bridge.from_nnx(Net(nnx.Rngs(0)), optax.sgd(0.1))
+single, m1 = jax.jit(train.train_step)(state, batch, jax.random.key(1))
+mesh = jax.make_mesh((8,), ('batch',), axis_types=(AxisType.Auto,))
+with jax.set_mesh(mesh):
+  sharded, m8 = jax.jit(train.train_step)(jax.device_put(state, NamedSharding(mesh, P())),
+                                          jax.device_put(batch, NamedSharding(mesh, P('batch'))),
+                                          jax.random.key(1))
+d, s = max_diff(single.params, sharded.params), max_diff(single.batch_stats, sharded.batch_stats)
+print('diff', d, s)
+assert max_diff(single.params, state.params) > 1e-3
+assert d < 1e-4 and s < 1e-5, (d, s)
+assert abs(float(m1['loss']) - float(m8['loss'])) < 1e-5
+''')
+  assert 'diff' in out
+
+
 def test_pmap_step_equals_single_device_step():
   """train_step stays pmap-able: with batch norm, one pmapped step over a global
   batch of 64 (8 per device) normalises with the statistics of the global batch
