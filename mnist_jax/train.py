@@ -10,19 +10,30 @@ The metrics report the data loss (1/B) Σ ℓ — the number eval_step reports �
 and, with 'l2', the penalty λ‖w‖² apart ('l2_penalty').
 Randomness: the step's key is fold_in(rng, state.step), so a research loop that
 passes one key still gets new dropout masks and augmentations every step.
-Under ``axis_name`` (pmap / shard_map) each device holds B/D examples and
-g, the batch-norm statistics and the metrics are averaged with lax.pmean, so
-D devices compute the same update as one device on the whole batch.
+On D devices the step runs as one global program: ``jax.jit`` with the
+batch split over a mesh axis (a ``NamedSharding``) and the state replicated,
+XLA inserting the all-reduces. Per-device code (``jax.shard_map``, or
+``jax.pmap``) passes ``axis_name``: each device holds B/D examples, the
+parameters enter the gradient as per-device values (``lax.pcast`` to
+'varying'), and g, the batch-norm statistics and the metrics are averaged with
+lax.pmean. Either way D devices compute the same update as one device on the
+whole batch.
 
 ``TrainState`` is flax's ``flax.training.train_state.TrainState`` (step,
 apply_fn, params, tx, opt_state, ``apply_gradients``) plus batch_stats and a
 few static settings. Every static field is a hashable, comparable setting, so
 two states built from equal configs compile once and ``tree_map`` over two
-states works. No I/O here: import it, jit/pmap/vmap the steps.
+states works. No I/O here: import it, jit/vmap/shard_map the steps. A
+``flax.nnx`` module trains with the same steps through
+``nnx_bridge.from_nnx`` (and comes back with ``nnx_bridge.to_nnx``).
 
   state = create_train_state(config, jax.random.key(0))
   state, metrics = jax.jit(train_step)(state, batch, rng)
-  p_step = jax.pmap(functools.partial(train_step, axis_name='batch'), axis_name='batch')
+  mesh = jax.make_mesh((D,), ('batch',), axis_types=(jax.sharding.AxisType.Auto,))
+  with jax.set_mesh(mesh):      # batch: device_put with NamedSharding(mesh, P('batch'))
+    state, metrics = jax.jit(train_step)(state, batch, rng)
+    step = jax.jit(jax.shard_map(functools.partial(train_step, axis_name='batch'),
+                                 in_specs=(P(), P('batch'), P()), out_specs=P()))
 """
 import dataclasses
 import functools
@@ -250,8 +261,11 @@ def train_step(state: TrainState, batch, rng, *, axis_name: Optional[str] = None
     penalty = state.l2_weight * l2_penalty(params) if state.l2_weight else 0.0
     return data_loss + penalty, (data_loss, penalty, logits, updates)
 
+  params = state.params
+  if axis_name is not None:  # shard_map would psum the g of a replicated w; pmean below
+    params = jax.lax.pcast(params, axis_name, to='varying')
   (_, (loss, penalty, logits, updates)), grads = jax.value_and_grad(
-      loss_fn, has_aux=True)(state.params)
+      loss_fn, has_aux=True)(params)
   metrics = {'loss': loss, 'accuracy': jnp.mean(jnp.argmax(logits, -1) == labels)}
   if state.l2_weight:
     metrics['l2_penalty'] = penalty

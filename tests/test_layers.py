@@ -5,6 +5,7 @@
   6 api          the notebook functions
   5 search/ inspection/   the sweep runner; explainer, figures, image preparation
   4 engine/      the epoch driver for K ≥ 1 models, evaluation, checkpoints, run dirs
+    nnx_bridge   a flax.nnx module as a train state of the pure step, and back
   3 train  parallel/      the pure step; meshes, shards, multi-host start-up
   2 models/ config/       the architectures; defaults and checks
   1 nn/ data/             the primer's math, optimizers; data files and preprocessing
@@ -20,8 +21,8 @@ import pytest
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'mnist_jax')
 COMMANDS = {'main', 'sweep', 'evaluate', 'predict', 'plots', 'explain', 'serve'}
 LAYERS = {'errors': 0, 'nn': 1, 'data': 1, 'models': 2, 'config': 2, 'train': 3,
-          'parallel': 3, 'engine': 4, 'search': 5, 'inspection': 5, 'api': 6,
-          'cli': 7, **{c: 8 for c in COMMANDS}}
+          'parallel': 3, 'engine': 4, 'nnx_bridge': 4, 'search': 5, 'inspection': 5,
+          'api': 6, 'cli': 7, **{c: 8 for c in COMMANDS}}
 
 
 def _modules():

@@ -38,47 +38,90 @@ def shard(tree):
 '''
 
 
-def test_pmap_step_equals_single_device_step():
-  """One pmapped step over a global batch of 64 (8 per device) gives the same
-  parameters as one single-device step over the same 64 images."""
+def test_jit_and_shard_map_steps_equal_single_device_step():
+  """Under jax.set_mesh over 8 devices, jax.jit of train_step on a batch of 64
+  sharded by NamedSharding (8 per device), and jax.shard_map of the per-device
+  form (axis_name), give the parameters, batch-norm statistics and loss of one
+  single-device step over the same 64 images."""
   out = run_with_devices(COMMON + '''
-config = defaults.get_config()
-config.model.name = 'mlp'    # the model does not matter here; a small one compiles fast
-config.optimizer = 'momentum'; config.learning_rate = 0.1
-state = train.create_train_state(config, jax.random.key(0))
-single, m1 = jax.jit(train.train_step)(state, batch, jax.random.key(1))
-p_step = jax.pmap(functools.partial(train.train_step, axis_name='batch'), axis_name='batch')
-replicated = replicate(state)
-multi, m8 = p_step(replicated, shard(batch), jax.random.split(jax.random.key(1), 8))
-first = jax.tree_util.tree_map(lambda x: x[0], multi)
-d = max_diff(single.params, first.params)
-moved = max_diff(single.params, state.params)
-print('diff', d, 'moved', moved, 'loss', float(m1['loss']), float(m8['loss'][0]))
-assert moved > 1e-3, moved
-assert d < 1e-5, d
-assert abs(float(m1['loss']) - float(m8['loss'][0])) < 1e-5
-assert max_diff(multi.params, jax.tree_util.tree_map(lambda x: jnp.stack([x] * 8), first.params)) == 0
-''')
-  assert 'diff' in out
-
-
-def test_pmap_batch_norm_statistics_are_synchronised():
-  """With batch norm, the pmapped step normalises with the statistics of the
-  global batch: params and running averages equal the single-device step."""
-  out = run_with_devices(COMMON + '''
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 config = defaults.get_config()
 config.model.name = 'cnn'
 config.optimizer = 'sgd'; config.learning_rate = 0.1
 state = train.create_train_state(config, jax.random.key(0))
 assert state.batch_stats, 'cnn should have batch norm'
-single, _ = jax.jit(train.train_step)(state, batch, jax.random.key(1))
+single, m1 = jax.jit(train.train_step)(state, batch, jax.random.key(1))
+assert max_diff(single.params, state.params) > 1e-3
+mesh = jax.make_mesh((8,), ('batch',), axis_types=(AxisType.Auto,))
+with jax.set_mesh(mesh):
+  state = jax.device_put(state, NamedSharding(mesh, P()))
+  sharded = jax.device_put(batch, NamedSharding(mesh, P('batch')))
+  by_jit, m_jit = jax.jit(train.train_step)(state, sharded, jax.random.key(1))
+  per_device = jax.jit(jax.shard_map(functools.partial(train.train_step, axis_name='batch'),
+                                     in_specs=(P(), P('batch'), P()), out_specs=P()))
+  by_shard_map, m_map = per_device(state, sharded, jax.random.key(1))
+assert len(sharded['image'].sharding.device_set) == 8
+for name, new, m in (('jit', by_jit, m_jit), ('shard_map', by_shard_map, m_map)):
+  d, s = max_diff(single.params, new.params), max_diff(single.batch_stats, new.batch_stats)
+  print(name, 'diff', d, s)
+  assert d < 1e-4 and s < 1e-5, (name, d, s)
+  assert abs(float(m1['loss']) - float(m['loss'])) < 1e-5, name
+''')
+  assert out.count('diff') == 2
+
+
+def test_nnx_module_sharded_step_equals_single_device_step():
+  """A flax.nnx module with batch norm and dropout (nnx_bridge.from_nnx) under jax.jit
+  with the batch sharded over 8 devices: the same parameters, batch-norm statistics
+  and loss as on one device (dropout masks and batch statistics are global)."""
+  out = run_with_devices(COMMON + '''
+import optax
+from flax import nnx
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+from mnist_jax import nnx_bridge
+class Net(nnx.Module):
+  def __init__(self, rngs):
+    self.conv = nnx.Conv(1, 4, (3, 3), use_bias=False, rngs=rngs)
+    self.bn = nnx.BatchNorm(4, rngs=rngs)
+    self.dropout = nnx.Dropout(0.3, rngs=rngs)
+    self.dense = nnx.Linear(28 * 28 * 4, 10, rngs=rngs)
+  def __call__(self, x):
+    x = nnx.relu(self.bn(self.conv(x)))
+    return self.dense(self.dropout(x.reshape((x.shape[0], -1))))
+state = nnx_bridge.from_nnx(Net(nnx.Rngs(0)), optax.sgd(0.1))
+single, m1 = jax.jit(train.train_step)(state, batch, jax.random.key(1))
+mesh = jax.make_mesh((8,), ('batch',), axis_types=(AxisType.Auto,))
+with jax.set_mesh(mesh):
+  sharded, m8 = jax.jit(train.train_step)(jax.device_put(state, NamedSharding(mesh, P())),
+                                          jax.device_put(batch, NamedSharding(mesh, P('batch'))),
+                                          jax.random.key(1))
+d, s = max_diff(single.params, sharded.params), max_diff(single.batch_stats, sharded.batch_stats)
+print('diff', d, s)
+assert max_diff(single.params, state.params) > 1e-3
+assert d < 1e-4 and s < 1e-5, (d, s)
+assert abs(float(m1['loss']) - float(m8['loss'])) < 1e-5
+''')
+  assert 'diff' in out
+
+
+def test_pmap_step_equals_single_device_step():
+  """train_step stays pmap-able: with batch norm, one pmapped step over a global
+  batch of 64 (8 per device) normalises with the statistics of the global batch
+  and gives the parameters, running averages and loss of one single-device step."""
+  out = run_with_devices(COMMON + '''
+config = defaults.get_config()
+config.model.name = 'cnn'
+config.optimizer = 'sgd'; config.learning_rate = 0.1
+state = train.create_train_state(config, jax.random.key(0))
+single, m1 = jax.jit(train.train_step)(state, batch, jax.random.key(1))
 p_step = jax.pmap(functools.partial(train.train_step, axis_name='batch'), axis_name='batch')
-multi, _ = p_step(replicate(state), shard(batch),
-                  jax.random.split(jax.random.key(1), 8))
+multi, m8 = p_step(replicate(state), shard(batch), jax.random.split(jax.random.key(1), 8))
 first = jax.tree_util.tree_map(lambda x: x[0], multi)
 d = max_diff(single.params, first.params); s = max_diff(single.batch_stats, first.batch_stats)
 print('diff', d, s)
 assert d < 1e-4 and s < 1e-5, (d, s)
+assert abs(float(m1['loss']) - float(m8['loss'][0])) < 1e-5
+assert max_diff(multi.params, jax.tree_util.tree_map(lambda x: jnp.stack([x] * 8), first.params)) == 0
 ''')
   assert 'diff' in out
 

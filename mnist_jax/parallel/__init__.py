@@ -5,7 +5,7 @@ each global batch of B examples is split into D shards of B/D. Written as one
 global computation under jit, XLA's SPMD partitioner inserts the all-reduce of
 the gradients (and of the batch-norm statistics), so the result equals the
 single-device step on the whole batch. ``train.train_step(axis_name=...)`` is
-the explicit pmap / shard_map form of the same thing.
+the per-device form of the same thing, for jax.shard_map (and jax.pmap).
 """
 import jax
 import numpy as np
