@@ -105,9 +105,7 @@ def from_nnx(module: nnx.Module, tx: optax.GradientTransformation,
   state = train.TrainState.create(
       apply_fn=apply_fn, params=nnx.to_pure_dict(params), tx=tx,
       batch_stats=nnx.to_pure_dict(batch_stats), **settings)
-  if state.ema_decay:   # the weight EMA starts at the initial weights (train.ema_update)
-    state = state.replace(ema={'params': state.params, 'batch_stats': state.batch_stats})
-  return state.replace(step=jnp.zeros((), jnp.int32))
+  return train.initial(state)
 
 
 def to_nnx(state: train.TrainState, seed: int = 0) -> nnx.Module:

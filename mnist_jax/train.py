@@ -186,6 +186,12 @@ def create_train_state(config, rng, *, num_train: Optional[int] = None,
       batch_stats=variables.get('batch_stats', {}), loss_name=loss_name,
       l2_weight=weight, augment=preprocess.augment_settings(config.augment),
       standardize=input_stats(config), ema_decay=float(config.ema_decay))
+  return initial(state)
+
+
+def initial(state: TrainState) -> TrainState:
+  """``state`` at step 0, its weight EMA (where ema_decay > 0) starting at the
+  initial weights, v_ema = v (``ema_update`` then averages from there)."""
   if state.ema_decay:
     state = state.replace(ema={'params': state.params, 'batch_stats': state.batch_stats})
   return state.replace(step=jnp.zeros((), jnp.int32))
