@@ -34,6 +34,7 @@ import sqlalchemy
 from optuna.storages import journal
 from optuna.storages._heartbeat import BaseHeartbeat  # Optuna's extension point for heartbeats
 
+from mnist_jax import extras
 from mnist_jax.errors import UserError
 
 JOURNAL = 'journal:'
@@ -161,8 +162,10 @@ def open_storage(url: str, heartbeat_s: int = 30, grace_s: int = 120):
     try:
       return _open_rdb(url, heartbeat_s, grace_s, callback)
     except (ImportError, sqlalchemy.exc.NoSuchModuleError) as e:
+      if getattr(e, 'name', None) == 'psycopg2':   # the postgres extra
+        raise extras.missing('psycopg2', f'the study storage {redact(url)}') from None
       raise UserError(f'cannot open the study storage {redact(url)}: no driver for it ({e}); '
-                      'install it (PostgreSQL: pip install psycopg2-binary)') from None
+                      'install the driver its URL names') from None
 
 
 def claim(storage, trial_id: int):
