@@ -114,12 +114,22 @@ def _fetch_one(store, stem, url, sha256, directory) -> str:
     raise _refused(url, f'the sha256 of its decompressed bytes is not {sha256}',
                    directory) from None
   except requests.exceptions.RequestException as e:
-    raise UserError(f'cannot download {url} ({type(e).__name__}: {str(e)[:200]}); check '
-                    'the network and config.data.mirror, or put the four IDX files in '
+    raise UserError(f'cannot download {url} ({_why(e)}); check the network and '
+                    'config.data.mirror, or put the four IDX files in '
                     f'{directory} (config.data.data_dir)') from None
   except OSError as e:
     raise UserError(f'cannot write the download of {url} into {directory} ({e}); set '
                     'config.data.data_dir to a writable folder') from None
+
+
+def _why(e) -> str:
+  """A failed request in a few words: the HTTP status, else the innermost error's name
+  (urllib3's MaxRetryError holds it as ``reason``: NameResolutionError, ...)."""
+  response = getattr(e, 'response', None)
+  if response is not None:
+    return f'HTTP {response.status_code} {response.reason}'
+  reason = getattr(e.args[0], 'reason', None) if e.args else None
+  return type(reason or e).__name__
 
 
 def _refused(url, reason, directory) -> UserError:
