@@ -9,8 +9,8 @@ file f is downloaded as ``<mirror>/f.gz``, decompressed, and kept only when
 The .gz bytes differ between mirrors (some re-compressed the train images) while the
 files inside are the same, so the check is of the decompressed bytes. A refused or
 failed download ends in one UserError and leaves ``directory`` as it was: a file that
-fails the check is never moved into place, and the files this call fetched before it
-are removed. A second run finds the files and touches no network.
+fails the check is never moved into place, and the files and folders this call made
+before it are removed. A second run finds the files and touches no network.
 
 pooch does the transfer: HTTP(S) or FTP with a timeout and retries, streamed into a
 temporary file that is hashed against the known sha256 and renamed into place only when
@@ -30,7 +30,7 @@ import pooch
 from mnist_jax.data import idx
 from mnist_jax.errors import UserError
 
-# TFDS's mirror of the original files (storage.googleapis.com/cvdf-datasets/mnist/)
+# the original MNIST files as TFDS downloads them
 MNIST_MIRROR = 'https://storage.googleapis.com/cvdf-datasets/mnist/'
 RETRIES = 2            # pooch tries a file 1 + RETRIES times, waiting 1 s, 2 s between
 
@@ -93,6 +93,7 @@ def fetch(directory: str, name: str, mirror=None, sha256=None) -> None:
   urls = {s: f'{base}{s}.gz' for s in missing}
   store = pooch.create(path=directory, base_url=base, urls=urls, retry_if_failed=RETRIES,
                        registry={s: f'sha256:{hashes[s]}' for s in missing})
+  new_folders = _new_folders(directory)
   fetched = []
   try:
     for stem in missing:
@@ -100,7 +101,19 @@ def fetch(directory: str, name: str, mirror=None, sha256=None) -> None:
   except UserError:
     for path in fetched:
       os.remove(path)
+    for folder in new_folders:   # deepest first; those this call made, if left empty
+      if os.path.isdir(folder) and not os.listdir(folder):
+        os.rmdir(folder)
     raise
+
+
+def _new_folders(directory) -> list:
+  """The folders of ``directory`` that do not exist yet, deepest first."""
+  new, path = [], os.path.abspath(directory)
+  while not os.path.exists(path):
+    new.append(path)
+    path = os.path.dirname(path)
+  return new
 
 
 def _fetch_one(store, stem, url, sha256, directory) -> str:
