@@ -31,8 +31,8 @@ experiments/results/speedrun_variants_conv_impl.md), so it is not the default.
 The choice is made on validation; the test figures of the 5 seeds are reported
 only (experiments/results/benchmark_speedrun_seeds_shift.md).
 
-The IDX source (``--config.data.source=idx``) avoids importing TensorFlow; with
-the default TFDS source the start-up is a few seconds longer.
+The default IDX source imports no TensorFlow; with the TFDS source
+(``--config.data.source=tfds``) the start-up is a few seconds longer.
 """
 from mnist_jax.config import defaults
 
