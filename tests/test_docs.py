@@ -267,7 +267,16 @@ PLACEHOLDER = re.compile(r'[<>*{}$]|\.\.\.|…')
 def _exists(path: str) -> bool:
   if path.startswith('docs/') and not has_docs():
     return True    # the docs pages arrive with docs/
-  return os.path.exists(os.path.join(ROOT, path.rstrip('/')))
+  return os.path.exists(os.path.join(ROOT, path.rstrip('/'))) or _build_output(path)
+
+
+def _build_output(path: str) -> bool:
+  """A path .gitignore names (docs/_build/html): a command makes it, no clone holds it."""
+  try:
+    return subprocess.run(['git', 'check-ignore', '-q', path.rstrip('/')], cwd=ROOT,
+                          capture_output=True).returncode == 0
+  except OSError:
+    return False
 
 
 def _is_output_stem(path: str) -> bool:
