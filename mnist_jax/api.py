@@ -17,7 +17,6 @@ For long runs with checkpoints and metrics use ``python -m mnist_jax.main``;
 probabilities; ``ensemble`` stacks single states into one).
 """
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
@@ -39,11 +38,11 @@ __all__ = ['load_data', 'make_config', 'create', 'fit', 'predict', 'evaluate', '
 def load_data(name: str = 'mnist', data_dir=None, *, val_size: int = 5000,
               train_limit: int = 0, download: bool = True) -> pipeline.Dataset:
   """Train/val/test splits. ``data_dir``: a folder with the four IDX files, or a
-  TFDS data_dir (None: TFDS's default, downloading ``name`` if needed)."""
+  TFDS data_dir. None: MNIST from the download cache (fetched on first use, no
+  TensorFlow), another ``name`` from TFDS's default (the tfds extra)."""
   config = defaults.get_config().data
-  has_idx = bool(data_dir) and any(
-      os.path.exists(os.path.join(data_dir, idx.FILES['train'][0] + ext))
-      for ext in ('', '.gz'))
+  has_idx = (name == 'mnist' if not data_dir else
+             idx.existing(data_dir, idx.FILES['train'][0]) is not None)
   config.update(name=name, data_dir=data_dir, source='idx' if has_idx else 'tfds',
                 val_size=val_size, train_limit=train_limit, download=download)
   return pipeline.load(config)

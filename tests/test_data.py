@@ -1,12 +1,9 @@
-"""Data layer: IDX parser, TFDS source, train/val/test splits, normalize and one-hot."""
+"""Data layer: IDX parser, train/val/test splits, normalize and one-hot (the TFDS source:
+tests/test_tfds.py; the download of MNIST: tests/test_download.py)."""
 import dataclasses
 import gzip
 import os
 import shutil
-import socket
-import threading
-import time
-import types
 
 import jax.numpy as jnp
 import numpy as np
@@ -16,12 +13,8 @@ from mnist_jax.config import defaults
 from mnist_jax.data import idx
 from mnist_jax.data import pipeline
 from mnist_jax.data import preprocess
-from mnist_jax.data import describe, download
-from mnist_jax.data import tfds as tfds_source
+from mnist_jax.data import describe
 from mnist_jax.errors import UserError
-
-# pytest-xdist: one worker runs this file, so TFDS (TensorFlow) loads once
-pytestmark = pytest.mark.xdist_group('data')
 
 # The first labels of the real MNIST files.
 FIRST_TRAIN_LABELS = [5, 0, 4, 1, 9, 2, 1, 3, 1, 4, 3, 5]
@@ -123,7 +116,7 @@ def test_missing_file_and_directory(tmp_path):
     idx.load_split(str(tmp_path), 'train')
   message = str(e.value)
   assert os.path.join(str(tmp_path), 'train-images-idx3-ubyte') in message
-  assert 'config.data.data_dir' in message and "source='tfds'" in message
+  assert 'config.data.data_dir' in message and 'config.data.download=True' in message
   with pytest.raises(UserError, match='does not exist'):
     idx.load_split(str(tmp_path / 'nope'), 'test')
 
@@ -154,61 +147,6 @@ def test_full_mnist_idx(full_data_dir, mnist_small_dir):
   stx, sty = idx.load_split(mnist_small_dir, 'test')
   np.testing.assert_array_equal(stx, tx[:1000])
   np.testing.assert_array_equal(sty, ty[:1000])
-
-
-# --- TFDS source ----------------------------------------------------------------
-
-@pytest.fixture(scope='module')
-def tfds_dataset(full_data_dir):
-  """The one TFDS load of this module (imports TensorFlow, ~10 s)."""
-  data = defaults.get_config().data
-  data.source, data.download = 'tfds', False
-  data.data_dir = os.path.join(full_data_dir, 'tensorflow_datasets')
-  return pipeline.load(data)
-
-
-@pytest.mark.full_data
-def test_tfds_equals_idx_up_to_order(tfds_dataset, full_data_dir):
-  """TFDS stores MNIST in its own (shuffled) order: same examples, another order."""
-  ds = tfds_dataset
-  assert ds.num_classes == 10 and ds.sizes() == {'train': 55000, 'val': 5000,
-                                                  'test': 10000}
-  assert ds.train_images.dtype == np.uint8 and ds.train_labels.dtype == np.int32
-  mnist = os.path.join(full_data_dir, 'mnist')
-  for split, images, labels in (
-      ('train', np.concatenate([ds.train_images, ds.val_images]),
-       np.concatenate([ds.train_labels, ds.val_labels])),
-      ('test', ds.test_images, ds.test_labels)):
-    x, y = idx.load_split(mnist, split)
-    assert _keys(images, labels) == _keys(x, y)
-
-
-@pytest.mark.full_data
-def test_tfds_data_dir_from_environment(tfds_dataset, full_data_dir, monkeypatch):
-  tfds_dir = os.path.join(full_data_dir, 'tensorflow_datasets')
-  monkeypatch.setenv('TFDS_DATA_DIR', tfds_dir)
-  x, y = tfds_source.load_split('mnist', 'test[:10]', data_dir=None, download=False)
-  np.testing.assert_array_equal(x, tfds_dataset.test_images[:10])
-  np.testing.assert_array_equal(y, tfds_dataset.test_labels[:10])
-
-
-def test_tfds_errors_without_data(tmp_path):
-  with pytest.raises(UserError, match='not in .*TFDS_DATA_DIR.*download=True'):
-    tfds_source.load_split('mnist', 'train', str(tmp_path), download=False)
-  with pytest.raises(UserError, match="unknown TFDS dataset 'mnistt'"):
-    tfds_source.load_split('mnistt', 'train', str(tmp_path), download=False)
-  with pytest.raises(UserError, match=r'\(32, 32, 3\), not 28x28x1'):
-    tfds_source.load_split('cifar10', 'train', str(tmp_path), download=True)
-  assert not os.listdir(tmp_path)  # nothing was downloaded
-
-
-def test_tfds_network_failure_is_a_user_error():
-  def fail():
-    raise ConnectionError('Failed to resolve storage.googleapis.com')
-  builder = types.SimpleNamespace(is_prepared=lambda: False, data_dir_root='/d',
-                                  download_and_prepare=fail)
-  with pytest.raises(UserError, match='downloading .* failed.*TFDS_DATA_DIR'):
-    download.prepare(builder, 'mnist', download=True)
 
 
 # --- splits ---------------------------------------------------------------------
@@ -250,13 +188,14 @@ def test_non_integer_val_size():
     pipeline.split_train_val(np.zeros((10, 28, 28, 1)), np.zeros(10), 2.5)
 
 
-def test_bad_source(small_config):
+def test_bad_source(small_config, tmp_path):
   small_config.data.source = 'csv'
   with pytest.raises(UserError, match="unknown config.data.source 'csv'"):
     pipeline.load(small_config.data)
-  small_config.data.source, small_config.data.data_dir = 'idx', None
-  with pytest.raises(UserError, match='needs config.data.data_dir'):
+  small_config.data.update(source='idx', name='kmnist', data_dir=str(tmp_path), download=True)
+  with pytest.raises(UserError, match="no mirror of 'kmnist' is known"):
     pipeline.load(small_config.data)
+  assert not os.listdir(tmp_path)
 
 
 @pytest.mark.full_data
@@ -341,81 +280,6 @@ def test_mnist_statistics_match_the_published_constants(full_data_dir):
   assert (round(mean, 4), round(std, 4)) == (preprocess.MNIST_MEAN, preprocess.MNIST_STD)
   mean, std = describe.pixel_stats(images[:55000])      # a run's training split
   assert round(mean, 4) == preprocess.MNIST_MEAN and abs(std - preprocess.MNIST_STD) < 2e-4
-
-
-def test_the_tfds_load_path_holds_no_network_probe():
-  assert not hasattr(tfds_source, 'socket') and not hasattr(tfds_source, 'any_resolves')
-
-
-# --- TFDS offline check ---------------------------------------------------------
-
-def _offline_builder(urls=('https://storage.googleapis.com/cvdf-datasets/mnist/x.gz',)):
-  """A builder stand-in whose download must never be reached."""
-  def download():
-    raise AssertionError('download_and_prepare reached')
-  return types.SimpleNamespace(is_prepared=lambda: False, data_dir_root='/d',
-                               url_infos=dict.fromkeys(urls),
-                               download_and_prepare=download)
-
-
-def test_tfds_download_hosts(monkeypatch):
-  for var in ('http_proxy', 'https_proxy', 'all_proxy', 'no_proxy'):
-    monkeypatch.delenv(var, raising=False)
-    monkeypatch.delenv(var.upper(), raising=False)
-  b = _offline_builder(('http://codh.rois.ac.jp/kmnist/a.gz',
-                        'http://codh.rois.ac.jp/kmnist/b.gz'))
-  assert download.download_hosts(b) == ['codh.rois.ac.jp', 'storage.googleapis.com']
-  monkeypatch.setenv('https_proxy', 'proxy.example:3128')
-  monkeypatch.setenv('no_proxy', 'localhost')
-  assert 'proxy.example' in download.download_hosts(b)
-  assert download.download_hosts(types.SimpleNamespace()) is None  # URLs unknown
-
-
-def test_tfds_offline_unresolvable_host_fails_fast(monkeypatch):
-  def no_dns(host, *args, **kwargs):
-    raise socket.gaierror(-2, 'Name or service not known')
-  monkeypatch.setattr(download.socket, 'getaddrinfo', no_dns)
-  start = time.monotonic()
-  with pytest.raises(UserError, match="cannot resolve storage.googleapis.com to "
-                     "download TFDS dataset 'mnist' .*TFDS_DATA_DIR.*source='idx'"):
-    download.prepare(_offline_builder(), 'mnist', download=True)
-  assert time.monotonic() - start < 1
-
-
-def test_tfds_offline_resolver_timeout_is_bounded(monkeypatch):
-  release = threading.Event()
-  monkeypatch.setattr(download.socket, 'getaddrinfo',
-                      lambda *args, **kwargs: release.wait(30))  # a hung lookup
-  start = time.monotonic()
-  try:
-    assert not download.any_resolves(['a.example', 'b.example'], timeout=0.3)
-  finally:
-    release.set()
-  assert time.monotonic() - start < 1
-
-
-def test_tfds_resolve_any_host_is_enough(monkeypatch):
-  def only_b(host, *args, **kwargs):
-    if host != 'b.example':
-      raise socket.gaierror(-2, 'Name or service not known')
-    return []
-  monkeypatch.setattr(download.socket, 'getaddrinfo', only_b)
-  assert download.any_resolves(['a.example', 'b.example'], timeout=2)
-  assert not download.any_resolves(['a.example'], timeout=2)
-  assert not download.any_resolves([], timeout=2)
-
-
-def test_tfds_offline_real_download_fails_in_seconds(tmp_path, monkeypatch):
-  """Real builder, real DNS; skipped where the download host resolves (it would download)."""
-  b = tfds_source.builder('mnist', str(tmp_path))
-  if download.any_resolves(download.download_hosts(b)):
-    pytest.skip('the TFDS download hosts resolve here: prepare would download')
-  monkeypatch.setattr(b, 'download_and_prepare', _offline_builder().download_and_prepare)
-  start = time.monotonic()
-  with pytest.raises(UserError, match="cannot resolve .* 'mnist' \\(no network\\?\\)"):
-    download.prepare(b, 'mnist', download=True)
-  assert time.monotonic() - start < download.RESOLVE_TIMEOUT_S + 2
-  assert not os.listdir(tmp_path)
 
 
 def test_pixel_stats_take_uint8_pixels_only():

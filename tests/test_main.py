@@ -36,6 +36,7 @@ def run_main(args, cwd=ROOT, **kwargs):
 def small_config(data_dir, **overrides):
   config = defaults.get_config()
   config.data.source, config.data.data_dir, config.data.val_size = 'idx', data_dir, 500
+  config.data.download = False   # a missing file is an error here, not a download
   config.batch_size, config.eval_batch_size, config.num_epochs = 100, 500, 1
   config.write_plots = False
   for key, value in overrides.items():

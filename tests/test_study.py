@@ -435,6 +435,14 @@ def test_bad_storage_urls_are_one_line(tmp_path):
   assert os.listdir(tmp_path) == []
 
 
+def test_a_missing_postgres_driver_names_the_extra(monkeypatch):
+  monkeypatch.setitem(sys.modules, 'psycopg2', None)   # as if not installed
+  with pytest.raises(UserError) as e:
+    storage_lib.open_storage('postgresql+psycopg2://me:s3cret@127.0.0.1:1/db')
+  assert str(e.value) == ('the study storage postgresql+psycopg2://me:***@127.0.0.1:1/db '
+                          "needs the PostgreSQL driver psycopg2: pip install 'mnist_jax[postgres]'")
+
+
 def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, mnist_small_dir):
   config = _config_file(tmp_path, mnist_small_dir)
   cases = [

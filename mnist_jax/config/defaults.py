@@ -52,10 +52,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.seed = 0
 
   c.data = ml_collections.ConfigDict()
-  c.data.source = 'tfds'          # 'tfds' | 'idx' (original IDX files in data_dir)
-  c.data.name = 'mnist'           # any 28x28x1 TFDS classification set: fashion_mnist, kmnist
-  c.data.data_dir = config_dict.placeholder(str)  # tfds data_dir / IDX directory
-  c.data.download = True          # let TFDS download when the data is missing
+  c.data.source = 'idx'           # 'idx' (the four IDX files) | 'tfds' (the tfds extra)
+  c.data.name = 'mnist'           # tfds: any 28x28x1 classification set: fashion_mnist, kmnist
+  c.data.data_dir = config_dict.placeholder(str)  # IDX folder (None: ~/.cache/mnist_jax/<name>)
+                                                  # / TFDS data_dir (None: TFDS's)
+  c.data.download = True          # fetch missing data: MNIST from data.mirror / TFDS's download
+  c.data.mirror = config_dict.placeholder(str)    # URL of the four .gz IDX files (None: MNIST's)
+  c.data.sha256 = config_dict.placeholder(tuple)  # of the decompressed train images, train
+                                                  # labels, test images, test labels (None: MNIST's)
   c.data.val_size = 5000          # validation images carved from the end of train
   c.data.standardize = False      # x' = (x - mean) / std after x = p / 255
   # What the data is (data/describe.py): None = read from the run's own data when it

@@ -31,6 +31,7 @@ FILES = {
     'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
     'test': ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte'),
 }
+STEMS = FILES['train'] + FILES['test']
 FULL_COUNTS = {'train': 60000, 'test': 10000}
 # sha256 of the decompressed files of the real MNIST.
 SHA256 = {
@@ -46,17 +47,25 @@ SHA256 = {
 
 _FIX_DIR = ("set config.data.data_dir to the folder holding the four MNIST IDX "
             "files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
-            "t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]), or use "
-            "config.data.source='tfds'")
+            "t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]), or set "
+            "config.data.download=True to fetch MNIST into it")
 _FIX_CORRUPT = 'delete it and download it again'
 
 
-def find_file(directory: str, stem: str) -> str:
-  """Path of ``stem`` or ``stem.gz`` in ``directory`` (the raw file first)."""
+def existing(directory: str, stem: str):
+  """Path of ``stem`` or ``stem.gz`` in ``directory`` (the raw file first), else None."""
   for name in (stem, stem + '.gz'):
     path = os.path.join(directory, name)
     if os.path.isfile(path):
       return path
+  return None
+
+
+def find_file(directory: str, stem: str) -> str:
+  """Path of ``stem`` or ``stem.gz`` in ``directory``; UserError when neither is there."""
+  path = existing(directory, stem)
+  if path is not None:
+    return path
   raise UserError(f'MNIST file {os.path.join(directory, stem)}[.gz] not found; '
                   f'{_FIX_DIR}')
 

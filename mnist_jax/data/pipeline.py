@@ -1,7 +1,13 @@
 """Train / validation / test splits of MNIST-like data, held on the host as uint8.
 
-Reads ``config.data`` (source, name, data_dir, download, val_size, train_limit)
-and returns a ``Dataset``. The official train split of N images is cut as
+Reads ``config.data`` and returns a ``Dataset``. Two sources:
+
+  idx   the four IDX files in data_dir (default: data/download.cache_dir(name)); MNIST's
+        are downloaded there from data.mirror on first use when data.download is True
+        (data/download.py), with no TensorFlow anywhere
+  tfds  a TFDS dataset by name, as tfds.load reads it (data/tfds.py; the tfds extra)
+
+The official train split of N images is cut as
 
   validation = train[N - val_size:]          (the LAST val_size images)
   train      = train[:N - val_size]          (then the first train_limit, if > 0)
@@ -18,10 +24,10 @@ import dataclasses
 
 import numpy as np
 
-from mnist_jax.data import idx
+from mnist_jax.data import download, idx
 from mnist_jax.errors import UserError
 
-SOURCES = ('tfds', 'idx')
+SOURCES = ('idx', 'tfds')
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -64,14 +70,13 @@ def _read(data_config):
   configured source."""
   source, name = data_config.source, data_config.name
   if source == 'idx':
-    if not data_config.data_dir:
-      raise UserError("config.data.source='idx' needs config.data.data_dir; set it "
-                      'to the folder holding the four MNIST IDX files')
-    splits = {s: idx.load_split(data_config.data_dir, s, name=name)
-              for s in ('train', 'test')}
+    directory = data_config.data_dir or download.cache_dir(name)
+    if data_config.download:
+      download.fetch(directory, name, data_config.mirror, data_config.sha256)
+    splits = {s: idx.load_split(directory, s, name=name) for s in ('train', 'test')}
     return splits, idx.num_classes(name, *(y for _, y in splits.values())), ()
   if source == 'tfds':
-    from mnist_jax.data import tfds  # pylint: disable=g-import-not-at-top  (TF is slow)
+    from mnist_jax.data import tfds  # pylint: disable=g-import-not-at-top  (an extra)
     return tfds.load_splits(name, ('train', 'test'), data_config.data_dir,
                             bool(data_config.download))
   raise UserError(f'unknown config.data.source {source!r}; use one of {SOURCES}')

@@ -34,6 +34,7 @@ import sqlalchemy
 from optuna.storages import journal
 from optuna.storages._heartbeat import BaseHeartbeat  # Optuna's extension point for heartbeats
 
+from mnist_jax import extras
 from mnist_jax.errors import UserError
 
 JOURNAL = 'journal:'
@@ -153,16 +154,18 @@ def open_storage(url: str, heartbeat_s: int = 30, grace_s: int = 120):
     if url.startswith(JOURNAL):
       return _open_journal(url[len(JOURNAL):], heartbeat_s, grace_s, callback)
     try:
-      sqlalchemy.engine.make_url(url)
+      driver = sqlalchemy.engine.make_url(url).get_driver_name()
     except sqlalchemy.exc.ArgumentError:
       raise UserError(f'--storage={url} is neither a database URL nor journal:PATH; pass e.g. '
                       'postgresql+psycopg2://user:pass@host/db or journal:/shared/study.log'
                       ) from None
+    if driver in extras.EXTRAS:   # psycopg2: the postgres extra
+      extras.require(driver, f'the study storage {redact(url)}')
     try:
       return _open_rdb(url, heartbeat_s, grace_s, callback)
     except (ImportError, sqlalchemy.exc.NoSuchModuleError) as e:
       raise UserError(f'cannot open the study storage {redact(url)}: no driver for it ({e}); '
-                      'install it (PostgreSQL: pip install psycopg2-binary)') from None
+                      'install the driver its URL names') from None
 
 
 def claim(storage, trial_id: int):
