@@ -29,7 +29,7 @@ _EPOCHS = flags.DEFINE_integer('epochs', 5, 'passes of the perceptron rule')
 _LR = flags.DEFINE_float('lr', 1.0, 'η of the perceptron rule')
 _GD_EPOCHS = flags.DEFINE_integer('gd_epochs', None,
                                   'gradient-descent epochs (default: the config; 0 = skip)')
-_DATA_DIR = flags.DEFINE_string('data_dir', None, 'folder with the IDX files (else TFDS)')
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'folder with the IDX files (else the download cache, MNIST fetched on first use)')
 _OUT = flags.DEFINE_string('out', 'experiments/results/perceptron_rule.md', 'table file')
 
 

@@ -20,7 +20,7 @@ from mnist_jax.inspection import figures
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.')
 flags.mark_flag_as_required('config')
-_DATA_DIR = flags.DEFINE_string('data_dir', None, 'Folder with the IDX files (else TFDS).')
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'Folder with the IDX files (else the download cache, MNIST fetched on first use).')
 _OUT = flags.DEFINE_string('out', None, 'Markdown file to write the table to.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (default: a temp dir).')
 

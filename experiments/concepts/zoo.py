@@ -50,7 +50,7 @@ ZOO = {
 _MODELS = flags.DEFINE_list('models', list(ZOO), f'Subset of {", ".join(ZOO)}.')
 _EPOCHS = flags.DEFINE_integer('epochs', 0, 'Override num_epochs (0 = the config\'s).')
 _TRAIN_LIMIT = flags.DEFINE_integer('train_limit', 0, 'Use only N training images (0 = all).')
-_DATA_DIR = flags.DEFINE_string('data_dir', None, 'Folder with the IDX files (else TFDS).')
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'Folder with the IDX files (else the download cache, MNIST fetched on first use).')
 _OUT = flags.DEFINE_string('out', os.path.join(report.RESULTS, 'zoo.md'),
                            'Markdown table; <out>.json and .png are written beside it.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Root for the runs (default: a temp dir).')

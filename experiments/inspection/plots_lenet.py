@@ -6,7 +6,7 @@ Trains configs/lenet.py (with --epochs overriding num_epochs; the schedule is
 stretched to fit) in --workdir (engine.driver.train), then draws every plot of
 mnist_jax.inspection.figures of the final state there (the engine draws none) and
 copies the chosen ones to experiments/results/lenet_<name>.png. Without
---data_dir the data comes from TFDS. Prints the command, the machine and the
+--data_dir MNIST comes from the download cache (fetched on first use). Prints the command, the machine and the
 final metrics (a PNG holds no command line).
 """
 import os
@@ -23,7 +23,7 @@ from mnist_jax.inspection import figures
 
 _EPOCHS = flags.DEFINE_integer('epochs', 0, 'epochs (0 = the config\'s, 10)')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'folder with the MNIST IDX files '
-                                '(default: TFDS)')
+                                '(default: the download cache)')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'run directory (default: a new '
                                'runs/plots_lenet_<time>)')
 _COPY = flags.DEFINE_list('copy', ['curves', 'confusion'], 'plots copied to '
