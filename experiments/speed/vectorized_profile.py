@@ -39,7 +39,7 @@ import hardware
 import report
 from mnist_jax import train
 from mnist_jax.data import idx, preprocess
-from mnist_jax.nn import conv as conv_lib
+from mnist_jax.nn import fast_layers
 from mnist_jax.search import hyper
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -68,17 +68,16 @@ def toeplitz_conv(x, kernel, chunk: int = 5):
   return y.reshape(n, ho, wo, f)
 
 
-class ToeplitzC3(conv_lib.PatchConv):
+class ToeplitzC3(fast_layers.PatchConv):
   """PatchConv's parameters; VALID convolutions with ≥ 6 input channels as toeplitz_conv."""
 
   @nn.compact
-  def __call__(self, x):
-    shape = conv_lib._pair(self.kernel_size) + (x.shape[-1], self.features)  # pylint: disable=protected-access
-    kernel = self.param('kernel', self.kernel_init, shape, self.param_dtype)
-    bias = self.param('bias', self.bias_init, (self.features,), self.param_dtype)
+  def __call__(self, inputs):
+    x, kernel, bias = self._variables(inputs)
     if self.padding == 'VALID' and x.shape[-1] >= 6:
       return toeplitz_conv(x, kernel) + bias
-    return conv_lib.conv2d(x, kernel, bias, padding=self.padding)
+    patches = fast_layers.extract_patches(x, kernel.shape[:2], padding=self.padding)
+    return jnp.dot(patches, kernel.reshape(-1, self.features)) + bias
 
 
 def loss_fn(model, params, x, y):
@@ -105,9 +104,7 @@ def main(argv):
   y = jnp.asarray(labels[:128])
   config = hyper.apply(_CONFIG.value, {'model.conv_impl': 'patches'})
   models = {'im2col': train.build_model(config)}
-  models['toeplitz'] = models['im2col'].clone(conv_impl='toeplitz')
-  orig_get = conv_lib.get
-  conv_lib.get = lambda impl: ToeplitzC3 if impl == 'toeplitz' else orig_get(impl)
+  models['toeplitz'] = models['im2col'].clone(conv=ToeplitzC3)
   keys = jax.random.split(jax.random.key(0), k)
   stacked = jax.vmap(lambda r: models['im2col'].init(r, x[:1])['params'])(keys)
   one = jax.tree_util.tree_map(lambda a: a[0], stacked)
