@@ -24,7 +24,7 @@ over 5 seeds among 1.5e-2, 2e-2, 3e-2)
 (experiments/results/benchmark_speedrun_seeds.md).
 
 --config.model.conv_impl=shift keeps nn.Conv's forward and computes the kernel
-gradient as 9 shifted matrix products (nn/conv.py): 1.19x the training images/s
+gradient as 9 shifted matrix products (nn/fast_layers.py): 1.19x the training images/s
 (experiments/results/conv_grad.md), but on validation over 5 seeds it is below
 nn.Conv (mean 99.12 % vs 99.17 %, min 99.02 % vs 99.12 %;
 experiments/results/speedrun_variants_conv_impl.md), so it is not the default.
