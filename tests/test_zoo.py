@@ -5,8 +5,8 @@ a minute on 2 CPU cores; the structure (blocks, skips, concatenations) is the
 same as in the default configs. They use the models' default layers, flax's
 nn.Conv and nn.max_pool, whose programs compile faster than the CPU default's
 fast layers (nn/fast_layers.py);
-test_fast_layers_and_flax_primitives_are_one_function checks that both compute the
-same logits and gradients.
+test_fast_layers_and_flax_primitives_are_one_function and ..._have_one_gradient check
+that both compute the same logits and gradients.
 """
 import functools
 import math
@@ -100,13 +100,25 @@ def test_logits_shape_dtype_jit_and_bfloat16(key):
 def test_fast_layers_and_flax_primitives_are_one_function(key):
   """The CPU default's layers (models.layers_for('auto', 'cpu'): PatchConv and
   fast_layers.max_pool) and flax's nn.Conv and nn.max_pool are the same function of
-  the same variables, in every layer of every model: equal logits, and equal
-  gradients of the loss w.r.t. every parameter."""
+  the same variables, in every layer of every model."""
   model, variables, evaluate, _ = compiled(key)
   fast = models.with_layers(model, 'auto', 'cpu')
   assert fast.conv is fast_layers.PatchConv
   np.testing.assert_allclose(jax.jit(fast.apply)(variables, X), evaluate(variables, X),
                              rtol=1e-4, atol=1e-5)
+
+
+# Every layer kind between them: plain, masked and strided convs, 1x1 and
+# pre-activation convs, non-overlapping, overlapping and padded max-pools.
+GRAD_KEYS = ['lenet5_classic', 'lenet5_modern', 'alexnet', 'resnet', 'densenet',
+             'efficientnet']
+
+
+@pytest.mark.parametrize('key', GRAD_KEYS)
+def test_fast_layers_and_flax_primitives_have_one_gradient(key):
+  """... and the same gradient of the loss w.r.t. every parameter."""
+  model, variables, _, _ = compiled(key)
+  fast = models.with_layers(model, 'auto', 'cpu')
   targets = jax.nn.one_hot(jnp.arange(4), 10)
   grad = lambda m: jax.jit(jax.grad(lambda p: jnp.mean(losses.get('cce')(
       m.apply({**variables, 'params': p}, X), targets))))(variables['params'])
