@@ -46,10 +46,11 @@ Max-pooling over K×K windows, stride S, padding P (−∞ on the border):
 
   y[n, i, j, c] = max_{u,v < K} x_pad[n, S·i + u, S·j + v, c]
 
-``max_pool`` gives nn.max_pool's values: with S = K (non-overlapping windows) as a
-reshape + max whose gradient is one select, otherwise separably (the maximum over
-K shifted rows, then over K shifted columns). Both avoid XLA:CPU's gradient of
-``reduce_window`` (select-and-scatter).
+``max_pool`` gives nn.max_pool's values: with S = K and padding 'VALID' (or zero
+pairs) as a reshape + max with nn.max_pool's gradient, otherwise separably (the maximum over K
+shifted rows, then over K shifted columns; at a tie jnp.maximum shares ∂L/∂y between
+the tied elements, where nn.max_pool gives it to one). Both avoid XLA:CPU's gradient
+of ``reduce_window`` (select-and-scatter).
 """
 import functools
 from typing import Sequence, Union
@@ -215,12 +216,13 @@ def max_pool(inputs, window_shape, strides=None, padding='VALID'):
 def _window_max(x, window: tuple):
   """Non-overlapping K_h×K_w max-pool as reshape + max (output H/K_h × W/K_w).
 
-  Gradient: ∂L/∂x = ∂L/∂y at the elements equal to their window's maximum, 0
-  elsewhere: one element-wise select. ``jnp.max``'s own rule also counts the ties
-  and divides by their number (a reduction, a compare, a convert and a division
-  more); the two agree unless a window holds its maximum twice, which for float
-  activations happens with probability ~0, and for zeros after a ReLU gives the
-  same parameter gradient (the ReLU's derivative is 0 there).
+  Gradient: nn.max_pool's. ∂L/∂y of a window goes to one element, the first (in
+  row-major order) equal to the window's maximum, which is the one XLA's
+  select-and-scatter picks; found as a min over the window and one select. Ties
+  are common on MNIST: a window on the empty background holds one value after a
+  bias or batch norm; giving ∂L/∂y to each tied element would count it K_h·K_w
+  times in the gradient of that bias. ``jnp.max``'s own rule shares it between
+  the ties (a sum and a division more).
   """
   (kh, kw), (n, h, w, c) = window, x.shape
   return x.reshape(n, h // kh, kh, w // kw, kw, c).max(axis=(2, 4))
@@ -236,8 +238,9 @@ def _window_max_bwd(window, res, g):
   (kh, kw), (n, h, w, c) = window, x.shape
   shape = (n, h // kh, kh, w // kw, kw, c)
   up = lambda a: jnp.broadcast_to(a[:, :, None, :, None, :], shape)
-  mask = x.reshape(shape) == up(y)
-  return (jnp.where(mask, up(g), jnp.zeros((), g.dtype)).reshape(x.shape),)
+  position = jnp.arange(kh * kw, dtype=jnp.int32).reshape(1, 1, kh, 1, kw, 1)
+  first = jnp.min(jnp.where(x.reshape(shape) == up(y), position, kh * kw), axis=(2, 4))
+  return (jnp.where(position == up(first), up(g), jnp.zeros((), g.dtype)).reshape(x.shape),)
 
 
 _window_max.defvjp(_window_max_fwd, _window_max_bwd)
