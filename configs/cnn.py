@@ -26,8 +26,8 @@ def get_config():
   config.model.dense = (128,)
   config.model.activation = 'relu'
   config.model.dropout_rate = 0.3
-  # 'patches' (im2col + matmul, nn/conv.py) gives nn.Conv's numbers, several times
-  # faster on XLA:CPU (docs/speed.md).
+  # 'patches' (im2col + matmul, nn/fast_layers.py) gives nn.Conv's numbers, faster on
+  # XLA:CPU (docs/speed.md).
   config.model.conv_impl = 'auto'         # CPU: patches + matmul; GPU/TPU: nn.Conv
   config.loss = 'cce'
   defaults.cnn_recipe(config)

@@ -19,7 +19,7 @@ down to η/(25·10⁴)), batch 60, float32 (bfloat16 is slower on XLA:CPU:
 docs/speed.md), no augmentation (it slows a one-epoch fit). The recipe and the
 peak η were chosen on validation accuracy (the last 5,000 train images) over 5 seeds.
 --config.model.conv_impl=shift computes the kernel gradient as 9 shifted matrix
-products (nn/conv.py, experiments/results/conv_grad.md); on validation it is no
+products (nn/fast_layers.py, experiments/results/conv_grad.md); on validation it is no
 better than nn.Conv, so it is not the default.
 
 Result: 99.06 % mean test accuracy over seeds 0-4 after one epoch, every seed >= 99 %

@@ -56,7 +56,7 @@ def make_config(model: str = None, config=None, **overrides) -> ml_collections.C
   config = defaults.get_config() if config is None else ml_collections.ConfigDict(config)
   if model is not None and model != config.model.name:
     config.model = ml_collections.ConfigDict({'name': model})
-  fields = models.fields(models.get_class(config.model.name))
+  fields = models.options(models.get_class(config.model.name))
   dotted = {}
   for key, value in overrides.items():
     in_top, in_model = key in config and key != 'model', key in fields

@@ -155,11 +155,13 @@ def test_cnn_shapes_pooling_and_padding():
 
 
 def test_cnn_conv_impls_agree():
-  model = CNN(features=(4, 8), dense=(16,), padding=1, conv_impl='xla')
+  """nn.Conv + nn.max_pool and their drop-in replacements: the same logits."""
+  model = CNN(features=(4, 8), dense=(16,), padding=1)
   variables = jax.jit(model.init)(jax.random.key(0), X)
-  np.testing.assert_allclose(model.apply(variables, X),
-                             model.clone(conv_impl='patches').apply(variables, X),
-                             rtol=1e-4, atol=1e-5)
+  for impl in ('patches', 'shift'):
+    fast = model.clone(**models.layers_for(impl, 'cpu'))
+    np.testing.assert_allclose(model.apply(variables, X), fast.apply(variables, X),
+                               rtol=1e-4, atol=1e-5)
 
 
 def test_batch_norm_train_updates_running_averages_eval_uses_them():

@@ -14,6 +14,7 @@ from mnist_jax import models
 from mnist_jax.inspection import explain
 from mnist_jax.models.cnn import CNN
 from mnist_jax.models.lenet import LeNet5
+from mnist_jax.nn import fast_layers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -220,9 +221,11 @@ def test_macs_are_the_layers_not_flax_flops():
   """Why MACs are not taken from the library: flax's compute_flops is XLA's cost
   of the code. C1 as nn.Conv and as PatchConv (the same layer, the same
   variables) costs different FLOPs, neither 2·MACs; its MACs are one number."""
-  flops, macs = set(), set()
-  for impl in ('xla', 'patches'):
-    model = LeNet5(conv_impl=impl)
+  flops, macs, kinds = set(), set(), set()
+  for conv in (nn.Conv, fast_layers.PatchConv):
+    model = LeNet5(conv=conv)
     flops.add(int(_tabulated(model, compute_flops=True)['C1']['flops']))
     macs.add(_by_name(explain.explain(model))['C1'].macs)
+    kinds.add(_by_name(explain.explain(model))['C1'].kind)
   assert macs == {28 * 28 * 25 * 6} and len(flops) == 2 and 2 * 117_600 not in flops
+  assert kinds == {'Conv'}   # the drop-in replacement is reported as the layer it computes

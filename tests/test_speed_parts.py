@@ -15,9 +15,8 @@ from mnist_jax.config import defaults
 from mnist_jax.data import pipeline
 from mnist_jax.errors import UserError
 from mnist_jax.models.lenet import LeNet5
-from mnist_jax.models.blocks import max_pool
 from mnist_jax.models.speednet import SpeedNet
-from mnist_jax.nn import conv
+from mnist_jax.nn import fast_layers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,7 +34,8 @@ def _load(group, name):
                                      (1, 1, 'SAME'), (2, 3, ((1, 0), (0, 2)))])
 def test_patch_conv_equals_nn_conv(k, s, p):
   x = jax.random.normal(jax.random.key(0), (2, 13, 11, 3))
-  ref, fast = nn.Conv(4, (k, k), strides=s, padding=p), conv.PatchConv(4, (k, k), strides=s, padding=p)
+  ref = nn.Conv(4, (k, k), strides=s, padding=p)
+  fast = fast_layers.PatchConv(4, (k, k), strides=s, padding=p)
   variables = jax.jit(ref.init)(jax.random.key(1), x)
   # Same parameter names, shapes and initial values (same initializers).
   fast_vars = jax.jit(fast.init)(jax.random.key(1), x)
@@ -60,7 +60,7 @@ def test_shift_conv_is_nn_conv_with_the_kernel_gradient_as_shifted_products(c, k
   kernel, the bias and the input), the kernel's as K·K shifted matrix products."""
   x = jax.random.normal(jax.random.key(0), (3, 10, 9, c))
   ref = nn.Conv(7, (k, k), padding=p, use_bias=bias)
-  fast = conv.get('shift')(7, (k, k), padding=p, use_bias=bias)
+  fast = fast_layers.ShiftConv(7, (k, k), padding=p, use_bias=bias)
   variables = jax.jit(ref.init)(jax.random.key(1), x)
   assert (jax.tree_util.tree_structure(jax.jit(fast.init)(jax.random.key(1), x))
           == jax.tree_util.tree_structure(variables))
@@ -71,9 +71,9 @@ def test_shift_conv_is_nn_conv_with_the_kernel_gradient_as_shifted_products(c, k
   for a, b in zip(jax.tree_util.tree_leaves(g_fast), jax.tree_util.tree_leaves(g_ref)):
     np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
   # dW by hand for one kernel tap: Σ_{n,i,j} x_pad[n, i+u, j+v, c] · dFM[n, i, j, f]
-  pads = conv.explicit_padding(p, x.shape[1:3], (k, k), (1, 1))
+  pads = fast_layers.explicit_padding(p, x.shape[1:3], (k, k), (1, 1))
   dy = jax.random.normal(jax.random.key(2), ref.apply(variables, x).shape)
-  _, vjp = jax.vjp(lambda w: conv.shift_conv2d(x, w, pads), variables['params']['kernel'])
+  _, vjp = jax.vjp(lambda w: fast_layers.shift_conv2d(x, w, pads), variables['params']['kernel'])
   xp = np.pad(np.asarray(x), ((0, 0),) + pads + ((0, 0),))
   h, w = dy.shape[1:3]
   by_hand = np.einsum('nijc,nijf->cf', xp[:, 1:1 + h, 0:w], np.asarray(dy))
@@ -82,7 +82,16 @@ def test_shift_conv_is_nn_conv_with_the_kernel_gradient_as_shifted_products(c, k
 
 def test_shift_conv_refuses_strides():
   with pytest.raises(UserError, match="conv_impl='shift' supports stride 1 only"):
-    conv.ShiftConv(4, (3, 3), strides=2).init(jax.random.key(0), jnp.zeros((1, 8, 8, 2)))
+    fast_layers.ShiftConv(4, (3, 3), strides=2).init(jax.random.key(0), jnp.zeros((1, 8, 8, 2)))
+
+
+def test_patch_conv_refuses_what_it_does_not_compute():
+  x = jnp.zeros((1, 8, 8, 4))
+  for kwargs in ({'kernel_dilation': 2}, {'feature_group_count': 2}):
+    with pytest.raises(ValueError, match='use nn.Conv for this layer'):
+      fast_layers.PatchConv(4, (3, 3), **kwargs).init(jax.random.key(0), x)
+  with pytest.raises(ValueError, match='2-D convolutions'):   # an int kernel: nn.Conv's 1-D
+    fast_layers.PatchConv(4, 3).init(jax.random.key(0), x)
 
 
 @pytest.mark.parametrize('impl', ['patches', 'shift'])
@@ -90,7 +99,7 @@ def test_patch_and_shift_conv_mask_and_no_bias(impl):
   x = jax.random.normal(jax.random.key(0), (1, 8, 8, 2))
   mask = jnp.zeros((3, 3, 2, 5)).at[:, :, 0, :].set(1.0)
   ref = nn.Conv(5, (3, 3), use_bias=False, mask=mask)
-  fast = conv.get(impl)(5, (3, 3), use_bias=False, mask=mask)
+  fast = models.CONV_IMPLS[impl](5, (3, 3), use_bias=False, mask=mask)
   variables = jax.jit(ref.init)(jax.random.key(1), x)
   assert 'bias' not in variables['params']
   np.testing.assert_allclose(fast.apply(variables, x), ref.apply(variables, x), atol=1e-5)
@@ -98,61 +107,95 @@ def test_patch_and_shift_conv_mask_and_no_bias(impl):
 
 def test_same_padding_rule_matches_lax():
   for size, k, s in [(28, 5, 1), (13, 3, 2), (14, 4, 2), (7, 1, 3)]:
-    ours = conv.explicit_padding('SAME', (size, size), (k, k), (s, s))
+    ours = fast_layers.explicit_padding('SAME', (size, size), (k, k), (s, s))
     ref = jax.lax.padtype_to_pads((size, size), (k, k), (s, s), 'SAME')
     assert [tuple(p) for p in ours] == [tuple(p) for p in ref]
 
 
 def test_extract_patches_layout():
   x = jnp.arange(16.0).reshape(1, 4, 4, 1)
-  patches = conv.extract_patches(x, (2, 2))              # VALID, stride 1
+  patches = fast_layers.extract_patches(x, (2, 2))       # VALID, stride 1
   assert patches.shape == (1, 3, 3, 4)
   np.testing.assert_array_equal(patches[0, 1, 2], [6.0, 7.0, 10.0, 11.0])  # (u, v, c) order
 
 
 def test_unknown_conv_impl_is_a_user_error():
   with pytest.raises(UserError, match='conv_impl'):
-    conv.get('winograd')
+    models.layers_for('winograd', 'cpu')
+  with pytest.raises(UserError, match="model 'mlp' has no option conv_impl"):
+    models.build(ml_collections.ConfigDict({'name': 'mlp', 'conv_impl': 'xla'}))
 
 
-def test_auto_conv_impl_is_patches_on_cpu_nn_conv_elsewhere(monkeypatch):
-  assert conv.get('auto') is conv.PatchConv          # the tests run on CPU
-  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
-  assert conv.get('auto') is nn.Conv
+def test_layers_follow_conv_impl_and_the_platform():
+  fast = {'conv': fast_layers.PatchConv, 'max_pool': fast_layers.max_pool}
+  assert models.layers_for('auto', 'cpu') == fast
+  assert models.layers_for('auto', 'gpu') == {'conv': nn.Conv, 'max_pool': nn.max_pool}
+  assert models.layers_for('xla', 'cpu') == {**fast, 'conv': nn.Conv}
+  assert models.layers_for('shift', 'tpu') == {'conv': fast_layers.ShiftConv,
+                                              'max_pool': nn.max_pool}
+  # build: the config's conv_impl on this platform (the tests run on CPU); a model
+  # without a max-pool takes the conv alone; conv_impl is an option, not a field.
+  lenet = models.build(ml_collections.ConfigDict({'name': 'lenet5'}))
+  assert (lenet.conv, lenet.max_pool) == (fast_layers.PatchConv, fast_layers.max_pool)
+  effnet = models.build(ml_collections.ConfigDict({'name': 'efficientnet', 'conv_impl': 'xla'}))
+  assert effnet.conv is nn.Conv and 'max_pool' not in models.fields(type(effnet))
+  assert 'conv_impl' in models.options(LeNet5) and 'conv' not in models.options(LeNet5)
+  assert 'conv_impl' not in models.options(models.get_class('mlp'))
+  # K models under vmap: patches on every platform, the platform's max-pool.
+  vmapped = models.vmapped(LeNet5())
+  assert (vmapped.conv, vmapped.max_pool) == (fast_layers.PatchConv, fast_layers.max_pool)
 
 
-
-@pytest.mark.parametrize('c3_table', [False, True])
-def test_lenet_patches_matches_xla(c3_table):
-  x = jax.random.uniform(jax.random.key(0), (3, 28, 28, 1))
-  ref = LeNet5(c3_table=c3_table, conv_impl='xla')
-  fast = ref.clone(conv_impl='patches')
+@pytest.mark.parametrize('impl, c3_table', [('patches', False), ('patches', True),
+                                            ('shift', False)])
+def test_lenet_same_variables_same_outputs_and_gradients_with_either_layers(impl, c3_table):
+  """LeNet-5 with nn.Conv + nn.max_pool and with the fast layers of ``impl``: the same
+  parameter tree, and on the same variables the same logits and gradients (train
+  mode, same dropout key), so a checkpoint moves between implementations. The
+  input is a digit-like blob on an empty background and the biases are positive, as
+  after training: every window on the background holds one value, a tied maximum."""
+  blob = jax.random.uniform(jax.random.key(0), (3, 12, 12, 1))
+  x = jnp.zeros((3, 28, 28, 1)).at[:, 8:20, 8:20].set(blob)
+  ref = LeNet5(c3_table=c3_table, dropout_rate=0.25)
+  fast = ref.clone(**models.layers_for(impl, 'cpu'))
+  assert (fast.conv, fast.max_pool) != (ref.conv, ref.max_pool)
   variables = jax.jit(ref.init)(jax.random.key(1), x)
-  assert (jax.tree_util.tree_structure(jax.jit(fast.init)(jax.random.key(1), x))
-          == jax.tree_util.tree_structure(variables))
+  fast_vars = jax.jit(fast.init)(jax.random.key(1), x)
+  assert jax.tree_util.tree_structure(fast_vars) == jax.tree_util.tree_structure(variables)
+  for a, b in zip(jax.tree_util.tree_leaves(fast_vars), jax.tree_util.tree_leaves(variables)):
+    np.testing.assert_array_equal(a, b)          # same initializers, same values
+  variables = jax.tree_util.tree_map_with_path(
+      lambda path, v: v + 0.1 if jax.tree_util.keystr(path).endswith("['bias']") else v,
+      variables)
   np.testing.assert_allclose(fast.apply(variables, x), ref.apply(variables, x), atol=1e-5)
+  loss = lambda m: jax.jit(jax.grad(lambda v: jnp.sum(jnp.sin(m.apply(
+      v, x, train=True, rngs={'dropout': jax.random.key(2)})))))
+  for a, b in zip(jax.tree_util.tree_leaves(loss(fast)(variables)),
+                  jax.tree_util.tree_leaves(loss(ref)(variables))):
+    np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize('k', [2, 3])
 def test_non_overlapping_max_pool_equals_nn_max_pool(k):
-  """blocks.max_pool with S = K (reshape + max): nn.max_pool's values and gradient."""
+  """fast_layers.max_pool with S = K (reshape + max): nn.max_pool's values and gradient."""
   x = jax.random.normal(jax.random.key(0), (2, 11, 10, 3))   # sizes not divisible: floor
   ref = lambda x: nn.max_pool(x, (k, k), strides=(k, k))
-  assert max_pool(x, k).shape == (2, 11 // k, 10 // k, 3)
-  np.testing.assert_array_equal(max_pool(x, k), ref(x))
+  ours = lambda x: fast_layers.max_pool(x, (k, k), strides=(k, k))
+  assert ours(x).shape == (2, 11 // k, 10 // k, 3)
+  np.testing.assert_array_equal(ours(x), ref(x))
   g_ref = jax.grad(lambda x: jnp.sum(ref(x) ** 2))(x)         # no ties in random floats
-  np.testing.assert_allclose(jax.grad(lambda x: jnp.sum(max_pool(x, k) ** 2))(x), g_ref)
+  np.testing.assert_allclose(jax.grad(lambda x: jnp.sum(ours(x) ** 2))(x), g_ref)
 
 
 def test_speednet_contract_and_impls_agree():
   model = models.build(ml_collections.ConfigDict({'name': 'speednet', 'conv_impl': 'xla'}))
-  assert isinstance(model, SpeedNet)
+  assert isinstance(model, SpeedNet) and model.conv is nn.Conv
   x = jax.random.uniform(jax.random.key(0), (4, 28, 28, 1))
   variables = jax.jit(model.init)(jax.random.key(1), x)
   assert set(variables) == {'params', 'batch_stats'}
   logits = model.apply(variables, x)
   assert logits.shape == (4, 10) and logits.dtype == jnp.float32
-  fast = model.clone(conv_impl='patches')
+  fast = model.clone(conv=fast_layers.PatchConv)
   np.testing.assert_allclose(fast.apply(variables, x), logits, atol=1e-4)
   out, updates = fast.apply(variables, x, train=True, mutable=['batch_stats'])
   assert out.shape == (4, 10) and 'batch_stats' in updates
@@ -161,7 +204,7 @@ def test_speednet_contract_and_impls_agree():
 def test_speedrun_config_trains_a_step():
   config = _load_config()
   state = train.create_train_state(config, jax.random.key(0), num_train=55_000)
-  assert state.model.conv_impl == 'xla' and config.loop_mode == 'step'
+  assert state.model.conv is nn.Conv and config.loop_mode == 'step'
   batch = {'image': jnp.ones((8, 28, 28, 1)) * 0.5, 'label': jnp.arange(8) % 10}
   new_state, metrics = jax.jit(train.train_step)(state, batch, jax.random.key(1))
   assert np.isfinite(float(metrics['loss'])) and int(new_state.step) == 1

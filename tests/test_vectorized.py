@@ -5,13 +5,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 
-from mnist_jax import train
+from mnist_jax import models, train
 from mnist_jax.config import defaults
 from mnist_jax.search import hyper
 from mnist_jax.engine import driver, stacked
 from mnist_jax.data import idx, preprocess
 from mnist_jax.errors import UserError
+from mnist_jax.nn import dropout
 
 
 def _config(**overrides):
@@ -38,6 +40,28 @@ def test_groups_follow_the_per_trial_keys():
   assert stacked.groups(configs) == [[0, 1, 2], [3], [4], [5], [6], [7]]
 
 
+def test_dropout_rate_argument_gives_each_trial_its_own_p():
+  """models.takes_dropout_rate: p_k passed to the call as an array under vmap gives
+  trial k the output of its model with dropout_rate=p_k (same key: same masks, a
+  dropped unit would move the logits by far more than the rounding of the batched
+  matmuls), and its masks are nn.Dropout's; models with a static p are the others."""
+  model = models.get_class('mlp')(hidden=(32, 16))
+  x = jax.random.normal(jax.random.key(0), (8, 28, 28, 1))
+  variables = model.init(jax.random.key(1), x)
+  rngs = {'dropout': jax.random.key(2)}
+  rates = (0.0, 0.3, 0.5)
+  stacked_out = jax.jit(jax.vmap(lambda p: model.apply(
+      variables, x, train=True, rngs=rngs, dropout_rate=p)))(jnp.asarray(rates, jnp.float32))
+  for k, p in enumerate(rates):
+    own = model.clone(dropout_rate=p).apply(variables, x, train=True, rngs=rngs)
+    np.testing.assert_allclose(stacked_out[k], own, rtol=0, atol=1e-5)
+  h = jax.random.normal(jax.random.key(3), (64, 32))
+  ours = dropout.Dropout(0.3, deterministic=False).apply({}, h, rngs=rngs)
+  np.testing.assert_array_equal(ours, nn.Dropout(0.3, deterministic=False).apply({}, h, rngs=rngs))
+  assert [models.takes_dropout_rate(models.get_class(n)) for n in ('mlp', 'cnn', 'lenet5',
+                                                                  'alexnet')] == [True] * 3 + [False]
+
+
 def _train_with_twins(group, data_dir, steps, keys_for_step):
   """``steps`` vectorized steps of batch 32 and, on the same batches and keys, each
   trial's own train.train_step (``keys_for_step(i)``: one shared key or (K,) keys);
@@ -51,7 +75,7 @@ def _train_with_twins(group, data_dir, steps, keys_for_step):
     batch = {'image': preprocess.normalize(jnp.asarray(images[batch_idx])),
              'label': jnp.asarray(labels[batch_idx])}
     keys = keys_for_step(i)
-    states, metrics = vstep(states, batch, keys, group.keep)
+    states, metrics = vstep(states, batch, keys, group.dropout_rate)
     for k, twin in enumerate(twins):
       twins[k], twin_metrics = step(twin, batch, keys if keys.ndim == 0 else keys[k])
       assert float(metrics['loss'][k]) == pytest.approx(float(twin_metrics['loss']), abs=1e-5)
@@ -94,8 +118,8 @@ def test_one_shared_key_matches_sequential_twins_with_augmentation(mnist_small_d
   batch = {'image': preprocess.normalize(jnp.asarray(images[:32])),
            'label': jnp.asarray(labels[:32])}
   vstep = jax.jit(group.train_step)
-  _, same = vstep(group.state, batch, jax.random.key(7), group.keep)
-  _, other = vstep(group.state, batch, jax.random.key(123), group.keep)
+  _, same = vstep(group.state, batch, jax.random.key(7), group.dropout_rate)
+  _, other = vstep(group.state, batch, jax.random.key(123), group.dropout_rate)
   assert float(jnp.max(jnp.abs(other['loss'] - same['loss']))) > 1e-4
 
 

@@ -2,9 +2,11 @@
 
 Models are built small (tiny widths, few blocks) so the file runs in well under
 a minute on 2 CPU cores; the structure (blocks, skips, concatenations) is the
-same as in the default configs. They use flax's nn.Conv (conv_impl='xla'), whose
-programs compile faster than the im2col patches the CPU default uses;
-test_patches_and_nn_conv_give_the_same_logits checks that both are one function.
+same as in the default configs. They use the models' default layers, flax's
+nn.Conv and nn.max_pool, whose programs compile faster than the CPU default's
+fast layers (nn/fast_layers.py);
+test_fast_layers_and_flax_primitives_are_one_function and ..._have_one_gradient check
+that both compute the same logits and gradients.
 """
 import functools
 import math
@@ -20,7 +22,7 @@ from mnist_jax import models
 from mnist_jax.data import idx
 from mnist_jax.models import alexnet, blocks, densenet, efficientnet, googlenet
 from mnist_jax.models import lenet, resnet, vgg
-from mnist_jax.nn import losses
+from mnist_jax.nn import fast_layers, losses
 
 TINY_STAGES = ((1, 16, 1, 1, 3), (6, 24, 2, 2, 3))   # B0's first two stages
 SMALL = {
@@ -44,7 +46,7 @@ X = jax.random.uniform(jax.random.key(2), (4, 28, 28, 1))
 
 def small(key, **overrides):
   name, kwargs = SMALL[key]
-  return models.get_class(name)(**{'conv_impl': 'xla', **kwargs, **overrides})
+  return models.get_class(name)(**kwargs, **overrides)
 
 
 def size(tree):
@@ -95,13 +97,33 @@ def test_logits_shape_dtype_jit_and_bfloat16(key):
 
 
 @pytest.mark.parametrize('key', list(SMALL))
-def test_patches_and_nn_conv_give_the_same_logits(key):
-  """conv_impl='patches' (the CPU default, nn/conv.py) and 'xla' (nn.Conv) are
-  the same function of the same variables, in every layer of every model."""
+def test_fast_layers_and_flax_primitives_are_one_function(key):
+  """The CPU default's layers (models.layers_for('auto', 'cpu'): PatchConv and
+  fast_layers.max_pool) and flax's nn.Conv and nn.max_pool are the same function of
+  the same variables, in every layer of every model."""
   model, variables, evaluate, _ = compiled(key)
-  want = evaluate(variables, X)
-  got = jax.jit(model.clone(conv_impl='patches').apply)(variables, X)
-  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+  fast = models.with_layers(model, 'auto', 'cpu')
+  assert fast.conv is fast_layers.PatchConv
+  np.testing.assert_allclose(jax.jit(fast.apply)(variables, X), evaluate(variables, X),
+                             rtol=1e-4, atol=1e-5)
+
+
+# Every layer kind between them: plain, masked and strided convs, 1x1 and
+# pre-activation convs, non-overlapping, overlapping and padded max-pools.
+GRAD_KEYS = ['lenet5_classic', 'lenet5_modern', 'alexnet', 'resnet', 'densenet',
+             'efficientnet']
+
+
+@pytest.mark.parametrize('key', GRAD_KEYS)
+def test_fast_layers_and_flax_primitives_have_one_gradient(key):
+  """... and the same gradient of the loss w.r.t. every parameter."""
+  model, variables, _, _ = compiled(key)
+  fast = models.with_layers(model, 'auto', 'cpu')
+  targets = jax.nn.one_hot(jnp.arange(4), 10)
+  grad = lambda m: jax.jit(jax.grad(lambda p: jnp.mean(losses.get('cce')(
+      m.apply({**variables, 'params': p}, X), targets))))(variables['params'])
+  for a, b in zip(jax.tree_util.tree_leaves(grad(fast)), jax.tree_util.tree_leaves(grad(model))):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
 
 
 @pytest.mark.parametrize('key', list(SMALL))
@@ -265,34 +287,34 @@ def test_dropout_train_is_random_eval_is_deterministic(key):
 
 
 @pytest.mark.parametrize('k,s,p,w', [(3, 1, 1, 14), (3, 2, 'VALID', 13), (2, 2, 'SAME', 7),
-                                     (3, 2, 1, 7), (2, 2, 0, 28)])
+                                     (3, 2, 1, 7), (2, 2, 0, 28), (2, None, 'VALID', 7)])
 def test_max_pool_equals_flax(k, s, p, w):
+  """fast_layers.max_pool is nn.max_pool's call (strides None: stride 1) and values."""
   x = jax.random.normal(jax.random.key(0), (2, w, w, 3))
   pad = p if isinstance(p, str) else ((p, p), (p, p))
-  ref = nn.max_pool(x, (k, k), strides=(s, s), padding=pad)
-  got = blocks.max_pool(x, k, s, p)
+  strides = None if s is None else (s, s)
+  ref = nn.max_pool(x, (k, k), strides=strides, padding=pad)
+  got = fast_layers.max_pool(x, (k, k), strides=strides, padding=pad)
   np.testing.assert_array_equal(got, ref)
   if isinstance(p, int):
     assert got.shape[1] == blocks.conv_output_size(w, k, s, p)  # (W - K + 2P)/S + 1
 
 
 
-def test_max_pool_gradient_is_the_mask_of_each_windows_maximum():
-  # blocks.max_pool's custom gradient (one select) equals flax's reduce_window
-  # gradient on tie-free inputs, and gives the same parameter gradient through a
-  # ReLU, where zeros tie (the ReLU's derivative is 0 there).
-  x = jax.random.normal(jax.random.key(0), (2, 9, 9, 3))   # 9: a cropped border too
-  g = jax.random.normal(jax.random.key(1), (2, 4, 4, 3))
+def test_max_pool_gradient_is_nn_max_pools_ties_included():
+  # fast_layers.max_pool's gradient (S = K) is flax's reduce_window gradient: each
+  # window's ∂L/∂y goes to one element, the first maximum, also where the maximum
+  # is tied (here: small integers; on MNIST, the empty background).
+  x = jax.random.randint(jax.random.key(0), (2, 9, 9, 3), 0, 3).astype(jnp.float32)
+  g = jax.random.normal(jax.random.key(1), (2, 4, 4, 3))    # 9: a cropped border too
   loss = lambda pool: lambda x: jnp.sum(pool(x) * g)
-  ours = jax.grad(loss(lambda x: blocks.max_pool(x, 2)))(x)
+  ours = jax.grad(loss(lambda x: fast_layers.max_pool(x, (2, 2), strides=(2, 2))))(x)
   ref = jax.grad(loss(lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))))(x)
-  np.testing.assert_allclose(ours, ref, rtol=0, atol=0)
+  windows = x[:, :8, :8].reshape(2, 4, 2, 4, 2, 3)
+  assert int(jnp.sum(windows == windows.max(axis=(2, 4), keepdims=True))) > g.size  # ties
+  np.testing.assert_array_equal(ours, ref)
   assert int(jnp.sum(ours != 0)) == g.size            # one element per window
-  w = jax.random.normal(jax.random.key(2), (3,))       # ReLU then pool: zeros tie
-  relu_loss = lambda pool: lambda w: jnp.sum(pool(jax.nn.relu(x * w)) * g)
-  np.testing.assert_allclose(
-      jax.grad(relu_loss(lambda x: blocks.max_pool(x, 2)))(w),
-      jax.grad(relu_loss(lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))))(w), rtol=1e-6)
+
 
 def test_stochastic_depth_drops_whole_examples():
   x = jnp.ones((64, 2, 2, 3))

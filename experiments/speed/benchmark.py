@@ -118,13 +118,10 @@ def model_cost(config) -> dict:
   """Forward MACs per image (explain.explain) and XLA's FLOPs of one train step."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from mnist_jax import models, train  # pylint: disable=g-import-not-at-top
+  from mnist_jax import train  # pylint: disable=g-import-not-at-top
   from mnist_jax.inspection import explain  # pylint: disable=g-import-not-at-top
   state = train.create_train_state(config, jax.random.key(0), num_train=55_000)
-  model = state.model
-  if 'conv_impl' in models.fields(type(model)):  # explain() recognises nn.Conv
-    model = model.clone(conv_impl='xla')
-  macs = sum(r.macs for r in explain.explain(model))
+  macs = sum(r.macs for r in explain.explain(state.model))
   b = config.batch_size
   batch = {'image': jnp.zeros((b, 28, 28, 1)), 'label': jnp.zeros((b,), jnp.int32)}
   cost = jax.jit(train.train_step).lower(state, batch, jax.random.key(1)).compile()
@@ -344,7 +341,7 @@ def profile(config, steps: int = 20) -> str:
                                        rng.integers(0, 10, n).astype(np.int32)), mesh)
   idx = jax.numpy.arange(n).reshape(steps, b)
   chunk = driver.chunk_fn(group.train_step, mesh)  # uint8 batches, as the driver feeds
-  args = (images, labels, idx, jax.random.key(1), group.keep, 0, steps)
+  args = (images, labels, idx, jax.random.key(1), group.dropout_rate, 0, steps)
   state = jax.block_until_ready(chunk(state, *args))[0]   # compile + warm up (the
   hlo = chunk.lower(state, *args).compile().as_text()     # state is donated off CPU)
   names = dict(re.findall(r'%?([\w.-]+) = [^\n]*?op_name="([^"]*)"', hlo))

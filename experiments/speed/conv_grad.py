@@ -10,7 +10,7 @@ each 3x3 'SAME' convolution of configs/speedrun.py's SpeedNet:
   dW xla    the kernel gradient, XLA's backward convolution
   dW shift  the kernel gradient as K·K matrix products of shifted views,
             dW[u, v] = x_pad[:, u:u+H, v:v+W, :].reshape(-1, C)ᵀ · dFM.reshape(-1, F)
-            (nn/conv.py's shift_conv2d), checked against 'dW xla'
+            (nn/fast_layers.py's shift_conv2d), checked against 'dW xla'
 
 Part 2 times the whole jitted train step of configs/speedrun.py (loop_mode='step')
 with conv_impl 'xla' and 'shift', interleaved over 3 repeats (ms per step, best
@@ -27,7 +27,7 @@ from absl import app, flags
 from experiments import report
 from mnist_jax import train
 from mnist_jax.config import defaults
-from mnist_jax.nn import conv
+from mnist_jax.nn import fast_layers
 
 _BATCH = flags.DEFINE_integer('batch', 60, 'images per batch (the speedrun: 60)')
 _STEPS = flags.DEFINE_integer('steps', 200, 'calls per measurement')
@@ -57,17 +57,17 @@ def layer_rows(batch, steps):
     x = jax.random.normal(keys[0], (batch, h, h, c))
     w = jax.random.normal(keys[1], (3, 3, c, f))
     dy = jax.random.normal(keys[2], (batch, h, h, f))
-    xla = lambda x_, w_: conv._xla_conv(x_, w_, PADS)  # pylint: disable=protected-access
-    shift = lambda x_, w_: conv.shift_conv2d(x_, w_, PADS)
+    xla = lambda x_, w_: fast_layers._xla_conv(x_, w_, PADS)  # pylint: disable=protected-access
+    shift = lambda x_, w_: fast_layers.shift_conv2d(x_, w_, PADS)
     grad = lambda op, i: (lambda x_, w_, d_: jax.vjp(op, x_, w_)[1](d_)[i])
     ms = [best_ms(xla, (x, w), steps), best_ms(grad(xla, 0), (x, w, dy), steps),
           best_ms(grad(xla, 1), (x, w, dy), steps)]
-    if c >= conv.MIN_SHIFT_CHANNELS:
+    if c >= fast_layers.MIN_SHIFT_CHANNELS:
       ms.append(best_ms(grad(shift, 1), (x, w, dy), steps))
       diff = float(jnp.max(jnp.abs(jax.jit(grad(shift, 1))(x, w, dy) - grad(xla, 1)(x, w, dy))))
       tail = f'{ms[3]:.3f} | {ms[2] / ms[3]:.2f}x | {diff:.1e} |'
     else:
-      tail = f'(XLA kept: C < {conv.MIN_SHIFT_CHANNELS}) | | |'
+      tail = f'(XLA kept: C < {fast_layers.MIN_SHIFT_CHANNELS}) | | |'
     rows.append(f'| {h}x{h}, {c} → {f} | {ms[0]:.3f} | {ms[1]:.3f} | {ms[2]:.3f} | ' + tail)
     print(rows[-1], flush=True)
   return rows

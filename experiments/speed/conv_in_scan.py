@@ -3,7 +3,7 @@
   python -m experiments.speed.conv_in_scan [--configs=lenet,speedrun,alexnet,resnet] [--steps=10]
 
 For each config and each convolution ('xla' = flax nn.Conv, 'patches' =
-nn/conv.py's im2col + matmul, the same function of the same parameters) it
+nn/fast_layers.py's im2col + matmul, the same function of the same parameters) it
 times ``train.train_step`` on one batch of the config's size two ways:
 
   jit per step   a Python loop calling jax.jit(train_step) (one dispatch a step)

@@ -83,12 +83,12 @@ def group_fn(configs, images, labels, order, key, mode='scan'):
   run = driver.chunk_fn(group.train_step, mesh,  # host state would recompile on call 2)
                         shared=group.shared_data, mode=mode)
   if group.shared_data:
-    return _runner(run, state, images, labels, order, key, group.keep, 0, len(order))
+    return _runner(run, state, images, labels, order, key, group.dropout_rate, 0, len(order))
   k = len(configs)
   orders = np.stack([np.random.default_rng(i).permutation(order.ravel()).reshape(order.shape)
                      for i in range(k)])
   keys = jax.random.split(key, k)
-  return _runner(run, state, images, labels, orders, keys, group.keep, 0, len(order))
+  return _runner(run, state, images, labels, orders, keys, group.dropout_rate, 0, len(order))
 
 
 def sequential(config, images, labels, order, key):

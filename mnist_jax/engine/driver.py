@@ -104,41 +104,42 @@ def _gather(images, labels, idx):
 
 
 def chunk_fn(group_step, mesh, *, shared: bool = True, gather=_gather, mode: str = 'scan'):
-  """(state, images, labels, idx, rng, keep, start, n) -> (state, metrics summed
-  over steps start .. start + n - 1 of the epoch): idx is the epoch's (steps, B)
-  row indices (shared) or (K, steps, B) (one order per model), rng one key
-  (shared) or (K,) keys, n static. ``gather`` reads one batch of rows
-  (shards.gather_fn for per-device shards). Rows are picked inside the jit, so
-  no slicing op runs (or compiles) per chunk or step."""
+  """(state, images, labels, idx, rng, dropout_rate, start, n) -> (state, metrics
+  summed over steps start .. start + n - 1 of the epoch): idx is the epoch's
+  (steps, B) row indices (shared) or (K, steps, B) (one order per model), rng one
+  key (shared) or (K,) keys, dropout_rate the group's (stacked.Group), n static.
+  ``gather`` reads one batch of rows (shards.gather_fn for per-device shards).
+  Rows are picked inside the jit, so no slicing op runs (or compiles) per chunk
+  or step."""
   sharding = (parallel.batch_sharded(mesh) if shared
               else NamedSharding(mesh, P(None, parallel.AXIS)))
   donate = (0,) if jax.default_backend() != 'cpu' else ()
   axis = 0 if shared else 1
 
-  def step(state, images, labels, idx, i, rng, keep):
+  def step(state, images, labels, idx, i, rng, dropout_rate):
     batch_idx = jax.lax.dynamic_index_in_dim(idx, i, axis, keepdims=False)
     if shared:
       x, y = gather(images, labels, batch_idx)
     else:
       x, y = (jnp.stack(a) for a in zip(*(gather(images, labels, rows) for rows in batch_idx)))
     batch = jax.lax.with_sharding_constraint({'image': x, 'label': y}, sharding)
-    return group_step(state, batch, rng, keep)
+    return group_step(state, batch, rng, dropout_rate)
 
   if mode == 'step':   # one compiled step for every chunk size
     one = jax.jit(step, donate_argnums=donate)
     add = jax.jit(functools.partial(jax.tree_util.tree_map, jnp.add))
 
-    def run_steps(state, images, labels, idx, rng, keep, start, n):
+    def run_steps(state, images, labels, idx, rng, dropout_rate, start, n):
       totals = None
       for i in range(start, start + n):
-        state, metrics = one(state, images, labels, idx, i, rng, keep)
+        state, metrics = one(state, images, labels, idx, i, rng, dropout_rate)
         totals = metrics if totals is None else add(totals, metrics)
       return state, totals
 
     return run_steps
 
-  def run(state, images, labels, idx, rng, keep, start, n):
-    body = lambda state, i: step(state, images, labels, idx, i, rng, keep)
+  def run(state, images, labels, idx, rng, dropout_rate, start, n):
+    body = lambda state, i: step(state, images, labels, idx, i, rng, dropout_rate)
     state, metrics = jax.lax.scan(body, state, start + jnp.arange(n))
     return state, jax.tree_util.tree_map(lambda m: jnp.sum(m, 0), metrics)
 
@@ -395,7 +396,7 @@ def _train_epoch(config, epoch, group, feed, run_chunk, errors):
   t0, done, totals, steps = time.time(), 0, None, feed.steps
   for n in chunks(steps, config.log_every_steps):
     group.state, sums = run_chunk(group.state, feed.images, feed.labels, idx,
-                                  step_keys, group.keep, done, n)
+                                  step_keys, group.dropout_rate, done, n)
     sums = jax.device_get(sums)
     totals = sums if totals is None else jax.tree_util.tree_map(np.add, totals, sums)
     done += n

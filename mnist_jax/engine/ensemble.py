@@ -74,9 +74,7 @@ class Ensemble:
   def stacked_state(self):
     """The members as one stacked TrainState (the driver group's form) for the one
     evaluation pass: convolutions as patches + matmul, so vmap batches them."""
-    model = self.template.model
-    if 'conv_impl' in models.fields(type(model)):
-      model = model.clone(conv_impl='patches')
+    model = models.vmapped(self.template.model)
     return self.template.replace(apply_fn=train.ModelApply(model), params=self.params,
                                  batch_stats=self.batch_stats, ema=self.ema, opt_state=None)
 

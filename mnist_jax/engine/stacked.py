@@ -13,10 +13,10 @@ computes (same config, same seed), up to float rounding:
   η_k, β_k, λ_k  ``opt_state.hyperparams['learning_rate' | 'momentum' |
        'weight_decay']`` per trial: every optax chain injects them as arrays
        and computes η_k(t) = η_k · s(t) with the peak-1 schedule s (nn/optim.py);
-  p_k  flax's nn.Dropout has a static rate, so an ``nn.intercept_methods``
-       interceptor applies its rule (mask ~ Bernoulli(1 − p), y = mask · x/(1 − p),
-       with the layer's own make_rng key) with a traced p_k — models in
-       TRACED_DROPOUT_MODELS; for others p is part of the group signature;
+  p_k  the model's ``dropout_rate`` call argument, an array under vmap
+       (nn/dropout.py: y = m · x/(1 − p_k), m ~ Bernoulli(1 − p_k)), for models
+       whose __call__ takes it (models.takes_dropout_rate); for others p is part
+       of the group signature;
   seed_k  initial parameters and the rngs (dropout, augmentation, data order).
 
 Trials with equal seeds (the usual sweep: one seed, many η) see the same
@@ -27,8 +27,8 @@ matmul (B·H·W, 25) @ (25, K·6) (jax batches only what depends on the trial).
 
 Speed: on XLA:CPU a vmapped nn.Conv whose input and kernel both carry the
 trial axis becomes a grouped convolution (slower than K separate steps), so
-every conv model (all take ``conv_impl``) runs with conv_impl='patches'
-(nn/conv.py: im2col + matmul, vmapped into batched matmuls) on any backend.
+every conv model runs with its convolutions as patches + matmul (models.vmapped:
+vmapped into batched matmuls) on any backend.
 K = 1 keeps the model's own state and step (no vmap, so a single run costs
 exactly what it did). For K > 1 the step counter is shared (the models step
 together), so fold_in(rng, step) inside train_step stays unbatched. The one
@@ -38,18 +38,15 @@ whole sweep) measure it; vectorized_profile.py shows why the gain on a 2-core
 CPU is what the trials share, not the per-trial compute.
 """
 import dataclasses
+import functools
 import json
-from typing import Any, List
+from typing import Any, List, Optional
 
 import jax
 import jax.numpy as jnp
-from flax import linen as nn
 
 from mnist_jax import models, train
 from mnist_jax.nn import optim
-
-TRACED_DROPOUT_MODELS = ('lenet5', 'cnn', 'mlp')  # nn.Dropout(config.model.dropout_rate)
-_SENTINEL_RATE = 0.123456789  # marks the Dropout layers whose rate is per trial
 
 
 def per_trial_keys(config) -> tuple:
@@ -57,7 +54,7 @@ def per_trial_keys(config) -> tuple:
   keys = ['seed', 'learning_rate', 'momentum']
   if config.weight_decay_mode == 'decoupled' or config.optimizer == 'adamw':
     keys.append('weight_decay')  # 'l2' weight decay is a static loss term
-  if config.model.name in TRACED_DROPOUT_MODELS:
+  if models.takes_dropout_rate(models.get_class(config.model.name)):
     keys.append('model.dropout_rate')
   return tuple(keys)
 
@@ -83,51 +80,35 @@ def groups(configs) -> List[List[int]]:
   return list(out.values())
 
 
-def _dropout_interceptor(keep):
-  """Replaces nn.Dropout(rate=_SENTINEL_RATE) by the same rule with keep = 1 − p traced."""
-
-  def interceptor(next_fun, args, kwargs, context):
-    module = context.module
-    if not (isinstance(module, nn.Dropout) and context.method_name == '__call__'
-            and module.rate == _SENTINEL_RATE):
-      return next_fun(*args, **kwargs)
-    inputs = args[0]
-    deterministic = kwargs.get('deterministic', args[1] if len(args) > 1 else None)
-    deterministic = nn.merge_param('deterministic', module.deterministic, deterministic)
-    if deterministic:
-      return inputs
-    shape = [1 if d in module.broadcast_dims else s for d, s in enumerate(inputs.shape)]
-    mask = jax.random.bernoulli(module.make_rng(module.rng_collection), keep, shape)
-    mask = jnp.broadcast_to(mask, inputs.shape)
-    return jax.lax.select(mask, inputs / keep.astype(inputs.dtype), jnp.zeros_like(inputs))
-
-  return interceptor
-
-
 def _stacked_axes(state):
   """vmap axes of a stacked state: every array on axis 0 but the shared step."""
   return state.replace(step=None, params=0, batch_stats=0, opt_state=0, ema=0)
 
 
-def _train_step_k(states, batch, rngs, keep):
+def _train_step_k(states, batch, rngs, dropout_rate):
   """``train.train_step`` for every model. ``batch`` is shared ((B, 28, 28, 1)
   images) or per model ((K, B, 28, 28, 1)); ``rngs`` one key shared by all
-  models (equal seeds) or (K,) keys; ``keep`` = 1 − p_k, shape (K,)."""
+  models (equal seeds) or (K,) keys; ``dropout_rate`` p_k, shape (K,), given to
+  each model's call, or None (each model's own p)."""
 
-  def one(state, batch, rng, keep):
-    with nn.intercept_methods(_dropout_interceptor(keep)):
+  def one(state, batch, rng, p):
+    if p is None:
       return train.train_step(state, batch, rng)
+    own = state.apply_fn
+    state = state.replace(apply_fn=functools.partial(own, dropout_rate=p))
+    state, metrics = train.train_step(state, batch, rng)
+    return state.replace(apply_fn=own), metrics
 
   axes = _stacked_axes(states)
   shared_batch = None if batch['image'].ndim == 4 else 0
   shared_key = None if rngs.ndim == 0 else 0
   return jax.vmap(one, in_axes=(axes, shared_batch, shared_key, 0),
-                  out_axes=(axes, 0))(states, batch, rngs, keep)
+                  out_axes=(axes, 0))(states, batch, rngs, dropout_rate)
 
 
-def _train_step_1(state, batch, rng, keep):
-  """K = 1: the plain step, metrics given a model axis of length 1."""
-  del keep
+def _train_step_1(state, batch, rng, dropout_rate):
+  """K = 1: the plain step (the model's own p), metrics given a model axis of length 1."""
+  del dropout_rate
   state, metrics = train.train_step(state, batch, rng)
   return state, jax.tree_util.tree_map(lambda m: m[None], metrics)
 
@@ -148,7 +129,7 @@ class Group:
   """K models that share a signature: their state and per-model pieces."""
   configs: list
   state: Any           # K = 1: the TrainState; K > 1: arrays stacked on axis 0
-  keep: jax.Array      # (K,) dropout keep probabilities 1 − p_k
+  dropout_rate: Optional[jax.Array]  # (K,) p_k for the models' calls; None: their own p
   train_rngs: list     # K keys: data order, dropout, augmentation
   templates: list      # each model's own TrainState (its form as a single run)
 
@@ -163,7 +144,7 @@ class Group:
 
   @property
   def train_step(self):
-    """(state, batch, rng, keep) -> (state, metrics of shape (K,)); pure."""
+    """(state, batch, rng, dropout_rate) -> (state, metrics of shape (K,)); pure."""
     return _train_step_1 if self.size == 1 else _train_step_k
 
   @property
@@ -221,10 +202,12 @@ def create(configs, *, num_train=None, num_classes: int = 10) -> Group:
           apply_fn=train.ModelApply(train.build_model(c, num_classes)), tx=tx,
           opt_state=tx.init(base.params)))
     train_rngs.append(train_rng)
-  keep = jnp.asarray([1.0 - c.model.get('dropout_rate', 0.0) for c in configs],
-                     jnp.float32)
+  rates = [c.model.get('dropout_rate', 0.0) for c in configs]
+  dropout_rate = None
+  if len(configs) > 1 and 'model.dropout_rate' in per_trial_keys(ref) and any(rates):
+    dropout_rate = jnp.asarray(rates, jnp.float32)
   if len(configs) == 1:
-    return Group(configs, templates[0], keep, train_rngs, templates)
+    return Group(configs, templates[0], dropout_rate, train_rngs, templates)
   # One chain for the group: its structure is the members' (equal signatures; the
   # largest λ keeps the decay step if any member decays); η_k, β_k, λ_k are read
   # from each member's optimizer state, not from the chain.
@@ -232,12 +215,7 @@ def create(configs, *, num_train=None, num_classes: int = 10) -> Group:
   with group_config.unlocked():
     group_config.weight_decay = max(c.weight_decay for c in configs)
   tx = optim.create_optimizer(group_config, steps)
-  model = templates[0].model
-  if 'conv_impl' in models.fields(type(model)):
-    model = model.clone(conv_impl='patches')
-  if 'model.dropout_rate' in per_trial_keys(ref) and any(
-      c.model.get('dropout_rate', 0.0) > 0 for c in configs):
-    model = model.clone(dropout_rate=_SENTINEL_RATE)
+  model = models.vmapped(templates[0].model)
 
   state = templates[0].replace(
       params=_stack([t.params for t in templates]),
@@ -245,4 +223,4 @@ def create(configs, *, num_train=None, num_classes: int = 10) -> Group:
       ema=_stack([t.ema for t in templates]),
       opt_state=_stack([t.opt_state for t in templates]),  # each holds its η, β, λ
       apply_fn=train.ModelApply(model), tx=tx)
-  return Group(configs, state, keep, train_rngs, templates)
+  return Group(configs, state, dropout_rate, train_rngs, templates)

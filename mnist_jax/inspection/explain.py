@@ -64,10 +64,6 @@ class Row:
   start: Optional[tuple] = None   # (a_h, a_w): input coordinate where unit 0's field starts
 
 
-# Same layer, other implementation: nn/conv.py's PatchConv computes nn.Conv's numbers.
-KIND_ALIASES = {'PatchConv': 'Conv'}
-
-
 def _size(tree):
   return sum(int(math.prod(x.shape)) for x in jax.tree_util.tree_leaves(tree))
 
@@ -99,10 +95,12 @@ def _layers(table):
     calls[path] += 1
     if not (isinstance(t.module_copy, LAYER_TYPES) or own):
       continue
-    kind = type(t.module_copy).__name__
+    # A drop-in replacement subclasses the flax layer it computes (nn/fast_layers.py's
+    # PatchConv is an nn.Conv): the row names the flax layer.
+    kind = next((c.__name__ for c in LAYER_TYPES if isinstance(t.module_copy, c)),
+                type(t.module_copy).__name__)
     params, _ = t.size_and_bytes(['params'])['params']   # flax's params column
-    row = rows[key] = Row(path, KIND_ALIASES.get(kind, kind), _shape(t.inputs),
-                          _shape(t.outputs), params=params)
+    row = rows[key] = Row(path, kind, _shape(t.inputs), _shape(t.outputs), params=params)
     # MACs by the formula, not flax's compute_flops: that is XLA's cost analysis of
     # the code, not of the layer. LeNet-5's C1 (117,600 MACs) is 220,176 FLOPs as
     # nn.Conv (taps on the zero padding not counted, bias adds counted) and 239,905

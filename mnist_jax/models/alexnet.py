@@ -17,13 +17,15 @@ Local response normalization across n neighbouring channels:
   b_i = a_i / (k + α Σ_{j=i-n/2}^{i+n/2} a_j²)^β,  k=2, n=5, α=1e-4, β=0.75.
 Dropout p = 0.5 after FC6 and FC7 (the paper's "first two fully-connected").
 """
-from typing import Any
+from typing import Any, Callable
 
 import jax.numpy as jnp
 from flax import linen as nn
 
 from mnist_jax.models import blocks
 from mnist_jax.nn import activations
+
+ModuleDef = Any
 
 PAPER_FEATURES = (96, 256, 384, 384, 256)   # conv widths for 224x224 ImageNet
 PAPER_DENSE = (4096, 4096)
@@ -50,7 +52,8 @@ class AlexNet(nn.Module):
   leaky_alpha: float = 0.01
   dropout_rate: float = 0.5
   dtype: Any = jnp.float32
-  conv_impl: str = 'auto'            # 'auto' | 'patches' | 'xla' (nn/conv.py)
+  conv: ModuleDef = nn.Conv
+  max_pool: Callable = nn.max_pool
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -61,12 +64,12 @@ class AlexNet(nn.Module):
     kernels = (self.stem_kernel, 5, 3, 3, 3)
     for i, (f, k) in enumerate(zip(self.features, kernels)):
       x = blocks.ConvBNAct(f, k, use_bn=False, act=act, dtype=self.dtype,
-                           conv_impl=self.conv_impl,
+                           conv=self.conv,
                            name=f'conv{i + 1}')(x)
       if i < 2 and self.lrn:
         x = local_response_norm(x)
       if i in (0, 1, 4):                     # overlapping max-pool 3x3, stride 2
-        x = blocks.max_pool(x, 3, 2)
+        x = self.max_pool(x, (3, 3), strides=(2, 2))
     return blocks.ClassifierHead(
         self.num_classes, tuple(self.dense_features), act, self.dropout_rate,
         pool='flatten', dtype=self.dtype, name='head')(x, train)

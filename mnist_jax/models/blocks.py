@@ -13,90 +13,27 @@ stride-2 conv gives ceil(W / 2) (28 -> 14 -> 7 -> 4 -> 2 -> 1).
 | DepthwiseConv  | y_c = Σ_{i,j} w_{ijc} x_{c}[S·h + i - P, S·w + j - P]      |
 | batch norm     | y = γ (x - μ_B) / sqrt(σ²_B + ε) + β, running μ, σ² (0.9)  |
 | SqueezeExcite  | s = σ(W₂ act(W₁ GAP(x))), y = s ⊙ x (channel gates)        |
-| max_pool       | y[h, w] = max over the K x K window at (S·h - P, S·w - P)  |
 | DropPath       | y = x · b / (1 - p), b ~ Bernoulli(1 - p) per example      |
 | ClassifierHead | pool/flatten -> [Dense -> act -> dropout]* -> Dense -> z   |
 
 All modules compute in ``dtype`` (bfloat16 for mixed precision) with float32
-parameters; batch norm uses ``axis_name`` for cross-device statistics.
+parameters; batch norm uses ``axis_name`` for cross-device statistics. The models
+take their convolution as ``conv`` (nn.Conv or a drop-in replacement,
+nn/fast_layers.py) and pass it to ``ConvBNAct``; max-pooling is the model's
+``max_pool`` field (nn.max_pool or its replacement).
 """
-import functools
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from mnist_jax.nn import conv as conv_lib
+ModuleDef = Any
 
 
 def conv_output_size(w: int, k: int, s: int = 1, p: int = 0) -> int:
   """W_out = floor((W - K + 2P) / S) + 1."""
   return (w - k + 2 * p) // s + 1
-
-
-def max_pool(x, window: int, strides: Optional[int] = None,
-             padding: Union[int, str] = 0):
-  """Max-pooling over K x K windows, stride S, P rows/columns of -inf padding.
-
-  Output size floor((W - K + 2P)/S) + 1; ``padding='SAME'`` pads to ceil(W/S)
-  (odd extra on the bottom/right), ``'VALID'`` = 0. The same values as
-  ``nn.max_pool``, computed as reshape + max when S = K (non-overlapping) and
-  otherwise separably (max over K shifted rows, then K shifted columns):
-  XLA:CPU's gradient of ``reduce_window`` (select-and-scatter) is ~4x slower
-  than the element-wise maxima, and GoogLeNet pools in every module.
-  """
-  k, s = window, strides or window
-  if s == k and padding in (0, 'VALID'):
-    n, h, w, c = x.shape
-    return _window_max(x[:, :h - h % k, :w - w % k, :], k)
-  pads = []
-  for w in x.shape[1:3]:
-    if padding == 'SAME':
-      total = max((-(-w // s) - 1) * s + k - w, 0)
-      pads.append((total // 2, total - total // 2))
-    else:
-      p = 0 if padding == 'VALID' else padding
-      pads.append((p, p))
-  if any(p for pair in pads for p in pair):
-    x = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
-  for axis in (1, 2):
-    n = (x.shape[axis] - k) // s + 1
-    taps = [jax.lax.slice_in_dim(x, i, i + s * (n - 1) + 1, s, axis) for i in range(k)]
-    x = functools.reduce(jnp.maximum, taps)
-  return x
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _window_max(x, k: int):
-  """Non-overlapping K x K max-pool as reshape + max (output W/K).
-
-  Gradient: ∂L/∂x = ∂L/∂y at the elements equal to their window's maximum, 0
-  elsewhere: one element-wise select. ``jnp.max``'s own rule also counts the
-  ties and divides by their number (a reduction, a compare, a convert and a
-  division more, ~4x the time of this select on XLA:CPU: docs/speed.md);
-  the two agree unless a window holds its maximum twice, which for float
-  activations happens with probability ~0, and for zeros after a ReLU gives the
-  same parameter gradient (the ReLU's derivative is 0 there).
-  """
-  n, h, w, c = x.shape
-  return x.reshape(n, h // k, k, w // k, k, c).max(axis=(2, 4))
-
-
-def _window_max_fwd(x, k):
-  y = _window_max(x, k)
-  return y, (x, y)
-
-
-def _window_max_bwd(k, res, g):
-  x, y = res
-  n, h, w, c = x.shape
-  up = lambda a: jnp.broadcast_to(a[:, :, None, :, None, :], (n, h // k, k, w // k, k, c))
-  mask = x.reshape(n, h // k, k, w // k, k, c) == up(y)
-  return (jnp.where(mask, up(g), jnp.zeros((), g.dtype)).reshape(x.shape),)
-
-
-_window_max.defvjp(_window_max_fwd, _window_max_bwd)
 
 
 def batch_norm(train: bool, axis_name: Optional[str], dtype: Any,
@@ -154,7 +91,7 @@ class ConvBNAct(nn.Module):
   bn_scale_init: Callable = nn.initializers.ones
   axis_name: Optional[str] = None
   dtype: Any = jnp.float32
-  conv_impl: str = 'auto'           # 'auto' | 'patches' | 'xla': nn/conv.py's get
+  conv: ModuleDef = nn.Conv         # groups > 1 that is not depthwise: nn.Conv
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -169,7 +106,7 @@ class ConvBNAct(nn.Module):
       if self.groups > 1:
         conv = nn.Conv(self.features, (k, k), feature_group_count=self.groups, **kw)
       else:
-        conv = conv_lib.get(self.conv_impl)(self.features, (k, k), **kw)
+        conv = self.conv(self.features, (k, k), **kw)
     act = self.act or (lambda z: z)
     if self.order == 'bn_act_conv':
       if self.use_bn:

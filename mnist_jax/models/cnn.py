@@ -19,19 +19,22 @@ averages μ ← m·μ + (1 − m)·μ_B (same for σ²) in the 'batch_stats' col
 evaluation uses the running averages. Under ``axis_name`` μ_B and σ²_B are
 averaged over devices, so D devices normalize like one device on the whole batch.
 
-Dropout (rate p, 'dropout' rng) before every Dense layer, only when training.
+Dropout (rate p, 'dropout' rng) before every Dense layer, only when training:
+y = m ⊙ x / (1 − p), m_i ~ Bernoulli(1 − p).
 
-``conv_impl``: 'xla' (flax nn.Conv) or 'patches' (nn/conv.py: the same
-parameters and result as patches + one matmul, much faster on a CPU).
+``conv`` and ``max_pool`` are the layers: nn.Conv and nn.max_pool, or their drop-in
+replacements with the same parameters and results (nn/fast_layers.py), as
+models.layers_for picks them from config.model.conv_impl and the platform.
 """
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import jax.numpy as jnp
 from flax import linen as nn
 
-from mnist_jax.models import blocks
 from mnist_jax.nn import activations
-from mnist_jax.nn import conv as conv_lib
+from mnist_jax.nn.dropout import Dropout
+
+ModuleDef = Any
 
 POOLS = ('max', 'avg', 'none')
 
@@ -50,38 +53,39 @@ class CNN(nn.Module):
   dense: tuple = (128,)               # hidden widths of the head
   activation: str = 'relu'
   leaky_alpha: float = 0.01
-  dropout_rate: float = 0.0
-  conv_impl: str = 'auto'  # 'auto' (CPU: patches) | 'xla' (nn.Conv) | 'patches' (nn/conv.py)
+  dropout_rate: float = 0.0           # p; a dropout_rate given to __call__ replaces it
   axis_name: Optional[str] = None     # cross-device batch statistics under pmap
   dtype: Any = jnp.float32
+  conv: ModuleDef = nn.Conv
+  max_pool: Callable = nn.max_pool
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, dropout_rate=None):
     if self.pool not in POOLS:
       raise ValueError(f"CNN.pool must be one of {POOLS}, got {self.pool!r}")
     act = activations.get(self.activation, leaky_alpha=self.leaky_alpha)
-    Conv = conv_lib.get(self.conv_impl)  # pylint: disable=invalid-name
+    p = self.dropout_rate if dropout_rate is None else dropout_rate
     k, s, w = self.kernel_size, self.strides, self.pool_size
     padding = self.padding
     if isinstance(padding, str):   # '1' from a command-line override means P = 1
       padding = int(padding) if padding.isdigit() else padding.upper()
     x = x.astype(self.dtype)
     for i, f in enumerate(self.features):
-      x = Conv(f, (k, k), strides=(s, s), padding=padding,
-                  use_bias=not self.batch_norm, dtype=self.dtype, name=f'conv_{i}')(x)
+      x = self.conv(f, (k, k), strides=(s, s), padding=padding,
+                    use_bias=not self.batch_norm, dtype=self.dtype, name=f'conv_{i}')(x)
       if self.batch_norm:
         x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                          epsilon=1e-5, axis_name=self.axis_name, dtype=self.dtype,
                          name=f'bn_{i}')(x)
       x = act(x)
       if self.pool == 'max':
-        x = blocks.max_pool(x, w)   # nn.max_pool's values, faster gradient
+        x = self.max_pool(x, (w, w), strides=(w, w))
       elif self.pool == 'avg':
         x = nn.avg_pool(x, (w, w), strides=(w, w))
     x = x.reshape((x.shape[0], -1))
     for i, width in enumerate(self.dense):
-      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+      x = Dropout(p, deterministic=not train)(x)
       x = act(nn.Dense(width, dtype=self.dtype, name=f'dense_{i}')(x))
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    x = Dropout(p, deterministic=not train)(x)
     x = nn.Dense(self.num_classes, dtype=self.dtype, name='output')(x)
     return x.astype(jnp.float32)

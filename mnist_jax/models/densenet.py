@@ -27,6 +27,8 @@ from flax import linen as nn
 from mnist_jax.models import blocks
 from mnist_jax.nn import activations
 
+ModuleDef = Any
+
 
 class DenseLayer(nn.Module):
   """H_l: [BN-act-conv1x1(bn_size·k)] -BN-act-conv3x3(k); returns concat[x, H_l(x)].
@@ -39,12 +41,12 @@ class DenseLayer(nn.Module):
   act: Callable = nn.relu
   axis_name: Optional[str] = None
   dtype: Any = jnp.float32
-  conv_impl: str = 'auto'            # 'auto' | 'patches' | 'xla' (nn/conv.py)
+  conv: ModuleDef = nn.Conv
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     kw = dict(act=self.act, order='bn_act_conv', axis_name=self.axis_name,
-              dtype=self.dtype, conv_impl=self.conv_impl)
+              dtype=self.dtype, conv=self.conv)
     y = x
     if self.bottleneck:
       y = blocks.ConvBNAct(self.bn_size * self.growth_rate, 1, name='conv1x1',
@@ -59,14 +61,14 @@ class Transition(nn.Module):
   act: Callable = nn.relu
   axis_name: Optional[str] = None
   dtype: Any = jnp.float32
-  conv_impl: str = 'auto'            # 'auto' | 'patches' | 'xla' (nn/conv.py)
+  conv: ModuleDef = nn.Conv
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     out = int(self.compression * x.shape[-1])
     x = blocks.ConvBNAct(out, 1, act=self.act, order='bn_act_conv',
                          axis_name=self.axis_name, dtype=self.dtype,
-                         conv_impl=self.conv_impl, name='conv1x1')(x, train)
+                         conv=self.conv, name='conv1x1')(x, train)
     return nn.avg_pool(x, (2, 2), strides=(2, 2))
 
 
@@ -84,18 +86,19 @@ class DenseNet(nn.Module):
   dropout_rate: float = 0.0          # before the FC
   axis_name: Optional[str] = None
   dtype: Any = jnp.float32
-  conv_impl: str = 'auto'            # 'auto' | 'patches' | 'xla' (nn/conv.py)
+  conv: ModuleDef = nn.Conv
+  max_pool: Callable = nn.max_pool
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     act = activations.get(self.activation, leaky_alpha=self.leaky_alpha)
     kw = dict(act=act, axis_name=self.axis_name, dtype=self.dtype,
-              conv_impl=self.conv_impl)
+              conv=self.conv)
     x = x.astype(self.dtype)
     stem = self.stem_features or 2 * self.growth_rate
     x = blocks.ConvBNAct(stem, 3, use_bn=False, name='stem', dtype=self.dtype,
-                         conv_impl=self.conv_impl)(x)
-    x = blocks.max_pool(x, 2, 2)
+                         conv=self.conv)(x)
+    x = self.max_pool(x, (2, 2), strides=(2, 2))
     for i, n in enumerate(self.block_sizes):
       for j in range(n):
         x = DenseLayer(self.growth_rate, self.bn_size, self.bottleneck,

@@ -36,6 +36,8 @@ from flax import linen as nn
 from mnist_jax.models import blocks
 from mnist_jax.nn import activations
 
+ModuleDef = Any
+
 # B0 (Tan & Le 2019, Table 1): (expand t, channels c, repeats n, stride s, kernel k);
 # strides for 28x28: as B0 (and its stride-2 stem), except that stage 6 keeps stride 1.
 B0_STAGES = ((1, 16, 1, 1, 3), (6, 24, 2, 2, 3), (6, 40, 2, 2, 5),
@@ -82,11 +84,11 @@ class MBConv(nn.Module):
   act: Callable = nn.swish
   axis_name: Optional[str] = None
   dtype: Any = jnp.float32
-  conv_impl: str = 'auto'            # 'auto' | 'patches' | 'xla' (nn/conv.py)
+  conv: ModuleDef = nn.Conv
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    kw = dict(axis_name=self.axis_name, dtype=self.dtype, conv_impl=self.conv_impl)
+    kw = dict(axis_name=self.axis_name, dtype=self.dtype, conv=self.conv)
     c_in = x.shape[-1]
     c_exp = c_in * self.expand_ratio
     y = x
@@ -127,13 +129,13 @@ class EfficientNet(nn.Module):
   dropout_rate: float = 0.2          # before the FC
   axis_name: Optional[str] = None
   dtype: Any = jnp.float32
-  conv_impl: str = 'auto'            # 'auto' | 'patches' | 'xla' (nn/conv.py)
+  conv: ModuleDef = nn.Conv
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     act = activations.get(self.activation, leaky_alpha=self.leaky_alpha)
     kw = dict(act=act, axis_name=self.axis_name, dtype=self.dtype,
-              conv_impl=self.conv_impl)
+              conv=self.conv)
     d, w, _ = compound_scaling(self.phi, self.alpha, self.beta, self.gamma)
     w *= self.width
     side = resolution(self.phi, self.gamma, x.shape[1])

@@ -20,7 +20,7 @@ of 25·C·F. ``branch5='double3x3'`` replaces the 5x5 by two 3x3 convs (same
 Pools are 3x3, stride 2, P = 1: W_out = floor((W - 3 + 2)/2) + 1. The auxiliary
 classifiers (a training aid in the paper) are left out.
 """
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax.numpy as jnp
 from flax import linen as nn
@@ -28,6 +28,8 @@ from flax import linen as nn
 from mnist_jax.errors import UserError
 from mnist_jax.models import blocks
 from mnist_jax.nn import activations
+
+ModuleDef = Any
 
 # Szegedy et al. 2014, Table 1: (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj)
 PAPER_MODULES = {
@@ -73,14 +75,15 @@ class Inception(nn.Module):
   act: Any = nn.relu
   axis_name: Optional[str] = None
   dtype: Any = jnp.float32
-  conv_impl: str = 'auto'            # 'auto' | 'patches' | 'xla' (nn/conv.py)
+  conv: ModuleDef = nn.Conv
+  max_pool: Callable = nn.max_pool
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     def conv(f, k, name):
       return blocks.ConvBNAct(f, k, use_bn=self.batch_norm, act=self.act,
                               axis_name=self.axis_name, dtype=self.dtype,
-                              conv_impl=self.conv_impl, name=name)
+                              conv=self.conv, name=name)
     b1 = conv(self.c1, 1, 'b1_1x1')(x, train)
     b2 = conv(self.c3_reduce, 1, 'b2_reduce')(x, train)
     b2 = conv(self.c3, 3, 'b2_3x3')(b2, train)
@@ -93,7 +96,7 @@ class Inception(nn.Module):
     else:
       raise UserError(f"unknown branch5 '{self.branch5}'; set "
                       "config.model.branch5 to '5x5' or 'double3x3'")
-    b4 = blocks.max_pool(x, 3, 1, 1)
+    b4 = self.max_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)))
     b4 = conv(self.pool_proj, 1, 'b4_pool_proj')(b4, train)
     return jnp.concatenate([b1, b2, b3, b4], axis=-1)
 
@@ -111,7 +114,8 @@ class GoogLeNet(nn.Module):
   dropout_rate: float = 0.4          # paper: 40 % before the classifier
   axis_name: Optional[str] = None
   dtype: Any = jnp.float32
-  conv_impl: str = 'auto'            # 'auto' | 'patches' | 'xla' (nn/conv.py)
+  conv: ModuleDef = nn.Conv
+  max_pool: Callable = nn.max_pool
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -119,16 +123,16 @@ class GoogLeNet(nn.Module):
     x = x.astype(self.dtype)
     x = blocks.ConvBNAct(self.stem_features, 3, use_bn=self.batch_norm, act=act,
                          axis_name=self.axis_name, dtype=self.dtype,
-                         conv_impl=self.conv_impl, name='stem')(x, train)
-    x = blocks.max_pool(x, 3, 2, 1)
+                         conv=self.conv, name='stem')(x, train)
+    x = self.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     n = 0
     for m in resolve_plan(self.plan, self.width):
       if m == 'M':
-        x = blocks.max_pool(x, 3, 2, 1)
+        x = self.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         continue
       n += 1
       x = Inception(*m, branch5=self.branch5, batch_norm=self.batch_norm,
                     act=act, axis_name=self.axis_name, dtype=self.dtype,
-                    conv_impl=self.conv_impl, name=f'inception{n}')(x, train)
+                    conv=self.conv, max_pool=self.max_pool, name=f'inception{n}')(x, train)
     return blocks.ClassifierHead(self.num_classes, (), act, self.dropout_rate,
                                  pool='avg', dtype=self.dtype, name='head')(x, train)

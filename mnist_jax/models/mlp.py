@@ -10,7 +10,9 @@ biases. The primer's example 784 -> 500 -> 10: the first layer alone has
 Depth and width: ``hidden`` (a tuple of layer widths; () is the perceptron);
 f: ``activation`` (any name of nn/activations.py); p: ``dropout_rate``
 (inverted dropout: in training each unit is zeroed with probability p and the
-survivors scaled by 1/(1-p); evaluation uses all units unscaled).
+survivors scaled by 1/(1-p); evaluation uses all units unscaled). A
+``dropout_rate`` given to ``__call__`` is p for that call (an array under vmap: one
+p_k per trial).
 """
 from typing import Any
 
@@ -18,6 +20,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from mnist_jax.nn import activations
+from mnist_jax.nn.dropout import Dropout
 
 
 class MLP(nn.Module):
@@ -30,11 +33,12 @@ class MLP(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, dropout_rate=None):
     act = activations.get(self.activation, leaky_alpha=self.leaky_alpha)
+    p = self.dropout_rate if dropout_rate is None else dropout_rate
     x = x.reshape((x.shape[0], -1)).astype(self.dtype)
     for i, width in enumerate(self.hidden):
       x = act(nn.Dense(width, dtype=self.dtype, name=f'hidden_{i}')(x))
-      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+      x = Dropout(p, deterministic=not train)(x)
     x = nn.Dense(self.num_classes, dtype=self.dtype, name='output')(x)
     return x.astype(jnp.float32)

@@ -28,6 +28,8 @@ from mnist_jax.errors import UserError
 from mnist_jax.models import blocks
 from mnist_jax.nn import activations
 
+ModuleDef = Any
+
 
 class BasicBlock(nn.Module):
   """Two 3x3 convs + skip: y = act(F(x) + skip(x)); output width F."""
@@ -37,12 +39,12 @@ class BasicBlock(nn.Module):
   act: Callable = nn.relu
   axis_name: Optional[str] = None
   dtype: Any = jnp.float32
-  conv_impl: str = 'auto'            # 'auto' | 'patches' | 'xla' (nn/conv.py)
+  conv: ModuleDef = nn.Conv
   expansion = 1
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    kw = dict(axis_name=self.axis_name, dtype=self.dtype, conv_impl=self.conv_impl)
+    kw = dict(axis_name=self.axis_name, dtype=self.dtype, conv=self.conv)
     y = blocks.ConvBNAct(self.features, 3, self.strides, act=self.act,
                          name='conv1', **kw)(x, train)
     y = blocks.ConvBNAct(self.features, 3, bn_scale_init=_last_gamma(self),
@@ -58,12 +60,12 @@ class BottleneckBlock(nn.Module):
   act: Callable = nn.relu
   axis_name: Optional[str] = None
   dtype: Any = jnp.float32
-  conv_impl: str = 'auto'            # 'auto' | 'patches' | 'xla' (nn/conv.py)
+  conv: ModuleDef = nn.Conv
   expansion = 4
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    kw = dict(axis_name=self.axis_name, dtype=self.dtype, conv_impl=self.conv_impl)
+    kw = dict(axis_name=self.axis_name, dtype=self.dtype, conv=self.conv)
     out = self.features * self.expansion
     y = blocks.ConvBNAct(self.features, 1, act=self.act, name='conv1', **kw)(x, train)
     y = blocks.ConvBNAct(self.features, 3, self.strides, act=self.act,
@@ -104,7 +106,8 @@ class ResNet(nn.Module):
   dropout_rate: float = 0.0           # before the FC (the paper uses none)
   axis_name: Optional[str] = None
   dtype: Any = jnp.float32
-  conv_impl: str = 'auto'            # 'auto' | 'patches' | 'xla' (nn/conv.py)
+  conv: ModuleDef = nn.Conv
+  max_pool: Callable = nn.max_pool
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -116,11 +119,11 @@ class ResNet(nn.Module):
                       f'{len(self.widths)} widths; give one width per stage')
     act = activations.get(self.activation, leaky_alpha=self.leaky_alpha)
     kw = dict(act=act, axis_name=self.axis_name, dtype=self.dtype,
-              conv_impl=self.conv_impl)
+              conv=self.conv)
     x = x.astype(self.dtype)
     x = blocks.ConvBNAct(self.stem_features, 3, name='stem', **kw)(x, train)
     if self.stem_pool:
-      x = blocks.max_pool(x, 3, 2, 1)
+      x = self.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for i, (n, f) in enumerate(zip(self.stage_sizes, self.widths)):
       for j in range(n):
         strides = 2 if i > 0 and j == 0 else 1

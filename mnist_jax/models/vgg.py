@@ -17,7 +17,7 @@ Widths are the paper's times ``width`` (e.g. 1/8: 64 -> 8, ..., 512 -> 64).
 ``batch_norm=True`` adds BN after every conv (the later VGG-BN variant; the
 paper had none).
 """
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax.numpy as jnp
 from flax import linen as nn
@@ -25,6 +25,8 @@ from flax import linen as nn
 from mnist_jax.errors import UserError
 from mnist_jax.models import blocks
 from mnist_jax.nn import activations
+
+ModuleDef = Any
 
 PLANS = {
     'vgg11': (64, 'M', 128, 'M', 256, 256, 'M', 512, 512, 'M', 512, 512, 'M'),
@@ -59,7 +61,8 @@ class VGG(nn.Module):
   dropout_rate: float = 0.5           # after FC6 and FC7, as in the paper
   axis_name: Optional[str] = None
   dtype: Any = jnp.float32
-  conv_impl: str = 'auto'            # 'auto' | 'patches' | 'xla' (nn/conv.py)
+  conv: ModuleDef = nn.Conv
+  max_pool: Callable = nn.max_pool
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -68,12 +71,12 @@ class VGG(nn.Module):
     n = 0
     for v in resolve_plan(self.plan, self.width):
       if v == 'M':
-        x = blocks.max_pool(x, 2, 2, 'SAME')
+        x = self.max_pool(x, (2, 2), strides=(2, 2), padding='SAME')
       else:
         n += 1
         x = blocks.ConvBNAct(v, 3, use_bn=self.batch_norm, act=act,
                              axis_name=self.axis_name, dtype=self.dtype,
-                             conv_impl=self.conv_impl, name=f'conv{n}')(x, train)
+                             conv=self.conv, name=f'conv{n}')(x, train)
     return blocks.ClassifierHead(
         self.num_classes, tuple(self.dense_features), act, self.dropout_rate,
         pool='flatten', dtype=self.dtype, name='head')(x, train)

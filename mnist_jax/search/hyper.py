@@ -218,4 +218,4 @@ def model_option(config, key: str) -> bool:
   """Whether ``key`` is 'model.<option>' of the config's model (a sweep may set
   a model option that the config leaves at the model's default)."""
   parent, _, leaf = key.rpartition('.')
-  return parent == 'model' and leaf in models.fields(models.get_class(config.model.name))
+  return parent == 'model' and leaf in models.options(models.get_class(config.model.name))
