@@ -29,13 +29,12 @@ Speed: on XLA:CPU a vmapped nn.Conv whose input and kernel both carry the
 trial axis becomes a grouped convolution (slower than K separate steps), so
 every conv model runs with its convolutions as patches + matmul (models.vmapped:
 vmapped into batched matmuls) on any backend.
-K = 1 keeps the model's own state and step (no vmap, so a single run costs
-exactly what it did). For K > 1 the step counter is shared (the models step
+K = 1 keeps the model's own state and step (no vmap: a single run costs what
+a plain train_step does). For K > 1 the step counter is shared (the models step
 together), so fold_in(rng, step) inside train_step stays unbatched. The one
 epoch driver for every K is engine/driver.py.
 experiments/speed/vectorized_speedup.py (training steps) and sweep_walltime.py (a
-whole sweep) measure it; vectorized_profile.py shows why the gain on a 2-core
-CPU is what the trials share, not the per-trial compute.
+whole sweep) measure it.
 """
 import dataclasses
 import functools
