@@ -9,7 +9,8 @@
   3 train  parallel/      the pure step; meshes, shards, multi-host start-up
   2 models/ config/       the architectures; defaults and checks
   1 nn/ data/             the primer's math, optimizers; data files and preprocessing
-  0 errors               UserError
+  ½ extras       which extra brings an optional package (imports errors only)
+  0 errors       UserError
 A module imports only lower layers or its own package; data/ and models/ never
 import each other; no module but a command defines a flag or exits.
 """
@@ -20,7 +21,7 @@ import pytest
 
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'mnist_jax')
 COMMANDS = {'main', 'sweep', 'evaluate', 'predict', 'plots', 'explain', 'serve'}
-LAYERS = {'errors': 0, 'nn': 1, 'data': 1, 'models': 2, 'config': 2, 'train': 3,
+LAYERS = {'errors': 0, 'extras': 0.5, 'nn': 1, 'data': 1, 'models': 2, 'config': 2, 'train': 3,
           'parallel': 3, 'engine': 4, 'nnx_bridge': 4, 'search': 5, 'inspection': 5,
           'api': 6, 'cli': 7, **{c: 8 for c in COMMANDS}}
 

@@ -323,14 +323,19 @@ def _resume(group, layout, ckpt, workdirs) -> tuple:
 
 
 def _restore_epoch(ckpt, state, epoch):
-  """The run's state at ``epoch`` from its 'best' checkpoint, else its 'latest'."""
+  """The run's state at ``epoch`` from its 'best' checkpoint, else (absent or
+  unreadable there) from its 'latest'."""
+  why = []
   for which in ('best', 'latest'):
     if epoch in ckpt.steps(which):
-      return ckpt.restore(which, state, epoch)[0]
+      try:
+        return ckpt.restore(which, state, epoch)[0]
+      except UserError as e:
+        why.append(str(e).split(';')[0])
   raise UserError(f'the weights of epoch {epoch}, the best by validation so far, are in '
-                  f'no checkpoint under {ckpt.directory} (it holds best '
-                  f'{ckpt.steps("best")}, latest {ckpt.steps("latest")}); this run cannot '
-                  'resume: start it again in a new --workdir')
+                  f'no intact checkpoint under {ckpt.directory} (best {ckpt.steps("best")}, '
+                  f'latest {ckpt.steps("latest")}{": " + ", ".join(why) if why else ""}); '
+                  'this run cannot resume: start it again in a new --workdir')
 
 
 def _weights(state) -> dict:
