@@ -131,3 +131,25 @@ def test_a_damaged_latest_is_set_aside_and_the_best_survives_the_replay(run,
   assert sorted(os.listdir(run / 'checkpoints' / 'best')) == [str(summary['best_epoch'])]
   records = [json.loads(l) for l in (run / 'metrics.jsonl').read_text().splitlines()]
   assert [r['epoch'] for r in records] == [1, 2]
+
+
+def test_a_damaged_best_checkpoint_reads_the_best_weights_from_latest(
+    tmp_path, small_config, script_val_accuracy):
+  """e* = 1 (scripted validation), 'latest' keeps every epoch: with best/1 damaged
+  and latest/3 gone, the resume reads e*'s weights from latest/1 and ends as the
+  uninterrupted run does."""
+  from mnist_jax.engine import driver  # pylint: disable=g-import-not-at-top
+  small_config.data.train_limit, small_config.num_epochs = 300, 3
+  small_config.checkpoint_every_epochs, small_config.keep_checkpoints = 1, 3
+  script_val_accuracy([0.9, 0.5, 0.4])
+  workdir = tmp_path / 'run'
+  first = driver.train_and_evaluate(small_config, str(workdir))
+  assert first['best_epoch'] == 1
+  damage_checkpoint(workdir, 'best', 1)
+  shutil.rmtree(workdir / 'checkpoints' / 'latest' / '3')
+  os.remove(workdir / 'summary.json')
+  script_val_accuracy([0.4])
+  again = driver.train_and_evaluate(small_config, str(workdir))
+  assert again['best_epoch'] == 1
+  assert again['test_accuracy_at_best_val'] == first['test_accuracy_at_best_val']
+  assert again['test_accuracy'] == first['test_accuracy']
