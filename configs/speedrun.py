@@ -22,8 +22,8 @@ peak η were chosen on validation accuracy (the last 5,000 train images) over 5 
 products (nn/fast_layers.py, experiments/results/conv_grad.md); on validation it is no
 better than nn.Conv, so it is not the default.
 
-Result: 99.06 % mean test accuracy over seeds 0-4 after one epoch, every seed >= 99 %
-(experiments/results/benchmark_speedrun_seeds_intel.md); its time to 99 %:
+Result: 99.08 % mean test accuracy over seeds 0-4 after one epoch, every seed >= 99 %
+(experiments/results/benchmark_speedrun_seeds_zen4.md); its time to 99 %:
 experiments/results/benchmark.md. The default IDX source imports no TensorFlow;
 with the TFDS source (``--config.data.source=tfds``) the start-up is a few seconds longer.
 """
