@@ -191,8 +191,7 @@ class RunCheckpoints:
     if not later:
       return save(self.get('best'), epoch, state, meta)
     side = os.path.join(self.directory, 'best.new')
-    if jax.process_index() == 0:
-      shutil.rmtree(side, ignore_errors=True)   # left by a crash in a replacement
+    _remove(side)   # left by a crash in a replacement
     _sync(f'best-replace-{epoch}')
     new = manager(side, 1, best=True)
     try:
@@ -201,6 +200,7 @@ class RunCheckpoints:
     finally:
       new.close()
     if not saved:
+      _remove(side)
       return False
     best = self.get('best')
     best.wait_until_finished()
@@ -208,7 +208,7 @@ class RunCheckpoints:
       best.delete(step)
     if jax.process_index() == 0:
       os.rename(os.path.join(side, str(epoch)), os.path.join(self.directory, 'best', str(epoch)))
-      shutil.rmtree(side, ignore_errors=True)
+    _remove(side)
     _sync(f'best-replace-{epoch}-done')
     best.reload()
     logging.info('Best checkpoint of epoch %d saved in %s; it replaces those of the '
@@ -333,6 +333,12 @@ def _abandoned_reads_muted():
     raise
   finally:
     sys.unraisablehook, logger.disabled = drop.hook, disabled
+
+
+def _remove(path: str) -> None:
+  """Deletes the folder ``path`` (on process 0), if it is there."""
+  if jax.process_index() == 0:
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _damaged_dir(mngr) -> str:
