@@ -19,12 +19,12 @@ def main(argv):
   cli.quiet_logs()
   cli.use_compilation_cache()
   try:
-    from mnist_jax.engine import evaluation  # pylint: disable=g-import-not-at-top
-    result = evaluation.checkpoint_metrics(fl.workdir, fl.which, fl.data_dir)
+    from mnist_jax.engine import rundir  # pylint: disable=g-import-not-at-top
+    result = rundir.checkpoint_metrics(fl.workdir, fl.which, fl.data_dir)
   except UserError as e:
     cli.fail(e)
   print(json.dumps(result, sort_keys=True))
-  print(evaluation.format_line(result))
+  print(rundir.format_line(result))
 
 
 if __name__ == '__main__':

@@ -1,4 +1,4 @@
-"""Command line: flags -> config -> engine.driver -> plots. No logic lives here.
+"""Command line: flags -> config -> engine.trainer (an ensemble: engine.stacked) -> plots.
 
   python -m mnist_jax.main --config=configs/lenet.py [--workdir=DIR] \
       [--config.learning_rate=3e-3 --config.num_epochs=5 ...]
@@ -35,18 +35,20 @@ def main(argv):
   cli.initialize_distributed()  # multi-host: before any other JAX call
   if _CONFIG.value is None:
     cli.fail('--config is required to train; pass e.g. --config=configs/lenet.py')
-  from mnist_jax.engine import driver  # pylint: disable=g-import-not-at-top  (keeps --help fast)
+  from mnist_jax.engine import ensemble, stacked, trainer  # pylint: disable=g-import-not-at-top  (keeps --help fast)
   config = _CONFIG.value
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].config_filename)
   print(f'workdir: {workdir}', flush=True)
   try:
-    outcome = driver.train([config], [workdir])
-    result = outcome.outcomes[0]
+    if ensemble.size(config) > 1:   # its members train as one vmapped program
+      result = stacked.train([config], [workdir])[0]
+    else:
+      result = trainer.train_and_evaluate(config, workdir)
     if result.error is not None:
       raise result.error
     if config.write_plots:
       from mnist_jax.inspection import figures  # pylint: disable=g-import-not-at-top  (matplotlib is slow to import)
-      figures.write_all(workdir, config, result.state, outcome.data)
+      figures.write_all(workdir, config, result.state, result.data)
   except UserError as e:
     logging.flush()
     cli.fail(e)

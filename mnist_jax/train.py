@@ -227,6 +227,12 @@ def ema_state(state: TrainState) -> TrainState:
   return state.replace(params=state.ema['params'], batch_stats=state.ema['batch_stats'])
 
 
+def stacked_axes(state: TrainState) -> TrainState:
+  """The ``jax.vmap`` axes of K TrainStates stacked on axis 0 that step together:
+  every array on axis 0 but the one shared step counter."""
+  return state.replace(step=None, params=0, batch_stats=0, opt_state=0, ema=0)
+
+
 def _apply_fn(state, axis_name):
   """``apply_fn``, with batch norm reducing over ``axis_name`` (if the model has BN)."""
   model = state.model

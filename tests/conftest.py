@@ -72,21 +72,21 @@ def small_config(mnist_small_dir):
 
 @pytest.fixture
 def script_val_accuracy(monkeypatch):
-  """Makes the driver see the given validation accuracies, one per evaluation of
+  """Makes the trainer see the given validation accuracies, one per evaluation of
   'val' in order (the rest of each record is the real pass's): a way to place
   the best epoch where a test needs it. ``script(values)`` returns ``undo()``."""
   from mnist_jax.engine import evaluation
-  real = evaluation.evaluate_split
+  real = evaluation.evaluate
 
   def script(values):
     scripted = iter(values)
 
-    def fake(fn, state, split, name, members=1):
-      out = real(fn, state, split, name, members)
-      if name == 'val':
-        out[0]['val_accuracy'] = next(scripted)
+    def fake(fn, state, splits):
+      out = real(fn, state, splits)
+      if 'val' in out:
+        out['val']['model']['raw']['accuracy'] = next(scripted)
       return out
 
-    monkeypatch.setattr(evaluation, 'evaluate_split', fake)
-    return lambda: monkeypatch.setattr(evaluation, 'evaluate_split', real)
+    monkeypatch.setattr(evaluation, 'evaluate', fake)
+    return lambda: monkeypatch.setattr(evaluation, 'evaluate', real)
   return script

@@ -91,7 +91,7 @@ def test_intact_checkpoint_round_trips_exactly(ckpt_dir):
 def test_a_fresh_run_touches_no_orbax_until_its_first_save(tmp_path):
   """Start-up: the engine's modules import without orbax (0.3-0.4 s), and a run
   with nothing to resume makes no manager and no directory before it saves."""
-  code = ('import sys; from mnist_jax.engine import driver, evaluation, rundir; '
+  code = ('import sys; from mnist_jax.engine import evaluation, rundir, trainer; '
           'print(sorted(m for m in sys.modules if m.startswith(("orbax", "tensorstore"))))')
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == '[]', out.stdout
@@ -279,17 +279,17 @@ def test_a_run_resumed_from_an_older_latest_keeps_best_in_its_history(tmp_path,
   """A run killed after saving 'best' of epoch 4 but before its 'latest' 4 resumes
   from latest 2; continued to 3 epochs, its best checkpoint is an epoch of its
   own history (summary.json's best_epoch), not the dropped epoch 4."""
-  from mnist_jax.engine import driver, rundir  # pylint: disable=g-import-not-at-top
+  from mnist_jax.engine import rundir, trainer  # pylint: disable=g-import-not-at-top
   import shutil  # pylint: disable=g-import-not-at-top
   small_config.data.train_limit = 300
   small_config.num_epochs, small_config.checkpoint_every_epochs = 4, 2
   workdir = str(tmp_path / 'run')
-  driver.train_and_evaluate(small_config, workdir)
+  trainer.train_and_evaluate(small_config, workdir)
   best_dir = os.path.join(workdir, 'checkpoints', 'best')
   assert os.listdir(best_dir) == ['4'], os.listdir(best_dir)   # the case under test
   shutil.rmtree(os.path.join(workdir, 'checkpoints', 'latest', '4'))
   small_config.num_epochs = 3
-  summary = driver.train_and_evaluate(small_config, workdir)
+  summary = trainer.train_and_evaluate(small_config, workdir).summary
   assert summary['epochs'] == 3
   _, _, meta = rundir.load_run(workdir, 'best')
   assert meta['epoch'] == summary['best_epoch'] <= 3

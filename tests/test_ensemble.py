@@ -1,6 +1,6 @@
 """Ensembles in one vmapped program, the weight EMA and calibration (ECE, NLL).
 
-The strongest check: an ensemble of K members trained by the driver equals K
+The strongest check: an ensemble of K members trained by engine/stacked.py equals K
 single runs with the members' seeds (parameters, EMA and metrics, to float
 rounding), and its prediction is the mean of those runs' probabilities.
 """
@@ -20,7 +20,8 @@ from PIL import Image
 from mnist_jax import api, predict, train
 from mnist_jax.config import defaults, validate
 from mnist_jax.data import pipeline
-from mnist_jax.engine import calibration, driver, ensemble, evaluation, memory, rundir, runs as runs_lib
+from mnist_jax.engine import (calibration, ensemble, evaluation, memory, rundir, stacked,
+                              trainer, workdir as workdir_lib)
 from mnist_jax.errors import UserError
 from mnist_jax.inspection import figures
 
@@ -136,11 +137,11 @@ def runs(tmp_path_factory, mnist_small_dir):
   config = _config(mnist_small_dir, seed=3)
   config.ensemble.size = K
   ens_dir = str(root / 'ensemble')
-  ens = driver.train([config], [ens_dir])
+  ens = stacked.train([config], [ens_dir])[0]
   singles = []
   for k in range(K):
     workdir = str(root / f'single{k}')
-    summary = driver.train_and_evaluate(_config(mnist_small_dir, seed=3 + k), workdir)
+    summary = trainer.train_and_evaluate(_config(mnist_small_dir, seed=3 + k), workdir).summary
     singles.append((workdir, summary))
   return ens_dir, ens, singles
 
@@ -155,7 +156,7 @@ def test_members_equal_their_single_runs(runs):
   _, state, meta = rundir.load_run(ens_dir, 'latest')
   assert isinstance(state, ensemble.Ensemble) and state.size == K and meta['epoch'] == 1
   assert sorted(os.listdir(os.path.join(ens_dir, 'checkpoints', 'latest'))) == ['1']
-  record = rundir.load_history(ens_dir)[-1]
+  record = workdir_lib.load_history(ens_dir)[-1]
   for k, (workdir, summary) in enumerate(singles):
     _, single, _ = rundir.load_run(workdir, 'latest')
     member = state.member(k)
@@ -164,7 +165,7 @@ def test_members_equal_their_single_runs(runs):
     for key in ('val_accuracy', 'val_accuracy_ema'):
       assert record[f'member{k}_{key}'] == pytest.approx(summary[key], abs=2e-3), key
     assert record[f'member{k}_val_loss'] == pytest.approx(summary['val_loss'], rel=1e-3)
-    member = ens.outcomes[0].summary['ensemble']['members'][k]   # test: read at the end
+    member = ens.summary['ensemble']['members'][k]   # test: read at the end
     for key in ('test_accuracy', 'test_accuracy_ema'):
       assert member[key] == pytest.approx(summary[key], abs=2e-3), key
     assert member['test_loss'] == pytest.approx(summary['test_loss'], rel=1e-3)
@@ -221,7 +222,7 @@ def test_metrics_and_tensorboard_carry_members_and_ensemble(runs):
   # pylint: disable-next=g-import-not-at-top
   from tensorboard.backend.event_processing import event_accumulator
   ens_dir, ens, _ = runs
-  record = rundir.load_history(ens_dir)[-1]
+  record = workdir_lib.load_history(ens_dir)[-1]
   for key in ('val_accuracy', 'val_ece', 'val_nll', 'val_accuracy_ema',
               'member0_val_accuracy', 'member1_val_ece', 'member1_train_loss'):
     assert key in record, key
@@ -231,7 +232,7 @@ def test_metrics_and_tensorboard_carry_members_and_ensemble(runs):
   assert {'val/ece', 'member0/val_accuracy', 'member1/val_accuracy_ema'} <= set(
       acc.Tags()['scalars'])
   assert not [t for t in acc.Tags()['scalars'] if 'test' in t]
-  assert isinstance(ens.outcomes[0].state, ensemble.Ensemble)
+  assert isinstance(ens.state, ensemble.Ensemble)
   # each loss is the loss it says: val_loss is the members' mean ℓ, as train_loss is,
   # val_nll the NLL of the ensemble's mean distribution (≤ the members' mean, Jensen)
   assert record['val_loss'] == pytest.approx(
@@ -243,12 +244,12 @@ def test_metrics_and_tensorboard_carry_members_and_ensemble(runs):
 
 def test_evaluate_predict_and_plots_use_the_ensemble(runs, mnist_small_dir, tmp_path):
   ens_dir, _, _ = runs
-  result = evaluation.checkpoint_metrics(ens_dir, 'best')
+  result = rundir.checkpoint_metrics(ens_dir, 'best')
   summary = json.load(open(os.path.join(ens_dir, 'summary.json')))
   assert result['ensemble_size'] == K and len(result['test']['member_accuracy']) == K
   assert result['test']['accuracy'] == pytest.approx(summary['test_accuracy'], abs=1e-6)
   assert 'test_ema' in result and 'ece' in result['test']
-  assert 'ensemble of 2' in evaluation.format_line(result)
+  assert 'ensemble of 2' in rundir.format_line(result)
   data = pipeline.load(_config(mnist_small_dir).data)
   paths = []
   for i in range(3):
@@ -271,9 +272,9 @@ def test_an_ensemble_resumes_from_its_one_checkpoint(runs, tmp_path, mnist_small
   shutil.copytree(ens_dir, workdir)
   config = _config(mnist_small_dir, seed=3, num_epochs=2)
   config.ensemble.size = K
-  summary = driver.train_and_evaluate(config, workdir)
+  summary = stacked.train([config], [workdir])[0].summary
   assert summary['epochs'] == 2 and summary['ensemble']['size'] == K
-  assert [h['epoch'] for h in rundir.load_history(workdir)] == [1, 2]
+  assert [h['epoch'] for h in workdir_lib.load_history(workdir)] == [1, 2]
 
 
 # ---- bad input: one line each -----------------------------------------------------------
@@ -324,7 +325,7 @@ def test_vectorized_trials_of_ensembles_are_refused(mnist_small_dir):
   a, b = _config(mnist_small_dir), _config(mnist_small_dir, learning_rate=3e-3)
   a.ensemble.size = b.ensemble.size = 2
   with pytest.raises(UserError, match='ensembles .* train one run at a time'):
-    runs_lib.expand([a, b])
+    stacked.train([a, b], ['unused-a', 'unused-b'])
 
 
 def test_cli_refuses_an_ensemble_of_zero_in_one_line(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from mnist_jax import parallel, train
 from mnist_jax.config import defaults, validate
 from mnist_jax.data import idx
-from mnist_jax.engine import calibration, driver, evaluation, rundir, selection
+from mnist_jax.engine import calibration, evaluation, rundir, selection, trainer, workdir as workdir_lib
 from mnist_jax.errors import UserError
 
 pytestmark = pytest.mark.xdist_group('eval_pass')
@@ -32,7 +32,7 @@ def _config(data_dir, **overrides):
 
 
 def _records(workdir):
-  return rundir.load_history(str(workdir))
+  return workdir_lib.load_history(str(workdir))
 
 
 @pytest.fixture(scope='module')
@@ -44,7 +44,7 @@ def runs(tmp_path_factory, mnist_small_dir):
   for name, every in (('quiet', False), ('curves', True)):
     config = _config(mnist_small_dir, num_epochs=2, ema_decay=0.999,
                      eval_test_every_epoch=every)
-    out[name] = (root / name, driver.train_and_evaluate(config, str(root / name)))
+    out[name] = (root / name, trainer.train_and_evaluate(config, str(root / name)).summary)
   return out
 
 
@@ -159,19 +159,20 @@ def test_best_epoch_rule():
   assert not selection.improves(history[:2], history[2])
 
 
-def test_epoch_loop_has_no_ensemble_branch():
-  assert 'is_ensemble' not in inspect.getsource(driver)
+def test_the_trainer_has_no_k_model_branch():
+  source = inspect.getsource(trainer)
+  assert 'is_ensemble' not in source and 'stacked' not in source.split('"""')[2]
 
 
 def test_model_weights_ema_selects_and_evaluates_the_ema(tmp_path, mnist_small_dir):
   config = _config(mnist_small_dir, num_epochs=2, ema_decay=0.99, model_weights='ema')
-  summary = driver.train_and_evaluate(config, str(tmp_path / 'run'))
+  summary = trainer.train_and_evaluate(config, str(tmp_path / 'run')).summary
   records = _records(tmp_path / 'run')
   best = max(records, key=lambda r: r['val_accuracy_ema'])
   assert summary['best_epoch'] == best['epoch']
   assert summary['best_val_accuracy'] == best['val_accuracy_ema']
   assert summary['test_accuracy_at_best_val'] == summary['at_best_val']['test_accuracy_ema']
-  result = evaluation.checkpoint_metrics(str(tmp_path / 'run'), 'best')
+  result = rundir.checkpoint_metrics(str(tmp_path / 'run'), 'best')
   assert result['model_weights'] == 'ema' and result['epoch'] == best['epoch']
   assert result['test']['accuracy'] == pytest.approx(summary['test_accuracy_at_best_val'],
                                                      abs=1e-6)
@@ -185,12 +186,12 @@ def test_a_resumed_run_tests_the_weights_of_its_earlier_best_epoch(
   workdir = str(tmp_path / 'run')
   config = _config(mnist_small_dir, num_epochs=2, schedule='constant')
   config.data.train_limit = 1000
-  driver.train_and_evaluate(config, workdir)
+  trainer.train_and_evaluate(config, workdir)
   config.num_epochs = 3
-  summary = driver.train_and_evaluate(config, workdir)      # resumes at epoch 2
+  summary = trainer.train_and_evaluate(config, workdir).summary      # resumes at epoch 2
   assert summary['epochs'] == 3 and summary['best_epoch'] == 1
   undo()
-  best = evaluation.checkpoint_metrics(workdir, 'best')
+  best = rundir.checkpoint_metrics(workdir, 'best')
   assert best['epoch'] == 1
   assert summary['test_accuracy_at_best_val'] == pytest.approx(best['test']['accuracy'],
                                                                abs=1e-6)
@@ -205,7 +206,7 @@ def test_a_run_compiles_its_evaluation_once(tmp_path, mnist_small_dir, caplog):
   config.model.name, config.data.train_limit = 'mlp', 500
   config.model.hidden = (37,)   # a model no other test compiles
   with jax.log_compiles(True), caplog.at_level('WARNING'):
-    driver.train_and_evaluate(config, str(tmp_path / 'run'))
+    trainer.train_and_evaluate(config, str(tmp_path / 'run'))
   compiled = [r for r in caplog.records if 'Compiling jit(evaluation_pass)' in r.getMessage()]
   assert len(compiled) == 1, [r.getMessage()[:200] for r in compiled]
   records = _records(tmp_path / 'run')

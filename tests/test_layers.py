@@ -4,7 +4,7 @@
   7 cli          flag parsing, the one error printer, quiet logs
   6 api          the notebook functions
   5 search/ inspection/   the sweep runner; explainer, figures, image preparation
-  4 engine/      the epoch driver for K ≥ 1 models, evaluation, checkpoints, run dirs
+  4 engine/      the trainer for one model and its pieces; K models on top; run dirs
     nnx_bridge   a flax.nnx module as a train state of the pure step, and back
   3 train  parallel/      the pure step; meshes, shards, multi-host start-up
   2 models/ config/       the architectures; defaults and checks
@@ -12,7 +12,9 @@
   ½ extras       which extra brings an optional package (imports errors only)
   0 errors       UserError
 A module imports only lower layers or its own package; data/ and models/ never
-import each other; no module but a command defines a flag or exits.
+import each other; no module but a command defines a flag or exits. Inside engine/
+the trainer's pieces sit below the trainer, K models (stacked) above it, and the
+readers of a finished run on top (ENGINE).
 """
 import ast
 import os
@@ -24,6 +26,11 @@ COMMANDS = {'main', 'sweep', 'evaluate', 'predict', 'plots', 'explain', 'serve'}
 LAYERS = {'errors': 0, 'extras': 0.5, 'nn': 1, 'data': 1, 'models': 2, 'config': 2, 'train': 3,
           'parallel': 3, 'engine': 4, 'nnx_bridge': 4, 'search': 5, 'inspection': 5,
           'api': 6, 'cli': 7, **{c: 8 for c in COMMANDS}}
+
+
+ENGINE = {'calibration': 0, 'selection': 0, 'writers': 0, 'compile_cache': 0,
+          'checkpoint': 1, 'ensemble': 1, 'epoch': 1, 'summary': 1, 'memory': 2,
+          'evaluation': 2, 'workdir': 2, 'trainer': 3, 'stacked': 4, 'rundir': 5, 'trained': 6}
 
 
 def _modules():
@@ -66,6 +73,19 @@ def test_imports_point_down(parts, path):
     assert LAYERS[target] < layer, f'{path}:{line} imports {target} (layer {LAYERS[target]}) ' \
                                    f'from layer {layer}'
     assert {own, target} != {'data', 'models'}, f'{path}:{line}: data and models are apart'
+
+
+def test_engine_builds_k_models_on_the_trainer_and_never_the_reverse():
+  engine = os.path.join(PACKAGE, 'engine')
+  names = {n[:-3] for n in os.listdir(engine) if n.endswith('.py')} - {'__init__'}
+  assert names == set(ENGINE), names ^ set(ENGINE)
+  for name in names:
+    path = os.path.join(engine, name + '.py')
+    for node in ast.walk(ast.parse(open(path).read())):
+      if isinstance(node, ast.ImportFrom) and node.module == 'mnist_jax.engine':
+        for alias in node.names:
+          assert ENGINE[alias.name] < ENGINE[name], \
+              f'{path}:{node.lineno} imports engine.{alias.name} from below it'
 
 
 @pytest.mark.parametrize('parts,path', list(_modules()), ids=lambda v: '.'.join(v)

@@ -14,7 +14,7 @@ import jax
 import pytest
 
 from mnist_jax.config import defaults
-from mnist_jax.engine import driver
+from mnist_jax.engine import epoch, trainer
 from mnist_jax.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -117,11 +117,11 @@ def test_sigkill_and_resume_give_the_same_metrics(tmp_path, mnist_small_dir):
 def test_same_seed_same_metrics_in_process(tmp_path, mnist_small_dir):
   config = small_config(mnist_small_dir)
   config.data.train_limit = 1000
-  a = driver.train_and_evaluate(config, str(tmp_path / 'a'))
-  b = driver.train_and_evaluate(config, str(tmp_path / 'b'))
+  a = trainer.train_and_evaluate(config, str(tmp_path / 'a')).summary
+  b = trainer.train_and_evaluate(config, str(tmp_path / 'b')).summary
   assert (a['test_loss'], a['val_loss']) == (b['test_loss'], b['val_loss'])
   config.seed = 1
-  c = driver.train_and_evaluate(config, str(tmp_path / 'c'))
+  c = trainer.train_and_evaluate(config, str(tmp_path / 'c')).summary
   assert c['test_loss'] != a['test_loss']
 
 
@@ -131,15 +131,15 @@ def test_step_loop_mode_trains_like_the_scan_loop(tmp_path, mnist_small_dir, cap
   config = small_config(mnist_small_dir)
   config.data.train_limit = 1000
   config.log_every_steps = 3
-  assert len(set(driver.chunks(5, 3))) == 2   # 5 steps of 100: chunks of 3 and 2
-  a = driver.train_and_evaluate(config, str(tmp_path / 'scan'))
+  assert len(set(epoch.chunks(5, 3))) == 2   # 5 steps of 100: chunks of 3 and 2
+  a = trainer.train_and_evaluate(config, str(tmp_path / 'scan')).summary
   config.loop_mode = 'step'
   with jax.log_compiles(), caplog.at_level(logging.WARNING):
-    b = driver.train_and_evaluate(config, str(tmp_path / 'step'))
+    b = trainer.train_and_evaluate(config, str(tmp_path / 'step')).summary
   for key in ('test_loss', 'val_loss', 'test_accuracy'):
     assert b[key] == pytest.approx(a[key], abs=1e-5), key
   steps = [r.getMessage() for r in caplog.records
-           if r.getMessage().startswith('Compiling jit(step)')]
+           if r.getMessage().startswith('Compiling jit(one_step)')]
   assert len(steps) == 1, steps
 
 
@@ -170,12 +170,12 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path, mnist_small_dir, args, me
 ])
 def test_impossible_hyperparameters(tmp_path, mnist_small_dir, overrides, message):
   with pytest.raises(UserError, match=message):
-    driver.train_and_evaluate(small_config(mnist_small_dir, **overrides), str(tmp_path / 'w'))
+    trainer.train_and_evaluate(small_config(mnist_small_dir, **overrides), str(tmp_path / 'w'))
 
 
 def test_missing_and_corrupt_data_files(tmp_path, mnist_small_dir):
   with pytest.raises(UserError, match='not found|no such|missing'):
-    driver.train_and_evaluate(small_config(str(tmp_path / 'nowhere')), str(tmp_path / 'w'))
+    trainer.train_and_evaluate(small_config(str(tmp_path / 'nowhere')), str(tmp_path / 'w'))
   assert not (tmp_path / 'w').exists()       # a failed start leaves no run directory
   broken = tmp_path / 'broken'
   shutil.copytree(mnist_small_dir, broken)
@@ -183,23 +183,23 @@ def test_missing_and_corrupt_data_files(tmp_path, mnist_small_dir):
   data = gzip.decompress(path.read_bytes())
   path.write_bytes(gzip.compress(data[: len(data) // 2]))
   with pytest.raises(UserError, match='truncated|re-download'):
-    driver.train_and_evaluate(small_config(str(broken)), str(tmp_path / 'w'))
+    trainer.train_and_evaluate(small_config(str(broken)), str(tmp_path / 'w'))
 
 
 def test_unwritable_workdir(tmp_path, mnist_small_dir):
   blocker = tmp_path / 'file'
   blocker.write_text('not a directory')
   with pytest.raises(UserError, match='cannot write to workdir'):
-    driver.train_and_evaluate(small_config(mnist_small_dir), str(blocker / 'run'))
+    trainer.train_and_evaluate(small_config(mnist_small_dir), str(blocker / 'run'))
 
 
 def test_resuming_with_a_different_config_is_refused(tmp_path, mnist_small_dir):
   config = small_config(mnist_small_dir)
   config.data.train_limit = 500
-  driver.train_and_evaluate(config, str(tmp_path / 'w'))
+  trainer.train_and_evaluate(config, str(tmp_path / 'w'))
   config.learning_rate = 0.5
   with pytest.raises(UserError, match='different config .*learning_rate'):
-    driver.train_and_evaluate(config, str(tmp_path / 'w'))
+    trainer.train_and_evaluate(config, str(tmp_path / 'w'))
 
 
 @pytest.mark.parametrize('name', sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, 'configs'))

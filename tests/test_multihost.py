@@ -22,7 +22,7 @@ if count > 1:
   assert distributed.initialize(address, count, index)
 import jax
 from mnist_jax.config import defaults
-from mnist_jax.engine import driver
+from mnist_jax.engine import trainer
 assert jax.device_count() == 8, jax.devices()
 c = defaults.get_config()
 c.model.name = 'mlp'   # the model does not matter here; it compiles fast
@@ -31,7 +31,7 @@ c.data.val_size = 500; c.data.train_limit = 640; c.batch_size = 64
 c.eval_batch_size = 200; c.num_epochs = 2; c.log_every_steps = 5
 c.optimizer = 'momentum'; c.learning_rate = 0.05; c.write_plots = False
 c.data.per_device_shards = True   # what every multi-host run does (parallel/shards.py)
-print('SUMMARY', json.dumps(driver.train_and_evaluate(c, workdir)))
+print('SUMMARY', json.dumps(trainer.train_and_evaluate(c, workdir).summary))
 '''
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 from mnist_jax import api, predict
 from mnist_jax.config import defaults
 from mnist_jax.data import describe, idx, pipeline, preprocess
-from mnist_jax.engine import driver, trained
+from mnist_jax.engine import trained, trainer
 
 pytestmark = pytest.mark.xdist_group('other_dataset')
 
@@ -58,7 +58,7 @@ def config(data_dir):
 @pytest.fixture(scope='module')
 def run(tmp_path_factory, config):
   workdir = str(tmp_path_factory.mktemp('shapes3_run'))
-  summary = driver.train_and_evaluate(config, workdir)
+  summary = trainer.train_and_evaluate(config, workdir).summary
   return workdir, summary
 
 
@@ -155,7 +155,7 @@ def test_the_run_loader_honours_the_runs_model_weights(tmp_path, config):
   c = config.copy_and_resolve_references()
   c.ema_decay, c.data.train_limit = 0.9, 200
   workdir = str(tmp_path / 'ema')
-  driver.train_and_evaluate(c, workdir)
+  trainer.train_and_evaluate(c, workdir)
   raw = trained.load(workdir, 'latest')
   assert raw.weights == 'raw'
   path = os.path.join(workdir, 'config.json')

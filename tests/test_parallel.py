@@ -130,7 +130,7 @@ def test_sharded_loop_matches_one_device(tmp_path, mnist_small_dir):
   """The default training loop on 8 devices (jit + NamedSharding) reaches the
   same parameters and metrics as on 1 device."""
   out = run_with_devices(COMMON + f'''
-from mnist_jax.engine import driver
+from mnist_jax.engine import trainer
 def cfg(n):
   c = defaults.get_config()
   c.model.name = 'mlp'
@@ -138,8 +138,8 @@ def cfg(n):
   c.data.train_limit = 1024; c.batch_size = 64; c.eval_batch_size = 200
   c.num_epochs = 1; c.num_devices = n; c.log_every_steps = 8
   return c
-a = driver.train_and_evaluate(cfg(1), {str(tmp_path / 'one')!r})
-b = driver.train_and_evaluate(cfg(8), {str(tmp_path / 'eight')!r})
+a = trainer.train_and_evaluate(cfg(1), {str(tmp_path / 'one')!r}).summary
+b = trainer.train_and_evaluate(cfg(8), {str(tmp_path / 'eight')!r}).summary
 print('acc', a['test_accuracy'], b['test_accuracy'], a['devices'], b['devices'])
 assert a['devices'].startswith('1 x') and b['devices'].startswith('8 x')
 assert abs(a['test_loss'] - b['test_loss']) < 1e-4, (a['test_loss'], b['test_loss'])
@@ -154,7 +154,7 @@ def test_per_device_shards_each_device_reads_only_its_rows(tmp_path, mnist_small
   an epoch; the loop trains with it (tests/test_multihost.py checks 2 x 4 == 1 x 8)."""
   out = run_with_devices(COMMON + f'''
 from mnist_jax import parallel
-from mnist_jax.engine import driver
+from mnist_jax.engine import trainer
 from mnist_jax.parallel import shards
 mesh = parallel.make_mesh()
 n, b = 1003, 64                                  # M = 125 rows per device, 8 per step
@@ -178,7 +178,7 @@ c.model.name = 'mlp'
 c.data.source = 'idx'; c.data.data_dir = {mnist_small_dir!r}; c.data.val_size = 1000
 c.data.train_limit = 1024; c.data.per_device_shards = True; c.batch_size = 64
 c.eval_batch_size = 200; c.num_epochs = 1; c.log_every_steps = 8; c.write_plots = False
-s = driver.train_and_evaluate(c, {str(tmp_path / 'sharded')!r})
+s = trainer.train_and_evaluate(c, {str(tmp_path / 'sharded')!r}).summary
 print('acc', s['test_accuracy'], s['train_images_in_process'])
 assert s['train_images_in_process'] == 1024 and s['test_accuracy'] > 0.5
 ''')
@@ -190,7 +190,7 @@ def test_a_group_of_models_uses_the_devices_and_shards_like_a_run(tmp_path, mnis
   shards and loop_mode='step': each equals its own K = 1 run with those settings
   (vectorized trials used to ignore num_devices, per_device_shards and loop_mode)."""
   out = run_with_devices(COMMON + f'''
-from mnist_jax.engine import driver
+from mnist_jax.engine import stacked, trainer
 from mnist_jax.search import hyper
 c = defaults.get_config()
 c.model.name = 'mlp'
@@ -198,9 +198,9 @@ c.data.source = 'idx'; c.data.data_dir = {mnist_small_dir!r}; c.data.val_size = 
 c.data.train_limit = 1024; c.data.per_device_shards = True; c.batch_size = 64
 c.eval_batch_size = 200; c.num_epochs = 1; c.log_every_steps = 8; c.loop_mode = 'step'
 configs = [hyper.apply(c, {{'seed': s, 'learning_rate': lr}}) for s, lr in ((0, 1e-3), (1, 3e-3))]
-group = driver.train(configs, [{str(tmp_path)!r} + f'/g{{k}}' for k in range(2)]).outcomes
+group = stacked.train(configs, [{str(tmp_path)!r} + f'/g{{k}}' for k in range(2)])
 for k, cfg in enumerate(configs):
-  alone = driver.train_and_evaluate(cfg, {str(tmp_path)!r} + f'/a{{k}}')
+  alone = trainer.train_and_evaluate(cfg, {str(tmp_path)!r} + f'/a{{k}}').summary
   got = group[k].summary
   print('model', k, got['test_loss'], alone['test_loss'], got['devices'])
   assert got['devices'].startswith('8 x') and got['train_images_in_process'] == 1024

@@ -19,7 +19,7 @@ from PIL import Image
 from mnist_jax import train
 from mnist_jax.inspection import confusion as confusion_lib, figures, layers as layers_lib
 from mnist_jax.config import defaults
-from mnist_jax.engine import driver, rundir
+from mnist_jax.engine import rundir, trainer
 from mnist_jax.data import pipeline
 
 # pytest-xdist: one worker runs this file, so its module fixture (a run) trains once
@@ -39,7 +39,7 @@ def run(tmp_path_factory, mnist_small_dir):
   config.augment.translate, config.augment.rotate = 1.0, 10.0
   config.write_plots = False  # written explicitly below / not needed
   workdir = str(tmp_path_factory.mktemp('plots_run'))
-  driver.train_and_evaluate(config, workdir)
+  trainer.train_and_evaluate(config, workdir)
   config, state, _ = rundir.load_run(workdir)
   data = pipeline.load(config.data)
   paths = figures.write_all(workdir, config, state, data)

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 
 from mnist_jax import api, evaluate, predict
 from mnist_jax.config import defaults
-from mnist_jax.engine import driver, evaluation, rundir
+from mnist_jax.engine import evaluation, rundir, trainer, workdir as workdir_lib
 from mnist_jax.inspection import image as image_lib
 from mnist_jax.data import idx
 from mnist_jax.errors import UserError
@@ -33,7 +33,7 @@ def run_dir(tmp_path_factory, mnist_small_dir):
   config.num_epochs, config.log_every_steps = 2, 50
   config.write_plots = False  # written explicitly below / not needed
   workdir = str(tmp_path_factory.mktemp('predict_run'))
-  driver.train_and_evaluate(config, workdir)
+  trainer.train_and_evaluate(config, workdir)
   return workdir
 
 
@@ -173,8 +173,8 @@ def test_cli_errors_are_one_line_with_exit_2(tmp_path):
 
 
 def test_evaluate_reports_the_best_checkpoint(run_dir):
-  result = evaluation.checkpoint_metrics(run_dir, 'best')
-  history = rundir.load_history(run_dir)
+  result = rundir.checkpoint_metrics(run_dir, 'best')
+  history = workdir_lib.load_history(run_dir)
   best = max(history, key=lambda h: h['val_accuracy'])
   assert result['epoch'] == best['epoch']
   assert result['val']['count'] == 500 and result['test']['count'] == 1000

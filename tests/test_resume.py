@@ -138,18 +138,18 @@ def test_a_damaged_best_checkpoint_reads_the_best_weights_from_latest(
   """e* = 1 (scripted validation), 'latest' keeps every epoch: with best/1 damaged
   and latest/3 gone, the resume reads e*'s weights from latest/1 and ends as the
   uninterrupted run does."""
-  from mnist_jax.engine import driver  # pylint: disable=g-import-not-at-top
+  from mnist_jax.engine import trainer  # pylint: disable=g-import-not-at-top
   small_config.data.train_limit, small_config.num_epochs = 300, 3
   small_config.checkpoint_every_epochs, small_config.keep_checkpoints = 1, 3
   script_val_accuracy([0.9, 0.5, 0.4])
   workdir = tmp_path / 'run'
-  first = driver.train_and_evaluate(small_config, str(workdir))
+  first = trainer.train_and_evaluate(small_config, str(workdir)).summary
   assert first['best_epoch'] == 1
   damage_checkpoint(workdir, 'best', 1)
   shutil.rmtree(workdir / 'checkpoints' / 'latest' / '3')
   os.remove(workdir / 'summary.json')
   script_val_accuracy([0.4])
-  again = driver.train_and_evaluate(small_config, str(workdir))
+  again = trainer.train_and_evaluate(small_config, str(workdir)).summary
   assert again['best_epoch'] == 1
   assert again['test_accuracy_at_best_val'] == first['test_accuracy_at_best_val']
   assert again['test_accuracy'] == first['test_accuracy']

@@ -19,7 +19,7 @@ from flax import linen as nn
 from mnist_jax import api, train
 from mnist_jax.config import defaults
 from mnist_jax.data import idx, preprocess
-from mnist_jax.engine import driver, rundir, workdir as workdir_lib
+from mnist_jax.engine import rundir, trainer, workdir as workdir_lib
 from mnist_jax.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,7 +61,7 @@ def test_the_run_records_its_preprocessing_and_every_reader_applies_it(
   small_config.data.standardize = True
   small_config.data.train_limit = 500
   workdir = str(tmp_path / 'std')
-  summary = driver.train_and_evaluate(small_config, workdir)
+  summary = trainer.train_and_evaluate(small_config, workdir).summary
   assert summary['preprocessing']['standardize'] is True
   config, state = api.load(workdir, 'latest')
   assert state.standardize and config.data.standardize
@@ -125,7 +125,7 @@ def test_best_checkpoint_is_saved_whenever_validation_improves(
   small_config.checkpoint_every_epochs = 0          # 'latest' only at the end
   script_val_accuracy([0.5, 0.9, 0.7] * 2)          # val improves at epoch 2 only
   workdir = str(tmp_path / 'best')
-  summary = driver.train_and_evaluate(small_config, workdir)
+  summary = trainer.train_and_evaluate(small_config, workdir).summary
   assert summary['best_epoch'] == 2
   _, _, meta = rundir.load_run(workdir, 'best')
   assert meta['epoch'] == summary['best_epoch'] == 2
@@ -195,12 +195,12 @@ def test_a_second_process_on_a_workdir_is_refused(tmp_path, small_config):
   try:
     assert holder.stdout.readline().strip() == 'locked'
     with pytest.raises(workdir_lib.WorkdirBusy, match=f'pid {holder.pid}'):
-      driver.train_and_evaluate(_tiny(small_config, 1), str(workdir))
+      trainer.train_and_evaluate(_tiny(small_config, 1), str(workdir))
     assert not (workdir / 'metrics.jsonl').exists()
   finally:
     holder.kill()
     holder.wait()
-  summary = driver.train_and_evaluate(_tiny(small_config, 1), str(workdir))  # free again
+  summary = trainer.train_and_evaluate(_tiny(small_config, 1), str(workdir)).summary  # free again
   assert summary['epochs'] == 1
 
 
@@ -233,7 +233,7 @@ def test_two_cli_processes_on_one_workdir_train_once(tmp_path, mnist_small_dir):
 def test_resume_skips_a_damaged_latest_checkpoint(tmp_path, small_config):
   _tiny(small_config, epochs=2)
   workdir = str(tmp_path / 'damaged')
-  first = driver.train_and_evaluate(small_config, workdir)
+  first = trainer.train_and_evaluate(small_config, workdir).summary
   data = os.path.join(workdir, 'checkpoints', 'latest', '2', 'state', 'ocdbt.process_0', 'd')
   biggest = max((os.path.join(data, n) for n in os.listdir(data)), key=os.path.getsize)
   with open(biggest, 'r+b') as f:
@@ -242,7 +242,7 @@ def test_resume_skips_a_damaged_latest_checkpoint(tmp_path, small_config):
     f.seek(os.path.getsize(biggest) // 2)
     f.write(bytes(255 - b for b in chunk))
   os.remove(os.path.join(workdir, 'summary.json'))
-  again = driver.train_and_evaluate(small_config, workdir)   # resumes from epoch 1
+  again = trainer.train_and_evaluate(small_config, workdir).summary   # resumes from epoch 1
   assert np.isfinite(again['test_loss'])
   assert again['test_accuracy'] == pytest.approx(first['test_accuracy'], abs=1e-6)
   assert os.listdir(os.path.join(workdir, 'checkpoints', 'damaged'))

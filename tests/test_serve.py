@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw
 from mnist_jax import api
 from mnist_jax.config import defaults
 from mnist_jax.data import idx
-from mnist_jax.engine import driver, ensemble, evaluation, rundir
+from mnist_jax.engine import ensemble, evaluation, rundir, stacked, trainer
 from mnist_jax.inspection import confusion as confusion_lib, layers as layers_lib, server
 from mnist_jax.inspection.image import prepare_image
 
@@ -59,13 +59,13 @@ def runs_root(tmp_path_factory, mnist_small_dir):
   """runs/{lenet, mlp, ens, nockpt} and, next to runs/, a run the server must not serve."""
   base = tmp_path_factory.mktemp('serve')
   root = base / 'runs'
-  driver.train_and_evaluate(_config('configs/lenet.py', mnist_small_dir, 5), str(root / 'lenet'))
+  trainer.train_and_evaluate(_config('configs/lenet.py', mnist_small_dir, 5), str(root / 'lenet'))
   mlp = _config('configs/mlp.py', mnist_small_dir, 1)
   mlp.model.hidden = (64,)
-  driver.train_and_evaluate(mlp, str(root / 'mlp'))
+  trainer.train_and_evaluate(mlp, str(root / 'mlp'))
   ens = mlp.copy_and_resolve_references()
   ens.ensemble.size = 3
-  driver.train_and_evaluate(ens, str(root / 'ens'))
+  stacked.train([ens], [str(root / 'ens')])
   (root / 'nockpt').mkdir()
   shutil.copy(root / 'mlp' / 'config.json', root / 'nockpt' / 'config.json')
   shutil.copytree(root / 'mlp', base / 'outside')        # a real run outside the root

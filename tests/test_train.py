@@ -177,7 +177,7 @@ def test_bad_names_raise_user_errors():
 
 
 def test_loop_evaluation_is_exact_and_compiles_once(mnist_small_dir):
-  """evaluation.run_pass: padded batches count only real examples, equal a direct
+  """evaluation.evaluate: padded batches count only real examples, equal a direct
   eval_step over the split, and splits of different lengths share one compile."""
   from mnist_jax import parallel  # pylint: disable=g-import-not-at-top
   from mnist_jax.engine import evaluation  # pylint: disable=g-import-not-at-top
@@ -190,9 +190,9 @@ def test_loop_evaluation_is_exact_and_compiles_once(mnist_small_dir):
   results = {}
   for n in (300, 1000):                         # 3 and 8 padded batches
     split = evaluation.padded_split(images[:n], labels[:n], 128, mesh)
-    results[n] = evaluation.evaluate_split(eval_fn, state, split, 'test')[0]
+    results[n] = evaluation.evaluate(eval_fn, state, {'test': split})['test']['model']['raw']
   want = train.eval_step(state, {'image': preprocess.normalize(jnp.asarray(images[:300])),
                                  'label': jnp.asarray(labels[:300])})
-  assert results[300]['test_accuracy'] == pytest.approx(float(want['correct']) / 300)
-  assert results[300]['test_loss'] == pytest.approx(float(want['loss']) / 300, rel=1e-5)
+  assert results[300]['accuracy'] == pytest.approx(float(want['correct']) / 300)
+  assert results[300]['loss'] == pytest.approx(float(want['loss']) / 300, rel=1e-5)
   assert eval_fn._cache_size() - before <= 1   # pylint: disable=protected-access

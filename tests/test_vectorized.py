@@ -10,7 +10,7 @@ from flax import linen as nn
 from mnist_jax import models, train
 from mnist_jax.config import defaults
 from mnist_jax.search import hyper
-from mnist_jax.engine import driver, stacked
+from mnist_jax.engine import stacked, trainer
 from mnist_jax.data import idx, preprocess
 from mnist_jax.errors import UserError
 from mnist_jax.nn import dropout
@@ -69,7 +69,7 @@ def _train_with_twins(group, data_dir, steps, keys_for_step):
   returns the twins."""
   images, labels = idx.load_split(data_dir, 'train')
   order = np.random.default_rng(steps).integers(0, len(labels), (steps, 32))
-  vstep, step = jax.jit(group.train_step), jax.jit(train.train_step)
+  vstep, step = jax.jit(stacked.step), jax.jit(train.train_step)
   states, twins = group.state, list(group.templates)
   for i, batch_idx in enumerate(order):
     batch = {'image': preprocess.normalize(jnp.asarray(images[batch_idx])),
@@ -92,7 +92,7 @@ def test_vmapped_trials_match_sequential_train_step(mnist_small_dir):
                      **{'model.dropout_rate': 0.3})]
   group = stacked.create(configs, num_train=4500)
   twins = _train_with_twins(group, mnist_small_dir, 24, lambda i: jnp.stack(
-      [jax.random.fold_in(r, i) for r in group.train_rngs]))
+      [jax.random.fold_in(r, i) for r in group.train_keys]))
   for k in range(2):
     trial = group.member(k)
     assert _max_diff(trial.params, group.templates[k].params) > 1e-3  # it trained
@@ -110,23 +110,23 @@ def test_one_shared_key_matches_sequential_twins_with_augmentation(mnist_small_d
   group = stacked.create(configs, num_train=4500)
   assert group.shared_data
   twins = _train_with_twins(group, mnist_small_dir, 8,
-                            lambda i: jax.random.fold_in(group.train_rngs[0], i))
+                            lambda i: jax.random.fold_in(group.train_keys[0], i))
   for k in range(2):
     assert _max_diff(group.member(k).params, twins[k].params) < 1e-5
   # The key matters: another key gives other augmentations, hence other losses.
   images, labels = idx.load_split(mnist_small_dir, 'train')
   batch = {'image': preprocess.normalize(jnp.asarray(images[:32])),
            'label': jnp.asarray(labels[:32])}
-  vstep = jax.jit(group.train_step)
+  vstep = jax.jit(stacked.step)
   _, same = vstep(group.state, batch, jax.random.key(7), group.dropout_rate)
   _, other = vstep(group.state, batch, jax.random.key(123), group.dropout_rate)
   assert float(jnp.max(jnp.abs(other['loss'] - same['loss']))) > 1e-4
 
 
 @pytest.mark.parametrize('loop_mode', ['scan', 'step'])
-def test_one_driver_for_k_models_equals_k_runs_and_isolates_a_diverging_one(
+def test_k_models_equal_k_runs_and_a_diverging_one_stops_alone(
     tmp_path, small_config, loop_mode):
-  """driver.train with K = 2 (one diverging) in either loop mode: the good model's
+  """stacked.train with K = 2 (one diverging) in either loop mode: the good model's
   metrics equal its own K = 1 run; the diverged one stops alone, no summary."""
   small_config.data.train_limit = 300
   small_config.optimizer = 'sgd'
@@ -134,10 +134,10 @@ def test_one_driver_for_k_models_equals_k_runs_and_isolates_a_diverging_one(
   small_config.loop_mode = loop_mode
   configs = [hyper.apply(small_config, {'learning_rate': lr}) for lr in (0.1, 1e30)]
   dirs = [str(tmp_path / 'v0'), str(tmp_path / 'v1')]
-  outcomes = driver.train(configs, dirs).outcomes
+  outcomes = stacked.train(configs, dirs)
   assert isinstance(outcomes[1].error, UserError) and 'nan' in str(outcomes[1].error)
   assert not os.path.exists(os.path.join(dirs[1], 'summary.json'))
-  twin = driver.train_and_evaluate(configs[0], str(tmp_path / 'seq'))
+  twin = trainer.train_and_evaluate(configs[0], str(tmp_path / 'seq')).summary
   for key in ('test_loss', 'val_loss', 'best_val_accuracy', 'test_accuracy_at_best_val'):
     assert outcomes[0].summary[key] == pytest.approx(twin[key], abs=1e-4), key
   assert outcomes[0].summary['vectorized_trials'] == 2

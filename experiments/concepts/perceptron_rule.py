@@ -7,7 +7,7 @@
     with the perceptron learning rule (mnist_jax/models/perceptron.py), in its
     multi-class and one-vs-rest forms, from zero weights, η = --lr.
 (b) The same Dense(784 -> 10) layer with softmax + CCE by gradient descent:
-    the normal trainer (driver.train_and_evaluate) with the config.
+    the normal trainer (trainer.train_and_evaluate) with the config.
 Prints a markdown table and writes it to experiments/results/perceptron_rule.md.
 """
 import tempfile
@@ -20,7 +20,7 @@ from ml_collections import config_flags
 
 from experiments import report
 from mnist_jax.data import pipeline, preprocess
-from mnist_jax.engine import driver
+from mnist_jax.engine import trainer
 from mnist_jax.models import perceptron
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/perceptron.py',
@@ -74,7 +74,7 @@ def main(argv):
   if gd_epochs > 0:
     config.num_epochs = gd_epochs
     with tempfile.TemporaryDirectory() as workdir:
-      summary = driver.train_and_evaluate(config, workdir)
+      summary = trainer.train_and_evaluate(config, workdir).summary
     rows.append(('gradient descent', f'softmax + {config.loss.upper()}',
                  f'{config.optimizer} η={config.learning_rate:g}', gd_epochs,
                  summary['val_accuracy'] or float('nan'), summary['test_accuracy'],

@@ -15,7 +15,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import hardware, report
-from mnist_jax.engine import driver
+from mnist_jax.engine import stacked
 from mnist_jax.inspection import figures
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.')
@@ -34,13 +34,12 @@ def main(argv):
   if _DATA_DIR.value:
     config.data.source, config.data.data_dir = 'idx', _DATA_DIR.value
   workdir = _WORKDIR.value or tempfile.mkdtemp(prefix='reproduce_')
-  results = driver.train([config], [workdir])
-  outcome = results.outcomes[0]
+  outcome = stacked.train([config], [workdir])[0]
   if outcome.error is not None:
     raise outcome.error
   s = outcome.summary
   if config.write_plots:  # as python -m mnist_jax.main does (the engine draws none)
-    figures.write_all(workdir, config, outcome.state, results.data)
+    figures.write_all(workdir, config, outcome.state, outcome.data)
   row = (f"| {flags.FLAGS['config'].config_filename} | {100 * s['test_accuracy']:.2f} % | "
          f"{s['best_epoch']}: {100 * s['test_accuracy_at_best_val']:.2f} % | {s['epochs']} | "
          f"{s['train_time_s']:.0f} s | {s['images_per_s']:.0f} | {hardware.describe()} | "

@@ -4,7 +4,7 @@
   python -m experiments.concepts.zoo --models=resnet,densenet --epochs=2      # a subset, shorter
   python -m experiments.concepts.zoo --models=alexnet --epochs=1 --train_limit=2000   # smoke test
 
-Each model trains with its ``configs/<config>.py`` through ``engine.driver.train``
+Each model trains with its ``configs/<config>.py`` through ``engine.stacked.train``
 (its plots then drawn by ``inspection.figures`` if config.write_plots, as mnist_jax.main).
 Results accumulate in ``<out>.json`` (a later run of some models replaces only
 their rows) and are rendered to ``<out>`` (markdown: year, parameters,
@@ -24,7 +24,7 @@ from absl import app, flags
 from experiments import hardware, report
 from mnist_jax import cli, train
 from mnist_jax.config import defaults
-from mnist_jax.engine import driver, rundir
+from mnist_jax.engine import stacked, workdir as workdir_lib
 from mnist_jax.inspection import explain, figures
 
 # key -> (config file, label, year, key innovation[, config overrides])
@@ -93,14 +93,13 @@ def cost(config):
 def run_one(key, workdir):
   config = config_for(key)
   params, macs = cost(config)
-  results = driver.train([config], [os.path.join(workdir, key)])
-  outcome = results.outcomes[0]
+  outcome = stacked.train([config], [os.path.join(workdir, key)])[0]
   if outcome.error is not None:
     raise outcome.error
   s = outcome.summary
   if config.write_plots:  # the engine draws none
-    figures.write_all(os.path.join(workdir, key), config, outcome.state, results.data)
-  times = [h['train_time_s'] for h in rundir.load_history(os.path.join(workdir, key))]
+    figures.write_all(os.path.join(workdir, key), config, outcome.state, outcome.data)
+  times = [h['train_time_s'] for h in workdir_lib.load_history(os.path.join(workdir, key))]
   epoch_s = float(np.median(times[1:] or times))   # epoch 1 includes the compile
   return {
       'key': key, 'model': ZOO[key][1], 'year': ZOO[key][2], 'innovation': ZOO[key][3],

@@ -34,7 +34,7 @@ from ml_collections import config_flags
 
 from experiments import report
 from mnist_jax import cli
-from mnist_jax.engine import driver, rundir
+from mnist_jax.engine import stacked, workdir as workdir_lib
 from mnist_jax.inspection import figures
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/lenet.py', 'member config',
@@ -68,7 +68,7 @@ def _trail(workdir: str, ema: bool) -> list:
   """The validation accuracy of every epoch (ensemble; EMA weights too)."""
   key = 'val_accuracy_ema' if ema else 'val_accuracy'
   return ['', f'Validation accuracy by epoch ({key}, the ensemble; the selection trail): ' +
-          ', '.join(f"{r['epoch']}: {r[key]:.4f}" for r in rundir.load_history(workdir)) + '.']
+          ', '.join(f"{r['epoch']}: {r[key]:.4f}" for r in workdir_lib.load_history(workdir)) + '.']
 
 
 def main(argv):
@@ -87,11 +87,10 @@ def main(argv):
   other = '' if _DATASET.value == 'mnist' else f'_{_DATASET.value}'
   with tempfile.TemporaryDirectory() as tmp:
     workdir = _WORKDIR.value or tmp
-    results = driver.train([config], [workdir])
-    outcome = results.outcomes[0]
+    outcome = stacked.train([config], [workdir])[0]
     if outcome.error is not None:
       raise outcome.error
-    figures.write_all(workdir, config, outcome.state, results.data, tensorboard=False)
+    figures.write_all(workdir, config, outcome.state, outcome.data, tensorboard=False)
     target = os.path.join(report.RESULTS, f'ensemble_{_NAME.value}{other}_reliability.png')
     shutil.copyfile(os.path.join(workdir, 'plots', 'reliability.png'), target)
     trail = _trail(workdir, bool(config.ema_decay))

@@ -3,7 +3,7 @@
   python -m experiments.ensembles.ensemble_speed [--config=configs/record_single.py] \\
       [--ks=1,4,8] [--train_limit=480] [--val_size=100] [--epochs=2] [--ema_decay=0]
 
-Every side is the product's own driver (``engine.driver.train``) on the small
+Every side is the product's own engine (``engine.stacked.train``) on the small
 MNIST fixture (the first ``--train_limit`` training images, ``--val_size`` validation
 and 1,000 test images), ``--epochs`` epochs; the first epoch compiles, so a side's
 per-epoch time is the median over the later epochs of metrics.jsonl's
@@ -28,7 +28,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import report
-from mnist_jax.engine import driver, rundir
+from mnist_jax.engine import stacked, workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/record_single.py',
                                           'the member config', lock_config=False)
@@ -46,10 +46,10 @@ def per_epoch(config, k: int, root: str) -> dict:
   config = config.copy_and_resolve_references()
   config.ensemble.size = k
   workdir = os.path.join(root, f'k{k}')
-  result = driver.train([config], [workdir]).outcomes[0]
+  result = stacked.train([config], [workdir])[0]
   if result.error is not None:
     raise result.error
-  later = rundir.load_history(workdir)[1:]
+  later = workdir_lib.load_history(workdir)[1:]
   return {key: statistics.median(h[key] for h in later)
           for key in ('train_time_s', 'eval_time_s')}
 
@@ -83,7 +83,7 @@ def main(argv):
       f'The small MNIST fixture: {_TRAIN_LIMIT.value} training images ({steps} steps of '
       f'{config.batch_size}), {_VAL_SIZE.value} validation and 1,000 test images; median '
       'over epochs '
-      f'2..{_EPOCHS.value} of the driver\'s own per-epoch times (epoch 1 compiles); '
+      f'2..{_EPOCHS.value} of the engine\'s own per-epoch times (epoch 1 compiles); '
       f'weight EMA {"off" if not config.ema_decay else config.ema_decay}. '
       'Sequential = K x one single run. See the docstring of experiments/ensembles/ensemble_speed.py.',
       '',

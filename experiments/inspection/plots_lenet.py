@@ -3,7 +3,7 @@
   python -m experiments.inspection.plots_lenet --data_dir=$MNIST_DIR [--epochs=3]
 
 Trains configs/lenet.py (with --epochs overriding num_epochs; the schedule is
-stretched to fit) in --workdir (engine.driver.train), then draws every plot of
+stretched to fit) in --workdir (engine.trainer.train_and_evaluate), then draws every plot of
 mnist_jax.inspection.figures of the final state there (the engine draws none) and
 copies the chosen ones to experiments/results/lenet_<name>.png. Without
 --data_dir MNIST comes from the download cache (fetched on first use). Prints the command, the machine and the
@@ -18,7 +18,7 @@ from absl import app, flags
 from experiments import report
 from mnist_jax import cli
 from mnist_jax.config import defaults
-from mnist_jax.engine import driver
+from mnist_jax.engine import trainer
 from mnist_jax.inspection import figures
 
 _EPOCHS = flags.DEFINE_integer('epochs', 0, 'epochs (0 = the config\'s, 10)')
@@ -43,12 +43,9 @@ def main(argv):
     config.data.source, config.data.data_dir = 'idx', _DATA_DIR.value
   workdir = _WORKDIR.value or os.path.join(
       'runs', f"plots_lenet_{time.strftime('%Y%m%d-%H%M%S')}")
-  results = driver.train([config], [workdir])
-  outcome = results.outcomes[0]
-  if outcome.error is not None:
-    raise outcome.error
+  outcome = trainer.train_and_evaluate(config, workdir)
   summary = outcome.summary
-  figures.write_all(workdir, config, outcome.state, results.data)  # = the latest checkpoint
+  figures.write_all(workdir, config, outcome.state, outcome.data)  # = the latest checkpoint
   os.makedirs(report.RESULTS, exist_ok=True)
   for name in _COPY.value:
     target = os.path.join(report.RESULTS, f'lenet_{name}.png')

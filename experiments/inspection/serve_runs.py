@@ -15,7 +15,7 @@ from absl import app, flags
 
 from experiments import report
 from mnist_jax.config import defaults
-from mnist_jax.engine import driver
+from mnist_jax.engine import trainer
 
 FIXTURE = os.path.join(report.ROOT, 'tests', 'fixtures', 'mnist_small')
 _RUNS = flags.DEFINE_string('runs', None, 'Folder to train the runs into.', required=True)
@@ -31,7 +31,7 @@ def train_runs(runs: str, data_dir: str = FIXTURE, epochs: int = 3) -> dict:
     config.data.source, config.data.data_dir, config.data.download = 'idx', data_dir, False
     config.data.val_size = 500 if data_dir == FIXTURE else 5000
     config.num_epochs, config.write_plots = epochs, False
-    summaries[name] = driver.train_and_evaluate(config, os.path.join(runs, name))
+    summaries[name] = trainer.train_and_evaluate(config, os.path.join(runs, name)).summary
   return summaries
 
 

@@ -331,17 +331,18 @@ def profile(config, steps: int = 20) -> str:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from mnist_jax import parallel  # pylint: disable=g-import-not-at-top
-  from mnist_jax.engine import driver, stacked  # pylint: disable=g-import-not-at-top
+  from mnist_jax import train  # pylint: disable=g-import-not-at-top
+  from mnist_jax.engine import epoch  # pylint: disable=g-import-not-at-top
   mesh = parallel.make_mesh(config.num_devices)
   n, b = steps * config.batch_size, config.batch_size
-  group = stacked.create([config], num_train=n)    # K = 1: the run's own state and step
-  state = parallel.replicate(group.state, mesh)
+  state = parallel.replicate(train.create_train_state(config, jax.random.key(0), num_train=n),
+                             mesh)
   rng = np.random.default_rng(0)
   images, labels = parallel.replicate((rng.integers(0, 256, (n, 28, 28, 1), np.uint8),
                                        rng.integers(0, 10, n).astype(np.int32)), mesh)
   idx = jax.numpy.arange(n).reshape(steps, b)
-  chunk = driver.chunk_fn(group.train_step, mesh)  # uint8 batches, as the driver feeds
-  args = (images, labels, idx, jax.random.key(1), group.dropout_rate, 0, steps)
+  chunk = epoch.chunk_fn(train.train_step, mesh)  # uint8 batches, as the trainer feeds
+  args = (images, labels, idx, jax.random.key(1), 0, steps)
   state = jax.block_until_ready(chunk(state, *args))[0]   # compile + warm up (the
   hlo = chunk.lower(state, *args).compile().as_text()     # state is donated off CPU)
   names = dict(re.findall(r'%?([\w.-]+) = [^\n]*?op_name="([^"]*)"', hlo))

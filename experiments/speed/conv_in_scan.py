@@ -7,7 +7,7 @@ nn/fast_layers.py's im2col + matmul, the same function of the same parameters) i
 times ``train.train_step`` on one batch of the config's size two ways:
 
   jit per step   a Python loop calling jax.jit(train_step) (one dispatch a step)
-  lax.scan       ``--steps`` steps in one jit(lax.scan(...)), as engine/driver.py runs an epoch
+  lax.scan       ``--steps`` steps in one jit(lax.scan(...)), as engine/epoch.py runs an epoch
 
 and prints ms per step (best of ``--repeats``, compilation excluded). On XLA:CPU
 the convolutions of a while-loop body run far slower than the same ones in a

@@ -4,12 +4,12 @@
       [--config.data.source=idx --config.data.data_dir=$MNIST_DIR]
 
 Same config, model, optimizer, train_step and eval_step as
-``mnist_jax.engine.driver``; only the feeding differs. Here every step is one
+``mnist_jax.engine.trainer``; only the feeding differs. Here every step is one
 Python iteration: the host draws the batch indices (numpy), gathers and
 normalizes x = p / 255 on the host, copies the float batch to the device and
 dispatches ``jit(train_step)`` — the pattern of most tutorials (the train state
-then augments and standardizes as the config says, as in the driver).
-``mnist_jax.engine.driver`` instead keeps the uint8 dataset on the device and
+then augments and standardizes as the config says, as in the trainer).
+``mnist_jax.engine.epoch`` instead keeps the uint8 dataset on the device and
 runs ``log_every_steps`` steps per dispatch inside one ``lax.scan``. Evaluation
 is the same: host batches through ``jit(eval_step)``.
 

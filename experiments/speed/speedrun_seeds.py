@@ -5,7 +5,7 @@
   python -m experiments.speed.speedrun_seeds --data_dir=$MNIST_DIR \\
       --config.model.conv_impl=shift      # a variant: any --config.<key>=<value>
 
-Each seed trains the config once with ``mnist_jax.engine.driver`` (in this process) and
+Each seed trains the config once with ``mnist_jax.engine.trainer`` (in this process) and
 reports, after the last epoch, the validation accuracy (the last 5,000 train
 images, by which the config was chosen) and the test accuracy, then the mean
 and the minimum over seeds. The seed changes the initialization, the batch
@@ -23,7 +23,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import report
-from mnist_jax.engine import driver
+from mnist_jax.engine import trainer
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/speedrun.py', 'Config file.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'IDX folder (else the config decides).')
@@ -38,7 +38,7 @@ def run_seeds(config, seeds) -> list:
     config.seed = seed
     with tempfile.TemporaryDirectory(prefix='speedrun_seed_') as workdir:
       t = time.perf_counter()
-      summary = driver.train_and_evaluate(config, workdir)
+      summary = trainer.train_and_evaluate(config, workdir).summary
     rows.append({'seed': seed, 'val': summary['val_accuracy'],
                  'test': summary['test_accuracy'], 'epochs': summary['epochs'],
                  'wall_s': time.perf_counter() - t})
@@ -60,7 +60,7 @@ def table(rows, target: float = 0.99) -> list:
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)  # the driver's and orbax's per-epoch INFO lines
+  logging.set_verbosity(logging.WARNING)  # the trainer's and orbax's per-epoch INFO lines
   config = _CONFIG.value
   if _DATA_DIR.value:
     config.data.source, config.data.download = 'idx', False

@@ -3,18 +3,18 @@
   python -m experiments.speed.vectorized_speedup [--ks=1,4,8,16] [--steps=30] [--repeats=3]
 
 The K trials differ in their learning rate η_k = η · 2^(k/4 − 2). Every side runs
-the product's own epoch code (``engine.driver.chunk_fn``, uint8 batches) on
+the product's own epoch code (``engine.epoch.chunk_fn``, uint8 batches) on
 ``--steps`` steps of batch 128 (the same batch order) and takes the best of
 ``--repeats`` interleaved runs; compilation is excluded. Sequential time is
 K x the time of one trial (η does not change it):
 
   sequential, sweep     what ``mnist_jax.sweep`` without --vectorize runs per
                         trial: the config as it is (configs/lenet.py: scan loop,
-                        conv_impl='auto' = im2col + matmul on CPU), driver.chunk_fn
+                        conv_impl='auto' = im2col + matmul on CPU), epoch.chunk_fn
                         of the one-model group step (stacked.create([config]))
   sequential, fastest   the fastest single-trial setting found for LeNet-5 on
                         this CPU: loop_mode='step' with conv_impl='xla' (nn.Conv)
-  vectorized            driver.chunk_fn of the K-model group step (engine/stacked.py):
+  vectorized            epoch.chunk_fn of the K-model step (engine/stacked.py):
                         all K trials in one jit(scan(vmap)) with one seed, as a
                         sweep over η runs them (the batch and the step key are
                         shared: augmentation once per step)
@@ -24,6 +24,7 @@ K x the time of one trial (η does not change it):
 Ratios are taken within one run, so a shared, noisy machine affects all sides.
 Writes a markdown table to --out.
 """
+import functools
 import os
 import time
 
@@ -33,9 +34,9 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import report
-from mnist_jax import parallel
+from mnist_jax import parallel, train
 from mnist_jax.data import idx
-from mnist_jax.engine import driver, stacked
+from mnist_jax.engine import epoch, stacked
 from mnist_jax.search import hyper
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/lenet.py', 'LeNet config',
@@ -65,7 +66,7 @@ def best_times(fns: dict, repeats: int) -> dict:
 
 def _runner(run, state, *args):
   """A no-argument fn: one chunk from the state the previous call left (the
-  driver donates the state off CPU, so it is never reused)."""
+  engine donates the state off CPU, so it is never reused)."""
   box = [state]
 
   def fn():
@@ -76,24 +77,28 @@ def _runner(run, state, *args):
 
 
 def group_fn(configs, images, labels, order, key, mode='scan'):
-  """A no-argument fn running the steps of a group of K ≥ 1 trials with the
-  driver's epoch code (driver.chunk_fn of stacked.create(configs).train_step)."""
+  """A no-argument fn running the steps of K ≥ 2 trials with the engine's epoch
+  code (epoch.chunk_fn of the stacked step, engine/stacked.py)."""
   group, mesh = stacked.create(configs, num_train=len(labels)), parallel.make_mesh(1)
-  state = parallel.replicate(group.state, mesh)  # placed as the driver places it (a
-  run = driver.chunk_fn(group.train_step, mesh,  # host state would recompile on call 2)
-                        shared=group.shared_data, mode=mode)
+  state = parallel.replicate(group.state, mesh)  # placed as the trainer places it (a
+  run = epoch.chunk_fn(                          # host state would recompile on call 2)
+      functools.partial(stacked.step, dropout_rate=group.dropout_rate), mesh,
+      per_model=not group.shared_data, mode=mode)
   if group.shared_data:
-    return _runner(run, state, images, labels, order, key, group.dropout_rate, 0, len(order))
+    return _runner(run, state, images, labels, order, key, 0, len(order))
   k = len(configs)
   orders = np.stack([np.random.default_rng(i).permutation(order.ravel()).reshape(order.shape)
                      for i in range(k)])
-  keys = jax.random.split(key, k)
-  return _runner(run, state, images, labels, orders, keys, group.dropout_rate, 0, len(order))
+  return _runner(run, state, images, labels, orders, jax.random.split(key, k), 0, len(order))
 
 
 def sequential(config, images, labels, order, key):
-  """One trial's steps, as a sequential run trains it (K = 1, the config's loop_mode)."""
-  return group_fn([config], images, labels, order, key, mode=config.loop_mode)
+  """One trial's steps, as the trainer runs them (the config's loop_mode)."""
+  mesh = parallel.make_mesh(1)
+  state = parallel.replicate(train.create_train_state(
+      config, jax.random.split(jax.random.key(config.seed))[0], num_train=len(labels)), mesh)
+  run = epoch.chunk_fn(train.train_step, mesh, mode=config.loop_mode)
+  return _runner(run, state, images, labels, order, key, 0, len(order))
 
 
 def vectorized_fn(configs, images, labels, order, key):

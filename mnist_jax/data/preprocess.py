@@ -11,7 +11,7 @@ one_hot:    label k -> y ∈ {0,1}^K with y_k = 1, Σ y = 1  (targets for the lo
 
 The train state records its settings (``train.TrainState.augment`` and
 ``.standardize`` = (μ, σ)) and calls ``prepare`` in train_step, eval_step and predict,
-so everything that uses a state (the driver, stacked models, api, predict, plots)
+so everything that uses a state (the trainer, stacked models, api, predict, plots)
 feeds the model exactly what it was trained on.
 """
 import jax

@@ -1,3 +1,3 @@
-"""The engine: one epoch driver for K >= 1 models (driver.py, stacked.py), ensembles
-(ensemble.py), evaluation and calibration (evaluation.py, calibration.py), checkpoints,
-the run directory (lock, config.json) and reading a run back (rundir.py)."""
+"""The engine: the trainer for one model (trainer.py) and its pieces (epoch.py,
+evaluation.py, workdir.py, summary.py, checkpoint.py); K models as vmap on top
+(stacked.py; ensemble.py the prediction type); a run read back (rundir.py, trained.py)."""

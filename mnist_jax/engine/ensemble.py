@@ -3,8 +3,7 @@
 ``config.ensemble.size = K`` makes K members: member k is the config with seed
 s_k = config.seed + k (member 0 is the single run of the config), with its own
 initial weights, data order, augmentation and dropout draws. They train as one
-group of engine/stacked.py (engine/runs.py maps the group to the one run) and
-are checkpointed stacked; ``Ensemble`` is that value as a predictor.
+run of engine/stacked.py's K models and are checkpointed stacked; ``Ensemble`` is that value as a predictor.
 
 The ensemble predicts the mean of its members' class distributions q_k
 (train.probabilities: softmax, or the normalised σ of a bce model; not logits),
@@ -72,7 +71,7 @@ class Ensemble:
                                  ema=pick(self.ema))
 
   def stacked_state(self):
-    """The members as one stacked TrainState (the driver group's form) for the one
+    """The members as one stacked TrainState (engine/stacked.py's form) for the one
     evaluation pass: convolutions as patches + matmul, so vmap batches them."""
     model = models.vmapped(self.template.model)
     return self.template.replace(apply_fn=train.ModelApply(model), params=self.params,

@@ -32,11 +32,11 @@ import numpy as np
 
 from mnist_jax import parallel, train
 from mnist_jax.data import preprocess
-from mnist_jax.engine import calibration as calibration_lib, ensemble, rundir, stacked
+from mnist_jax.engine import calibration as calibration_lib, ensemble, writers
 from mnist_jax.errors import UserError
 from mnist_jax.nn import losses
 
-VARIANTS = ('', '_ema')   # the raw weights, the weight EMA
+WEIGHTS = ('raw', 'ema')   # the trained weights, the weight EMA
 _FLOOR = 1e-12
 
 
@@ -68,27 +68,36 @@ def _distribution_sums(q, labels, mask) -> dict:
           'bin_conf': jnp.sum(bins * conf[..., None], -2)}
 
 
-def batch_sums(state, batch, *, stacked_models: bool, members: int) -> dict:
-  """One batch's sums {variant: {'loss', 'correct', 'nll', 'bin_correct',
-  'bin_conf'[, 'run']}, 'count'}: per model (axis 0 of length K), and per run
-  of ``members`` models under 'run' (M > 1)."""
+def logits(state, images, *, stacked: bool = False):
+  """f(x; w): (B, C) of one model, or (K, B, C) of K models stacked on axis 0
+  (train.stacked_axes) under vmap."""
+  def one(s):
+    return s.apply_fn(s.variables, s.inputs(images), train=False)
+
+  return jax.vmap(one, in_axes=(train.stacked_axes(state),))(state) if stacked else one(state)
+
+
+def batch_sums(state, batch, *, stacked: bool = False, members: int = 1) -> dict:
+  """One batch's sums {'count', 'model': {weights: {'loss', 'correct', 'nll',
+  'bin_correct', 'bin_conf'}}}, each of shape () or (K,) with ``stacked``; for
+  runs of ``members`` > 1 models also 'ensemble': the same of their mean
+  distribution, shape (K/M,)."""
   labels, mask = batch['label'], batch['mask']
-  out = {'count': jnp.sum(mask)}
-  variants = [('', state)] + ([('_ema', train.ema_state(state))] if state.ema else [])
-  for tail, s in variants:
-    z = stacked.logits(s, batch['image'], stacked_models)            # (K, B, C)
+  out = {'count': jnp.sum(mask), 'model': {}}
+  weights = [('raw', state)] + ([('ema', train.ema_state(state))] if state.ema else [])
+  for name, s in weights:
+    z = logits(s, batch['image'], stacked=stacked)                   # ([K,] B, C)
     loss = losses.get(s.loss_name)(z, preprocess.one_hot(labels, z.shape[-1]))
     q = train.probabilities(z, s.loss_name)
-    sums = {'loss': jnp.sum(loss * mask, -1), **_distribution_sums(q, labels, mask)}
+    out['model'][name] = {'loss': jnp.sum(loss * mask, -1), **_distribution_sums(q, labels, mask)}
     if members > 1:
       mean = jnp.mean(q.reshape((-1, members) + q.shape[1:]), axis=1)  # (R, B, C)
-      sums['run'] = _distribution_sums(mean, labels, mask)
-    out[tail] = sums
+      out.setdefault('ensemble', {})[name] = _distribution_sums(mean, labels, mask)
   return out
 
 
 @functools.lru_cache(maxsize=None)
-def pass_fn(mesh, *, stacked: bool, members: int = 1):  # pylint: disable=redefined-outer-name
+def pass_fn(mesh, *, stacked: bool = False, members: int = 1):
   """jit(batch_sums) on one padded batch (of ``padded_split``), sharded over ``mesh``:
   (state, images, labels, mask) -> sums. One function per (mesh, layout), so
   repeated calls reuse its compilation."""
@@ -98,19 +107,13 @@ def pass_fn(mesh, *, stacked: bool, members: int = 1):  # pylint: disable=redefi
   def evaluation_pass(state, images, labels, mask):
     batch = jax.lax.with_sharding_constraint(
         {'image': images, 'label': labels, 'mask': mask}, sharding)
-    return batch_sums(state, batch, stacked_models=stacked, members=members)
+    return batch_sums(state, batch, stacked=stacked, members=members)
 
   return evaluation_pass
 
 
-def run_pass(fn, state, split) -> dict:
-  """The sums of ``fn`` (a ``pass_fn``) over the batches of a ``padded_split`` (numpy)."""
-  parts = jax.device_get([fn(state, *batch) for batch in split])
-  return jax.tree_util.tree_map(lambda *v: functools.reduce(np.add, v), *parts)
-
-
 def _means(sums, count) -> dict:
-  """{'accuracy', 'nll', 'ece'[, 'loss']} arrays (one value per model or run)."""
+  """{'accuracy', 'nll', 'ece'[, 'loss']} from one weights' sums."""
   out = {'accuracy': sums['correct'] / count, 'nll': sums['nll'] / count,
          'ece': np.abs(sums['bin_correct'] - sums['bin_conf']).sum(-1) / count}
   if 'loss' in sums:
@@ -118,61 +121,44 @@ def _means(sums, count) -> dict:
   return out
 
 
-def split_records(sums, split: str, members: int = 1) -> list:
-  """Per run: {'<split>_<metric><variant>': value} from ``run_pass`` sums, with
-  each member's under 'member<k>_' for runs of M > 1 members."""
-  count = float(sums['count'])
-  records = None
-  for tail in VARIANTS:
-    if tail not in sums:
-      continue
-    models = _means(sums[tail], count)
-    n_runs = len(models['loss']) // members
-    records = records or [{} for _ in range(n_runs)]
-    for r, record in enumerate(records):
-      if members == 1:
-        record.update({f'{split}_{m}{tail}': float(v[r]) for m, v in models.items()})
-        continue
-      mine = slice(r * members, (r + 1) * members)
-      run = _means(sums[tail]['run'], count)
-      record.update({f'{split}_{m}{tail}': float(v[r]) for m, v in run.items()})
-      record[f'{split}_loss{tail}'] = float(np.mean(models['loss'][mine]))
-      for k, i in enumerate(range(mine.start, mine.stop)):
-        record.update({f'member{k}_{split}_{m}{tail}': float(v[i])
-                       for m, v in models.items()})
-  return records
+def evaluate(fn, state, splits: dict) -> dict:
+  """{split: {'model': {weights: {metric: value}}[, 'ensemble': ...]}}: the means of
+  ``fn`` (a ``pass_fn``) over each ``padded_split`` of ``splits``, numpy arrays of
+  shape () or (K,) (an ensemble's 'loss' is its members' mean loss)."""
+  out = {}
+  for name, split in splits.items():
+    parts = jax.device_get([fn(state, *batch) for batch in split])
+    sums = jax.tree_util.tree_map(lambda *v: functools.reduce(np.add, v), *parts)
+    count = float(sums.pop('count'))
+    out[name] = {part: {w: _means(s, count) for w, s in tree.items()}
+                 for part, tree in sums.items()}
+    for w, ens in out[name].get('ensemble', {}).items():
+      runs = len(ens['accuracy'])
+      ens['loss'] = out[name]['model'][w]['loss'].reshape(runs, -1).mean(1)
+  return out
 
 
-def evaluate_split(fn, state, split, name: str, members: int = 1) -> list:
-  """Per run, the records of split ``name`` (``split_records`` of one pass)."""
-  return split_records(run_pass(fn, state, split), name, members)
-
-
-def _evaluate(state, images, labels, batch_size) -> dict:
-  """{variant: {'loss', 'accuracy', 'nll', 'ece', 'count'[, 'member_accuracy']}} of
-  one TrainState or Ensemble, over all local devices, from one pass."""
-  n = len(labels)
-  nan = {'loss': float('nan'), 'accuracy': float('nan'), 'nll': float('nan'),
-         'ece': float('nan'), 'count': 0}
+def split_metrics(state, images, labels, batch_size: int = 1000) -> dict:
+  """{weights: {'loss', 'accuracy', 'nll', 'ece', 'count'[, 'member_accuracy']}} of
+  one TrainState or Ensemble on ``images`` (uint8 pixels or floats in [0, 1]) and
+  ``labels``, over all local devices, from one pass."""
+  images, n = _checked(images), len(labels)
   is_ens = isinstance(state, ensemble.Ensemble)
-  members = state.size if is_ens else 1
-  group_state = state.stacked_state() if is_ens else state
+  model_state = state.stacked_state() if is_ens else state
   if n == 0:
-    return {tail: dict(nan) for tail in VARIANTS[:1 + bool(group_state.ema)]}
+    nan = dict.fromkeys(('loss', 'accuracy', 'nll', 'ece'), float('nan'))
+    return {w: {**nan, 'count': 0} for w in WEIGHTS[:1 + bool(model_state.ema)]}
   mesh = parallel.make_mesh()
   size = min(batch_size, n)
   size += -size % mesh.devices.size
   split = padded_split(np.asarray(images), np.asarray(labels, np.int32), size, mesh)
-  fn = pass_fn(mesh, stacked=is_ens, members=members)
-  record = evaluate_split(fn, parallel.replicate(group_state, mesh), split, 's', members)[0]
+  fn = pass_fn(mesh, stacked=is_ens, members=state.size if is_ens else 1)
+  tree = evaluate(fn, parallel.replicate(model_state, mesh), {'split': split})['split']
   out = {}
-  for tail in VARIANTS:
-    if f's_accuracy{tail}' in record:
-      out[tail] = {m: record[f's_{m}{tail}'] for m in ('loss', 'accuracy', 'nll', 'ece')}
-      out[tail]['count'] = n
-      if is_ens:
-        out[tail]['member_accuracy'] = [record[f'member{k}_s_accuracy{tail}']
-                                        for k in range(members)]
+  for w, m in tree['ensemble' if is_ens else 'model'].items():
+    out[w] = {**{k: float(np.ravel(v)[0]) for k, v in m.items()}, 'count': n}
+    if is_ens:
+      out[w]['member_accuracy'] = [float(a) for a in tree['model'][w]['accuracy']]
   return out
 
 
@@ -194,7 +180,7 @@ def metrics(state, images, labels, *, batch_size: int = 1000) -> dict:
   """{'loss', 'accuracy', 'nll', 'ece', 'count'} of one state or an Ensemble (then
   'loss' is its members' mean loss, 'nll' the NLL of their mean, and
   'member_accuracy' one per member) on ``images`` (N, 28, 28, 1) and ``labels``."""
-  return _evaluate(state, _checked(images), labels, batch_size)['']
+  return split_metrics(state, images, labels, batch_size)['raw']
 
 
 
@@ -244,7 +230,8 @@ def calibration(state, splits, batch_size: int = 1000) -> dict:
   for split, (images, labels) in splits.items():
     if not len(labels):
       continue
-    for tail, m in _evaluate(state, _checked(images), labels, batch_size).items():
+    for w, m in split_metrics(state, images, labels, batch_size).items():
+      tail = writers.tail(w)
       out.update({f'{split}_nll{tail}': m['nll'], f'{split}_ece{tail}': m['ece']})
       if tail:
         out[f'{split}_accuracy{tail}'] = m['accuracy']
@@ -256,40 +243,3 @@ def ema_weights(state):
   if isinstance(state, ensemble.Ensemble):
     return state.with_ema()
   return train.ema_state(state)
-
-
-def checkpoint_metrics(workdir: str, which: str = 'best', data_dir=None) -> dict:
-  """Val and test metrics of the ``which`` checkpoint of ``workdir``:
-  {'workdir', 'which', 'epoch', 'model_weights', 'val': {...}, 'test': {...}}
-  where 'val'/'test' are the model's weights (config.model_weights) and
-  'val_raw'/'test_raw' or 'val_ema'/'test_ema' the other ones, when the run has
-  an EMA (an ensemble run's are the ensemble's)."""
-  config = rundir.load_config(workdir)
-  data = rundir.load_data(config, data_dir)
-  _, state, meta = rundir.load_run(workdir, which, num_classes=data.num_classes)
-  weights = config.model_weights
-  result = {'workdir': workdir, 'which': which, 'epoch': meta['epoch'],
-            'model_weights': weights}
-  if isinstance(state, ensemble.Ensemble):
-    result['ensemble_size'] = state.size
-  names = {'': '', '_ema': '_ema'} if weights == 'raw' else {'_ema': '', '': '_raw'}
-  for split, images, labels in (('val', data.val_images, data.val_labels),
-                                ('test', data.test_images, data.test_labels)):
-    if len(labels):
-      for tail, m in _evaluate(state, _checked(images), labels,
-                               config.eval_batch_size).items():
-        result[split + names[tail]] = m
-  return result
-
-
-def format_line(result: dict) -> str:
-  parts = [f"{split} loss {result[split]['loss']:.4f} accuracy {result[split]['accuracy']:.4f}"
-           + (f" ECE {result[split]['ece']:.4f}" if 'ece' in result[split] else '')
-           + f" ({result[split]['count']} images)"
-           for split in ('val', 'test', 'val_ema', 'test_ema', 'val_raw', 'test_raw')
-           if split in result]
-  what = (f"ensemble of {result['ensemble_size']}, " if 'ensemble_size' in result else '')
-  weights = (f"{result['model_weights']} weights, "
-             if result['model_weights'] != 'raw' else '')
-  return (f"{result['which']} checkpoint ({what}{weights}epoch {result['epoch']}): "
-          + ' | '.join(parts))

@@ -1,29 +1,22 @@
-"""Loading a run back from its workdir: config, restored train state, metrics.
+"""A run read back from its workdir (engine/workdir.py's layout), for whatever uses it.
 
-A workdir written by ``engine.driver.train`` (``python -m mnist_jax.main``) holds
-
-  config.json              the run's ConfigDict (ConfigDict.to_json_best_effort)
-  metrics.jsonl            one JSON record per finished epoch
-  checkpoints/latest/<e>   the last checkpoints (orbax)
-  checkpoints/best/<e>     the epoch e* = argmax_e val_accuracy(e)
-
-``load_run(workdir, 'latest' | 'best')`` rebuilds the config (JSON lists become
-tuples), makes a fresh
-TrainState as the template and restores the checkpoint into it; the state
-carries the run's recorded preprocessing, so whatever uses it (evaluate,
-predict, plots, api) feeds the model what it was trained on. A run with
-config.ensemble.size = K > 1 holds its K members stacked in one checkpoint;
-``load_run`` gives it back as an ``ensemble.Ensemble``. It works on an
-ongoing run too: orbax lists only checkpoints whose write has committed.
+``load_run(workdir, 'latest' | 'best')`` rebuilds the config from config.json
+(JSON lists become tuples), makes a fresh TrainState as the template and
+restores the checkpoint into it; the state carries the run's recorded
+preprocessing, so whatever uses it (evaluate, predict, plots, api) feeds the
+model what it was trained on. A run with config.ensemble.size = K > 1 holds its
+K members stacked in one checkpoint; ``load_run`` gives it back as an
+``ensemble.Ensemble``. It works on an ongoing run too: orbax lists only
+checkpoints whose write has committed. ``checkpoint_metrics`` is what
+``python -m mnist_jax.evaluate`` prints.
 """
-import json
 import os
 
 import jax
 import ml_collections
 
 from mnist_jax import train
-from mnist_jax.engine import checkpoint, ensemble, stacked
+from mnist_jax.engine import checkpoint, ensemble, evaluation, stacked, workdir as workdir_lib
 from mnist_jax.config import defaults, overrides as config_overrides
 from mnist_jax.data import pipeline
 from mnist_jax.errors import UserError
@@ -38,28 +31,9 @@ def config_from_json(saved: dict) -> ml_collections.ConfigDict:
   return config_overrides.apply(defaults.get_config(), defaults.flat(saved), lenient=True)
 
 
-def read_config_json(workdir: str) -> dict:
-  """The contents of ``workdir/config.json``; UserError naming it when it is
-  missing or not JSON."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.isfile(path):
-    raise UserError(f'{path} not found: {workdir} is not a training run directory; '
-                    'pass the --workdir a run of python -m mnist_jax.main wrote')
-  try:
-    with open(path) as f:
-      saved = json.load(f)
-  except (OSError, ValueError) as e:
-    raise UserError(f'cannot read {path} ({e}); it is damaged: restore that file '
-                    'or train again in a new --workdir') from None
-  if not isinstance(saved, dict):
-    raise UserError(f'{path} holds no config (a JSON {type(saved).__name__}); it is '
-                    'damaged: restore that file or train again in a new --workdir')
-  return saved
-
-
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The config recorded in ``workdir/config.json``."""
-  return config_from_json(read_config_json(workdir))
+  return config_from_json(workdir_lib.read_config_json(workdir))
 
 
 def load_data(config, data_dir=None) -> pipeline.Dataset:
@@ -71,30 +45,6 @@ def load_data(config, data_dir=None) -> pipeline.Dataset:
   except UserError as e:
     raise UserError(f'{e} (or pass --data_dir=DIR to read the data this run used '
                     'from another place)') from None
-
-
-def load_history(workdir: str) -> list:
-  """The epoch records of ``workdir/metrics.jsonl`` ([] if there are none yet);
-  UserError naming the file and line of a record that is not a JSON object with
-  an 'epoch' (a cut or damaged file: the trainer writes it whole, atomically)."""
-  path = os.path.join(workdir, 'metrics.jsonl')
-  if not os.path.exists(path):
-    return []
-  records = []
-  with open(path) as f:
-    for n, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-      except ValueError:
-        record = None
-      if not isinstance(record, dict) or not isinstance(record.get('epoch'), int):
-        raise UserError(f'{path} line {n} is not an epoch record (the file is cut or '
-                        'damaged); restore the file, or delete it to resume (the '
-                        'checkpoints hold the history up to their epoch)')
-      records.append(record)
-  return records
 
 
 def checkpoint_dir(workdir: str, which: str) -> str:
@@ -121,7 +71,7 @@ def load_run(workdir: str, which: str = 'latest', *, num_train=None, num_classes
             if which == 'best' else '')
     raise UserError(f'no {which} checkpoint in {directory}{hint}; train first with '
                     'python -m mnist_jax.main or pass another --workdir/--which')
-  if ensemble.size(config) > 1:   # the stacked members, as the driver saved them
+  if ensemble.size(config) > 1:   # the stacked members, as engine/stacked.py saved them
     template = stacked.create(ensemble.member_configs(config), num_train=num_train,
                               num_classes=num_classes).state
   else:
@@ -140,3 +90,40 @@ def load_run(workdir: str, which: str = 'latest', *, num_train=None, num_classes
   if ensemble.size(config) > 1:
     state = ensemble.from_state(state)
   return config, state, meta
+
+
+def checkpoint_metrics(workdir: str, which: str = 'best', data_dir=None) -> dict:
+  """Val and test metrics of the ``which`` checkpoint of ``workdir``:
+  {'workdir', 'which', 'epoch', 'model_weights', 'val': {...}, 'test': {...}}
+  where 'val'/'test' are the model's weights (config.model_weights) and
+  'val_raw'/'test_raw' or 'val_ema'/'test_ema' the other ones, when the run has
+  an EMA (an ensemble run's are the ensemble's)."""
+  config = load_config(workdir)
+  data = load_data(config, data_dir)
+  _, state, meta = load_run(workdir, which, num_classes=data.num_classes)
+  weights = config.model_weights
+  result = {'workdir': workdir, 'which': which, 'epoch': meta['epoch'],
+            'model_weights': weights}
+  if isinstance(state, ensemble.Ensemble):
+    result['ensemble_size'] = state.size
+  names = {'raw': '', 'ema': '_ema'} if weights == 'raw' else {'ema': '', 'raw': '_raw'}
+  for split, images, labels in (('val', data.val_images, data.val_labels),
+                                ('test', data.test_images, data.test_labels)):
+    if len(labels):
+      for w, m in evaluation.split_metrics(state, images, labels,
+                                       config.eval_batch_size).items():
+        result[split + names[w]] = m
+  return result
+
+
+def format_line(result: dict) -> str:
+  parts = [f"{split} loss {result[split]['loss']:.4f} accuracy {result[split]['accuracy']:.4f}"
+           + (f" ECE {result[split]['ece']:.4f}" if 'ece' in result[split] else '')
+           + f" ({result[split]['count']} images)"
+           for split in ('val', 'test', 'val_ema', 'test_ema', 'val_raw', 'test_raw')
+           if split in result]
+  what = (f"ensemble of {result['ensemble_size']}, " if 'ensemble_size' in result else '')
+  weights = (f"{result['model_weights']} weights, "
+             if result['model_weights'] != 'raw' else '')
+  return (f"{result['which']} checkpoint ({what}{weights}epoch {result['epoch']}): "
+          + ' | '.join(parts))

@@ -4,7 +4,7 @@
                                         'raw' -> val_accuracy, 'ema' -> val_accuracy_ema)
 
 The earliest epoch wins a tie, so a later epoch is 'best' only when it is
-strictly better. Every reader of a run's history (the driver's 'best'
+strictly better. Every reader of a run's history (the trainer's 'best'
 checkpoint and summary.json, the checkpoint manager's ranking, the figures, a
 search) picks its epoch here; the test split never enters the choice.
 """

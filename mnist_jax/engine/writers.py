@@ -1,6 +1,8 @@
 """Where per-epoch metrics go: ``metrics.jsonl`` (one JSON object per epoch) and
 TensorBoard event files (via tensorboardX: real TensorBoard events without
 importing TensorFlow, which would dominate a command's start-up). Only process 0 writes.
+Metrics stay pytrees {split: {weights: {metric: value}}} until ``flatten`` gives
+them the record keys that metrics.jsonl and summary.json document.
 
 ``write_atomic`` is the project's one atomic file writer (``write_json_atomic``
 and the search tables use it): a temporary file of this writer's own (process
@@ -12,6 +14,24 @@ import os
 import uuid
 
 import jax
+import numpy as np
+
+
+def tail(weights: str) -> str:
+  """The key suffix of a weights' metric: '' for the raw weights, '_ema' for the EMA."""
+  return '' if weights == 'raw' else '_' + weights
+
+
+def flatten(tree: dict, prefix: str = '') -> dict:
+  """The documented record keys of a metric pytree {split: {weights: {metric: v}}}:
+
+    '<prefix><split>_<metric><tail(weights)>': float(v)
+
+  e.g. {'val': {'ema': {'accuracy': 0.99}}} -> {'val_accuracy_ema': 0.99}. The one
+  place metric keys are made; every value is a scalar (a model's own tree)."""
+  return {f'{prefix}{split}_{metric}{tail(w)}': float(np.asarray(v))
+          for split, by_weights in tree.items() for w, metrics in by_weights.items()
+          for metric, v in metrics.items()}
 
 
 class MetricWriter:

@@ -36,7 +36,7 @@ from matplotlib import ticker
 from absl import logging
 
 from mnist_jax.data import preprocess
-from mnist_jax.engine import calibration, ensemble, evaluation, rundir, selection
+from mnist_jax.engine import calibration, ensemble, evaluation, selection, workdir as workdir_lib
 from mnist_jax.inspection import confusion as confusion_lib, tensorboard as tensorboard_lib
 from mnist_jax.inspection.layers import MAX_MAPS, capture_layers, layer_params
 
@@ -219,7 +219,7 @@ def write_all(workdir, config, state, data, *, tensorboard=True) -> list:
     return []
   out = os.path.join(workdir, 'plots')
   os.makedirs(out, exist_ok=True)
-  history = rundir.load_history(workdir)
+  history = workdir_lib.load_history(workdir)
   paths = ([curves(history, os.path.join(out, 'curves.png'), config.model.name)]
            if history else [])
   members = evaluation.member_probabilities(state, data.test_images,

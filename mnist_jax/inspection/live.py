@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mnist_jax.engine import ensemble, evaluation, rundir, trained
+from mnist_jax.engine import ensemble, evaluation, rundir, trained, workdir as workdir_lib
 from mnist_jax.inspection import confusion as confusion_lib, explain, layers as layers_lib
 from mnist_jax.inspection.image import SIZE, preparation_steps, resize_area
 
@@ -126,7 +126,7 @@ class LiveRun:
     """What the page shows about the run: config, curves, conv layers."""
     return {'run': self.run_id, 'which': self.which, 'epoch': self.meta['epoch'],
             'model': self.config.model.name, 'config': self.config.to_dict(),
-            'history': rundir.load_history(self.workdir), 'layers': self.layers,
+            'history': workdir_lib.load_history(self.workdir), 'layers': self.layers,
             'ensemble': self.members(), 'classes': list(self.label_names),
             'weights': self.meta.get('weights', 'raw')}
 

@@ -82,11 +82,11 @@ def check_root(workdir=None, runs=None) -> tuple:
 
 def describe_run(run_id: str, path: str) -> dict:
   """The runs list's entry: model, epochs done, final metrics, checkpoints."""
-  from mnist_jax.engine import rundir  # pylint: disable=g-import-not-at-top
+  from mnist_jax.engine import rundir, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   entry = {'id': run_id, 'model': None, 'epochs': 0, 'checkpoints': False}
   try:
     entry['model'] = rundir.load_config(path).model.name
-    history = rundir.load_history(path)
+    history = workdir_lib.load_history(path)
   except (UserError, ValueError):
     return entry
   entry['epochs'] = len(history)
@@ -190,8 +190,8 @@ def create_app(root: str, single: bool = False, which: str = 'best', host: str =
 
   @app.get('/api/history')
   def history(run: str):
-    from mnist_jax.engine import rundir  # pylint: disable=g-import-not-at-top
-    return {'run': run, 'history': rundir.load_history(runs.path(run))}
+    from mnist_jax.engine import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+    return {'run': run, 'history': workdir_lib.load_history(runs.path(run))}
 
   @app.post('/api/predict')
   async def predict(request: Request, run: str, inside: bool = False):

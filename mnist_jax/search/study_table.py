@@ -26,7 +26,7 @@ import os
 
 import optuna
 
-from mnist_jax.engine import rundir, writers
+from mnist_jax.engine import workdir as workdir_lib, writers
 
 COLUMNS = ('best_val_accuracy', 'best_epoch', 'epochs', 'train_loss_at_best_val',
            'train_accuracy_at_best_val', 'val_loss_at_best_val', 'train_time_s',
@@ -44,7 +44,7 @@ def figures(summary: dict, trial_dir: str) -> dict:
   """The FIGURES of a trial that ended with ``summary`` in ``trial_dir`` (those it has)."""
   out = {c: summary.get(k) for c, k in FROM_SUMMARY.items()}
   best = summary.get('best_epoch')
-  record = next((r for r in rundir.load_history(trial_dir) if r.get('epoch') == best), {})
+  record = next((r for r in workdir_lib.load_history(trial_dir) if r.get('epoch') == best), {})
   out.update({c: record.get(k) for c, k in AT_BEST.items()})
   return {c: out[c] for c in FIGURES if out[c] is not None}
 

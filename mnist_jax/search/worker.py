@@ -2,7 +2,7 @@
 
 A worker, for each trial it pops:
 
-  trains it in WORKDIR/<trial name>/ with the engine (engine/driver.py), while
+  trains it in WORKDIR/<trial name>/ with the engine (engine/trainer.py), while
   a heartbeat says it is alive (search/storage.py); after every epoch reports
   the validation accuracy, and the pruner (asha: SuccessiveHalvingPruner,
   hyperband: HyperbandPruner; min 1 epoch, reduction factor 3) may stop it:
@@ -21,7 +21,7 @@ retries dead workers' trials and ends with the whole study done); with
 --worker it stops when nothing is left to pop.
 
 --vectorize_trials=K: a worker pops up to K trials at once and trains those of
-one architecture as one vmapped group (the engine's K-model driver), reporting
+one architecture as one vmapped group (engine/stacked.py), reporting
 each member's epochs to its own trial. A pruned member's trial ends PRUNED at
 once (its checkpoint and summary are from that epoch), but the group's program
 keeps computing it until every member has stopped: pruning saves a group's time
@@ -38,7 +38,7 @@ from typing import Any
 import optuna
 from absl import logging
 
-from mnist_jax.engine import driver, selection, stacked, workdir as workdir_lib, writers
+from mnist_jax.engine import selection, stacked, trainer, workdir as workdir_lib, writers
 from mnist_jax.errors import UserError
 from mnist_jax.search import hyper, space as space_lib, storage as storage_lib, study_table
 from mnist_jax.search.study import RUNNING, WAITING, Search, check_trial, jsonable, load
@@ -105,16 +105,16 @@ def _train(batch: list, poll_s: float):
     if summary is not None:
       logging.info('%s holds summary.json: an earlier attempt finished it; not trained again.',
                    batch[0].trial_dir)
-      return [driver.Outcome(summary=summary)], None
+      return [trainer.Outcome(summary, None, None)], None
     try:
-      results = driver.train(
+      outcomes = stacked.train(
           [r.config for r in batch], [r.trial_dir for r in batch],
           on_epoch=lambda k, record: _report(batch[k].trial, record, batch[k].config))
-      return results.outcomes, results.data
+      return outcomes, outcomes[0].data
     except workdir_lib.WorkdirBusy:
       time.sleep(poll_s)   # the earlier attempt's worker still trains here: wait for it
     except UserError as e:
-      return [driver.Outcome(error=e) for _ in batch], None
+      return [trainer.Outcome(None, None, None, e) for _ in batch], None
 
 
 def _tell(run, storage, outcome) -> str:
