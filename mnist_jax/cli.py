@@ -5,6 +5,7 @@ Expected failures are ``UserError``s (errors.py); a command turns one into a
 single line on stderr, ``error: <what is wrong; how to fix it>``, and exit
 status 2 — no traceback. Anything else is a bug and keeps its traceback.
 """
+import contextlib
 import logging as logging_std
 import sys
 
@@ -17,6 +18,22 @@ def fail(message) -> None:
   """Prints ``error: message`` (whitespace collapsed) on stderr; exits with status 2."""
   print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
   sys.exit(2)
+
+
+def start() -> None:
+  """What a command does first: quiet logs, then the compilation cache (before any JAX work)."""
+  quiet_logs()
+  use_compilation_cache()
+
+
+@contextlib.contextmanager
+def one_line_errors():
+  """A UserError raised in the block becomes ``fail``'s one line and exit status 2."""
+  from mnist_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  try:
+    yield
+  except UserError as e:
+    fail(e)
 
 
 def parse_flags(argv, *, positional: bool = False):

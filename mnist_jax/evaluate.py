@@ -10,19 +10,15 @@ import json
 from absl import app, flags
 
 from mnist_jax import cli
-from mnist_jax.errors import UserError
 
 
 def main(argv):
   del argv
   fl = flags.FLAGS
-  cli.quiet_logs()
-  cli.use_compilation_cache()
-  try:
+  cli.start()
+  with cli.one_line_errors():
     from mnist_jax.engine import rundir  # pylint: disable=g-import-not-at-top
     result = rundir.checkpoint_metrics(fl.workdir, fl.which, fl.data_dir)
-  except UserError as e:
-    cli.fail(e)
   print(json.dumps(result, sort_keys=True))
   print(rundir.format_line(result))
 

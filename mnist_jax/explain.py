@@ -7,7 +7,6 @@ from absl import app
 from ml_collections import config_flags
 
 from mnist_jax import cli
-from mnist_jax.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Model config (configs/*.py).',
                                           lock_config=True)
@@ -19,10 +18,8 @@ def main(argv):
   from mnist_jax.inspection import explain  # pylint: disable=g-import-not-at-top
   if _CONFIG.value is None:
     cli.fail('--config is required; pass e.g. --config=configs/lenet.py')
-  try:
+  with cli.one_line_errors():
     print(explain.describe(_CONFIG.value.model))
-  except UserError as e:
-    cli.fail(e)
 
 
 if __name__ == '__main__':

@@ -7,7 +7,6 @@ What each picture shows: inspection/figures.py.
 from absl import app, flags
 
 from mnist_jax import cli
-from mnist_jax.errors import UserError
 
 
 def main(argv):
@@ -15,16 +14,13 @@ def main(argv):
   from mnist_jax.engine import rundir, trained  # pylint: disable=g-import-not-at-top
   from mnist_jax.inspection import figures  # pylint: disable=g-import-not-at-top  (matplotlib)
   fl = flags.FLAGS
-  cli.quiet_logs()
-  cli.use_compilation_cache()
-  try:
+  cli.start()
+  with cli.one_line_errors():
     run = trained.load(fl.workdir, fl.which)
     data = rundir.load_data(run.config, fl.data_dir)
     paths = figures.write_all(fl.workdir, run.config, run.state, data,
                               tensorboard=fl.tensorboard)
     meta = run.meta
-  except UserError as e:
-    cli.fail(e)
   print(f"{len(paths)} plots of the {fl.which} checkpoint (epoch {meta['epoch']}):")
   print('\n'.join(paths))
 

@@ -76,12 +76,9 @@ def classify(workdir: str, paths, which: str = 'best') -> tuple:
 
 def main(argv):
   fl = flags.FLAGS
-  cli.quiet_logs()
-  cli.use_compilation_cache()
-  try:
+  cli.start()
+  with cli.one_line_errors():
     run, results = classify(fl.workdir, argv[1:], fl.which)
-  except UserError as e:
-    cli.fail(e)
   for path, probs, disagreement in results:
     print(format_line(path, probs, disagreement, run.label_names))
 

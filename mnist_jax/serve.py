@@ -11,20 +11,16 @@ prints one line and exits with status 2.
 from absl import app, flags
 
 from mnist_jax import cli
-from mnist_jax.errors import UserError
 
 
 def main(argv):
   del argv
   fl = flags.FLAGS
-  cli.quiet_logs()
-  cli.use_compilation_cache()
+  cli.start()
   from mnist_jax.inspection import server  # pylint: disable=g-import-not-at-top
-  try:
+  with cli.one_line_errors():
     server.serve(workdir=fl.workdir, runs=fl.runs, host=fl.host, port=fl.port,
                  which=fl.which, announce=lambda line: print(line, flush=True))
-  except UserError as e:
-    cli.fail(e)
 
 
 if __name__ == '__main__':

@@ -60,8 +60,7 @@ def _draw_plots(config, workdir, outcome, data):
 
 def main(argv):
   del argv
-  cli.quiet_logs()
-  cli.use_compilation_cache()
+  cli.start()
   import optuna  # pylint: disable=g-import-not-at-top
   from mnist_jax.search import launch  # pylint: disable=g-import-not-at-top
   optuna.logging.set_verbosity(optuna.logging.WARNING)   # our log says what each trial does
