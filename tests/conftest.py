@@ -36,6 +36,21 @@ FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures')
 FULL_DATA_ENV = 'MNIST_JAX_FULL_DATA'
 
 
+def pytest_collection_modifyitems(items):
+  """Marks each test by what it needs beyond the clone, from the fixtures it uses:
+  full_data (full_data_dir), postgres (a PostgreSQL server), chromium (the browser);
+  e.g. ``-m 'not postgres and not chromium'`` leaves them out."""
+  for item in items:
+    names = set(item.fixturenames)
+    params = getattr(item, 'callspec', None)
+    if 'full_data_dir' in names:
+      item.add_marker('full_data')
+    if 'postgres_url' in names or (params and 'postgresql' in params.params.values()):
+      item.add_marker('postgres')
+    if 'browser' in names:
+      item.add_marker('chromium')
+
+
 @pytest.fixture(scope='session')
 def mnist_small_dir() -> str:
   return os.path.join(FIXTURES, 'mnist_small')

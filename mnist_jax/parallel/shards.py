@@ -11,7 +11,7 @@ so each device reads only local memory, and in a multi-host run each process
 holds only the rows of its own devices (1/P of the training set). The batches
 depend on D (device d never sees another device's rows), so a run is
 reproduced by the same device count however the devices are split into
-processes: 2 processes x 4 devices == 1 process x 8 devices (tests/test_multihost.py).
+processes: 2 processes x 4 devices == 1 process x 8 devices (tests/parallel/test_multihost.py).
 Multi-host runs always shard; a single process shards when the config asks.
 """
 import jax

@@ -22,7 +22,7 @@ from mnist_jax.data import idx, preprocess
 from mnist_jax.engine import rundir, trainer, workdir as workdir_lib
 from mnist_jax.errors import UserError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope='module')

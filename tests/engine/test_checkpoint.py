@@ -267,7 +267,7 @@ def test_a_checkpoint_damaged_throughout_is_named_without_noise(tmp_path):
           'except UserError as e:\n'
           '  print("error:", e)\n') % (os.path.dirname(__file__), directory)
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                       timeout=300, cwd=os.path.dirname(os.path.dirname(__file__)))
+                       timeout=300, cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
   assert 'is damaged' in out.stdout, out.stdout + out.stderr[-2000:]
   assert 'Traceback' not in out.stderr and 'Event loop is closed' not in out.stderr, \
       out.stderr[-2000:]

@@ -1,5 +1,5 @@
 """Data layer: IDX parser, train/val/test splits, normalize and one-hot (the TFDS source:
-tests/test_tfds.py; the download of MNIST: tests/test_download.py)."""
+tests/data/test_tfds.py; the download of MNIST: tests/data/test_download.py)."""
 import dataclasses
 import gzip
 import os

@@ -8,7 +8,7 @@ import sys
 import textwrap
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def run_with_devices(code: str, n: int = 8) -> str:
@@ -151,7 +151,7 @@ assert abs(a['test_accuracy'] - b['test_accuracy']) <= 0.002
 def test_per_device_shards_each_device_reads_only_its_rows(tmp_path, mnist_small_dir):
   """data.per_device_shards: the training set is split into D blocks of
   M = ⌊N/D⌋ rows, device d samples only from block d, each row at most once
-  an epoch; the loop trains with it (tests/test_multihost.py checks 2 x 4 == 1 x 8)."""
+  an epoch; the loop trains with it (tests/parallel/test_multihost.py checks 2 x 4 == 1 x 8)."""
   out = run_with_devices(COMMON + f'''
 from mnist_jax import parallel
 from mnist_jax.engine import trainer

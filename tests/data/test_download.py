@@ -22,7 +22,7 @@ import pytest
 from mnist_jax.data import download, idx
 from mnist_jax.errors import UserError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):

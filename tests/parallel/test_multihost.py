@@ -12,7 +12,7 @@ import pytest
 from mnist_jax.parallel import distributed
 from mnist_jax.errors import UserError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 SCRIPT = '''
 import json, sys

@@ -20,7 +20,7 @@ tfds = pytest.importorskip('tensorflow_datasets')  # the tfds extra (the test ex
 # pytest-xdist: one worker runs this file, so TensorFlow loads once
 pytestmark = pytest.mark.xdist_group('tfds')
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _keys(images, labels):

@@ -31,7 +31,7 @@ from mnist_jax.search import hyper, space, storage as storage_lib, study as stud
 from mnist_jax.search import study_table, worker
 
 pytestmark = pytest.mark.xdist_group('study')
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GRID = "h.product([h.sweep('config.learning_rate', [1e-3, 3e-3, 1e-2]), h.sweep('config.seed', [0, 1])])"
 CONFIG = '''
 from mnist_jax.config import defaults

@@ -16,7 +16,7 @@ from mnist_jax.models.cnn import CNN
 from mnist_jax.models.lenet import LeNet5
 from mnist_jax.nn import fast_layers
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _by_name(rows):

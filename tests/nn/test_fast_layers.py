@@ -18,7 +18,7 @@ from mnist_jax.models.lenet import LeNet5
 from mnist_jax.models.speednet import SpeedNet
 from mnist_jax.nn import fast_layers
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _load(group, name):

@@ -27,7 +27,7 @@ from mnist_jax.inspection import figures
 
 pytestmark = pytest.mark.xdist_group('ensemble')
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 K = 2
 
 

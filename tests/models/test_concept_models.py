@@ -14,7 +14,7 @@ from mnist_jax.models import perceptron
 from mnist_jax.models.cnn import CNN
 from mnist_jax.models.mlp import MLP
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 X = jax.random.uniform(jax.random.key(0), (4, 28, 28, 1))
 
 
