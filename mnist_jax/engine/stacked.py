@@ -264,12 +264,12 @@ def train(configs, workdirs, *, on_epoch=None) -> list:
           state = group.run_state(r)
           improved = selection.improves(run.history, record, ref.model_weights)
           if improved:
-            best[r] = state
+            best[r] = trainer.snapshot(state)
           stop = bool(on_epoch is not None and on_epoch(r, record))
           run.record(record, state, improved=improved, stop=stop, label=_label(members, r,
                                                                                 len(runs)))
           if stop:
-            ended[r] = state
+            ended[r] = trainer.snapshot(state)
         if all(e is not None or r in ended for r, e in enumerate(errors)):
           break
     finally:
@@ -320,7 +320,7 @@ def _finish(group, runs, data, mesh, eval_fn, splits, evals, best, ended, errors
   if test:
     last = evaluation.evaluate(eval_fn, group.stack_runs(final), test)
     at_best = last if all(b is None for b in best) else evaluation.evaluate(
-        eval_fn, group.stack_runs([b or f for b, f in zip(best, final)]), test)
+        eval_fn, group.stack_runs([f if b is None else b for b, f in zip(best, final)]), test)
   if evals is None:   # a resumed run with no epoch left: its members' figures now
     evals = evaluation.evaluate(eval_fn, group.state, splits)
   outcomes = []

@@ -26,6 +26,7 @@ import time
 from typing import Any, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
@@ -61,8 +62,8 @@ def train_and_evaluate(config, workdir: str, *, on_epoch=None) -> Outcome:
     state = train.create_train_state(config, init_key, num_train=feed.num_train,
                                      num_classes=data.num_classes)
     run = workdir_lib.RunFiles.open(config, workdir)   # reads only
-    state, at_best = run.resume(state)
-    best = weights(at_best) if at_best is not None else None
+    state, resumed_best = run.resume(state)
+    best = weights(resumed_best) if resumed_best is not None else None   # e*'s weights
     run.begin()                                          # decided: files change from here
     state = parallel.replicate(state, mesh)
     splits = every_epoch_splits(config, data, mesh)
@@ -87,7 +88,7 @@ def train_and_evaluate(config, workdir: str, *, on_epoch=None) -> Outcome:
                               feed.steps * config.batch_size)
         improved = selection.improves(run.history, record, config.model_weights)
         if improved:
-          best = weights(state)
+          best = snapshot(weights(state))
         stop = bool(on_epoch is not None and on_epoch(record))
         run.record(record, state, improved=improved, stop=stop)
         if stop:
@@ -158,6 +159,12 @@ def epoch_record(epoch: int, flat: dict, seconds: float, eval_seconds: float,
 def weights(state) -> dict:
   """The arrays that make a model (no optimizer state)."""
   return {'params': state.params, 'batch_stats': state.batch_stats, 'ema': state.ema}
+
+
+def snapshot(tree):
+  """A copy of ``tree``'s arrays: off the CPU the steps donate the state's
+  buffers, so a reference kept past the next step would point at freed memory."""
+  return jax.tree_util.tree_map(jnp.copy, tree)
 
 
 def num_params(state) -> int:
