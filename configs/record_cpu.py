@@ -22,11 +22,11 @@ images) is the trail of every epoch; the test set is read for the report.
 Result: members 99.50 ± 0.03 % test accuracy (seeds 0-2), the ensemble of 3
 99.62 % (experiments/results/ensemble_record_cpu_mnist.md).
 """
-from mnist_jax.config import defaults
+from mnist_jax.config import files as config_files
 
 
 def get_config():
-  config = defaults.sibling(__file__, 'cnn')   # the net and defaults.cnn_recipe
+  config = config_files.sibling(__file__, 'cnn')   # the net and defaults.cnn_recipe
   config.num_epochs = 20
   config.augment.translate = 2.0
   config.augment.rotate = 15.0

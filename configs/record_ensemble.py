@@ -12,10 +12,10 @@ The summary reports the ensemble's ECE next to its members' (summary.json
 'ensemble'). engine/memory.py's check_memory estimates about 0.2 GiB per member
 for a batch of 120.
 """
-from mnist_jax.config import defaults
+from mnist_jax.config import files as config_files
 
 
 def get_config():
-  config = defaults.sibling(__file__, 'record_single')
+  config = config_files.sibling(__file__, 'record_single')
   config.ensemble.size = 5
   return config

@@ -27,7 +27,7 @@ from mnist_jax import models, train
 from mnist_jax.config import defaults, overrides as config_overrides
 from mnist_jax.data import idx, pipeline
 from mnist_jax.data import describe
-from mnist_jax.engine import ensemble as ensemble_lib, evaluation, trained
+from mnist_jax.engine import ensemble as ensemble_lib, evaluation, rundir
 from mnist_jax.errors import UserError
 from mnist_jax.inspection.image import load_image, prepare_image
 
@@ -64,7 +64,7 @@ def make_config(model: str = None, config=None, **overrides) -> ml_collections.C
       raise UserError(f"'{key}' is both a config key and a model attribute; set it in "
                       'a config and pass config=...')
     if in_top and isinstance(config[key], ml_collections.ConfigDict) and isinstance(value, dict):
-      dotted.update({f'{key}.{k}': v for k, v in defaults.flat(value).items()})
+      dotted.update({f'{key}.{k}': v for k, v in config_overrides.flat(value).items()})
     elif in_top:
       dotted[key] = value
     elif in_model:
@@ -167,7 +167,7 @@ def predict(state, images, *, batch_size: int = 1000):
   x = np.asarray(images)
   single = x.ndim == 2
   x = x[None] if single else x
-  probs = evaluation.probabilities(state, x, batch_size=batch_size)
+  probs = evaluation.predict(state, x, batch_size=batch_size)
   return probs[0] if single else probs
 
 
@@ -181,12 +181,12 @@ def evaluate(state, images, labels, *, batch_size: int = 1000) -> dict:
 
 def load(workdir: str, which: str = 'best', *, weights: str = None):
   """(config, state) of a run written by ``python -m mnist_jax.main``
-  (engine/trained.py); the state carries the run's preprocessing (its μ, σ) and
+  (engine/rundir.py: load_trained); the state carries the run's preprocessing (its μ, σ) and
   its K classes, so ``predict``/``evaluate`` apply them; config.data records K,
   the class names and μ, σ. An ensemble run gives an ``Ensemble``. ``weights``:
   'raw' or 'ema' (the weight EMA, config.ema_decay > 0); default: the run's
   config.model_weights ('raw' where it has none)."""
-  run = trained.load(workdir, which, weights=weights)
+  run = rundir.load_trained(workdir, which, weights=weights)
   return run.config, run.state
 
 

@@ -11,12 +11,12 @@ from mnist_jax import cli
 
 def main(argv):
   del argv
-  from mnist_jax.engine import rundir, trained  # pylint: disable=g-import-not-at-top
+  from mnist_jax.engine import rundir  # pylint: disable=g-import-not-at-top
   from mnist_jax.inspection import figures  # pylint: disable=g-import-not-at-top  (matplotlib)
   fl = flags.FLAGS
   cli.start()
   with cli.one_line_errors():
-    run = trained.load(fl.workdir, fl.which)
+    run = rundir.load_trained(fl.workdir, fl.which)
     data = rundir.load_data(run.config, fl.data_dir)
     paths = figures.write_all(fl.workdir, run.config, run.state, data,
                               tensorboard=fl.tensorboard)

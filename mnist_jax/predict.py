@@ -10,7 +10,7 @@ Each image becomes a 28x28 input by inspection/image.py's ``prepare_image``
 (grayscale, invert, crop, then for a digit run the 20 px box and centre of mass,
 else fitted to 28 px and centred, as the run recorded); the run's train state
 then applies the preprocessing it was trained with. The run is read by
-engine/trained.py (its weights: config.model_weights, raw unless the run says ema).
+engine/rundir.py's load_trained (its weights: config.model_weights, raw unless the run says ema).
 """
 import numpy as np
 from absl import app, flags
@@ -45,7 +45,7 @@ def predict_files(workdir: str, paths, which: str = 'best') -> list:
 
 
 def classify(workdir: str, paths, which: str = 'best') -> tuple:
-  """(the run, an engine.trained.Trained, and ``predict_files``' list); the images
+  """(the run, an engine.rundir.Trained, and ``predict_files``' list); the images
   are read before the run is loaded, so a bad path fails at once."""
   if not paths:
     raise UserError('no image given; pass image files after the flags, e.g. '
@@ -57,15 +57,15 @@ def classify(workdir: str, paths, which: str = 'best') -> tuple:
     except UserError as e:
       raise UserError(e if path in str(e) else f'{path}: {e}') from None
   # pylint: disable-next=g-import-not-at-top
-  from mnist_jax.engine import ensemble, evaluation, trained
-  run = trained.load(workdir, which)
+  from mnist_jax.engine import ensemble, evaluation, rundir
+  run = rundir.load_trained(workdir, which)
   inputs = []
   for path, picture in zip(paths, pictures):
     try:
       inputs.append(prepare_image(picture, digits=run.digits))
     except UserError as e:
       raise UserError(e if path in str(e) else f'{path}: {e}') from None
-  members = evaluation.member_probabilities(run.state, np.stack(inputs))
+  members = evaluation.predict_members(run.state, np.stack(inputs))
   probs = ensemble.combine(members)
   if len(members) == 1:
     return run, [(p, q, None) for p, q in zip(paths, probs)]

@@ -207,14 +207,14 @@ def defined_flags(program: str) -> frozenset:
 
 
 def _config_of(program: str, args: list):
-  from mnist_jax.config import defaults  # pylint: disable=g-import-not-at-top
+  from mnist_jax.config import files as config_files  # pylint: disable=g-import-not-at-top
   path = next((a.split('=', 1)[1] for a in args if a.startswith('--config=')), None)
   if path is None and program.startswith('experiments.'):
     m = re.search(r"DEFINE_config_file\(\s*'config',\s*'([^']+)'", read(module_file(program)))
     path = m and m.group(1)
   if path is None or not os.path.isfile(os.path.join(ROOT, path.split(':')[0])):
     return None
-  return defaults.load(os.path.join(ROOT, path))
+  return config_files.load(os.path.join(ROOT, path))
 
 
 def _has_key(config, dotted: str) -> bool:

@@ -30,7 +30,7 @@ LAYERS = {'errors': 0, 'extras': 0.5, 'nn': 1, 'data': 1, 'models': 2, 'config':
 
 ENGINE = {'calibration': 0, 'selection': 0, 'writers': 0, 'compile_cache': 0,
           'checkpoint': 1, 'ensemble': 1, 'epoch': 1, 'summary': 1, 'memory': 2,
-          'evaluation': 2, 'workdir': 2, 'trainer': 3, 'stacked': 4, 'rundir': 5, 'trained': 6}
+          'evaluation': 2, 'workdir': 2, 'trainer': 3, 'stacked': 4, 'rundir': 5}
 
 
 def _modules():

@@ -13,7 +13,7 @@ import time
 import jax
 import pytest
 
-from mnist_jax.config import defaults
+from mnist_jax.config import defaults, files as config_files
 from mnist_jax.engine import epoch, trainer
 from mnist_jax.errors import UserError
 
@@ -211,7 +211,7 @@ def test_every_config_file_is_valid_and_builds_its_model(name):
   import jax  # pylint: disable=g-import-not-at-top
   from mnist_jax import train  # pylint: disable=g-import-not-at-top
   from mnist_jax.config import validate  # pylint: disable=g-import-not-at-top
-  config = defaults.load(os.path.join(ROOT, 'configs', name + '.py'))
+  config = config_files.load(os.path.join(ROOT, 'configs', name + '.py'))
   validate.check(config, 1)
   state = jax.eval_shape(lambda: train.create_train_state(config, jax.random.key(0),
                                                          num_train=55_000))

@@ -126,10 +126,10 @@ def test_cli_predicts_png_digits_like_the_in_memory_model(tmp_path, run_dir, bes
   cli = [int(line.split(': ')[1].split()[0]) for line in lines]
   config, state = best
   prepared = np.stack([image_lib.prepare_image(x) for x in images])
-  expected = evaluation.probabilities(state, prepared)
+  expected = evaluation.predict(state, prepared)
   assert lines[0] == predict.format_line(paths[0], expected[0])   # same top-3 text
   assert cli[:-1] == list(expected.argmax(-1))
-  raw = evaluation.probabilities(state, images).argmax(-1)
+  raw = evaluation.predict(state, images).argmax(-1)
   assert np.mean(raw == expected.argmax(-1)) >= 0.9
   assert np.mean(np.array(cli[:-1]) == labels) >= 0.8
   assert cli[-1] == 7, lines[-1]   # the drawn 7, by a ~92 % model
@@ -139,7 +139,7 @@ def test_cli_predicts_png_digits_like_the_in_memory_model(tmp_path, run_dir, bes
 @pytest.mark.parametrize('digit', ['1', '7'])
 def test_drawn_digits_are_recognized(best, digit):
   _, state = best
-  probs = evaluation.probabilities(state, image_lib.prepare_image(draw(digit))[None])
+  probs = evaluation.predict(state, image_lib.prepare_image(draw(digit))[None])
   assert probs[0].argmax() == int(digit), probs[0].round(3)
 
 
@@ -210,5 +210,5 @@ def test_probabilities_of_no_images_have_the_models_class_count():
   config = defaults.get_config()
   config.model.name = 'mlp'
   state = train.create_train_state(config, jax.random.key(0), num_classes=3)
-  assert evaluation.probabilities(state, np.zeros((0, 28, 28), np.uint8)).shape == (0, 3)
-  assert evaluation.probabilities(state, np.zeros((2, 28, 28), np.uint8)).shape == (2, 3)
+  assert evaluation.predict(state, np.zeros((0, 28, 28), np.uint8)).shape == (0, 3)
+  assert evaluation.predict(state, np.zeros((2, 28, 28), np.uint8)).shape == (2, 3)

@@ -27,7 +27,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from mnist_jax import api
-from mnist_jax.config import defaults
+from mnist_jax.config import defaults, files as config_files
 from mnist_jax.data import idx
 from mnist_jax.engine import ensemble, evaluation, rundir, stacked, trainer
 from mnist_jax.inspection import confusion as confusion_lib, layers as layers_lib, server
@@ -51,7 +51,7 @@ def _config(path, mnist_small_dir, epochs, **model):
 
 
 def _load_config(path):
-  return defaults.load(os.path.join(ROOT, path))
+  return config_files.load(os.path.join(ROOT, path))
 
 
 @pytest.fixture(scope='session')
@@ -181,7 +181,7 @@ def test_predict_is_the_library_on_the_prepared_digit(client, best):
     image = drawn(digit)
     r = client.post('/api/predict', params={'run': 'lenet'}, content=png(image)).json()
     prepared = prepare_image(np.asarray(image))
-    expected = evaluation.probabilities(best, prepared[None])[0]
+    expected = evaluation.predict(best, prepared[None])[0]
     assert r['digit_class'] == int(digit)
     np.testing.assert_allclose(r['probs'], expected, atol=1e-6)
     assert np.array_equal(unpack(r['digit'], np.uint8).reshape(28, 28), prepared)
@@ -202,7 +202,7 @@ def test_an_ensemble_predicts_its_members_mean_with_their_spread(client, runs_ro
     assert members.shape == (3, 10)
     np.testing.assert_allclose(members.mean(0), r['probs'], atol=1e-5)
     np.testing.assert_allclose(r['probs'], api.predict(ens, prepared), atol=1e-5)
-    expected = ensemble.member_probabilities(ens, prepared[None])[:, 0]
+    expected = ensemble.predict_members(ens, prepared[None])[:, 0]
     np.testing.assert_allclose(members, expected, atol=1e-6)
     assert np.ptp(members, axis=0).max() > 1e-4   # three seeds: three different models
     d = ensemble.disagreement(expected[:, None])
@@ -250,7 +250,7 @@ def test_run_summary_has_the_receptive_fields_of_the_explainer(client):
 
 def test_confusion_and_its_cells_are_the_test_predictions(client, best, mnist_small_dir):
   images, labels = idx.load_split(mnist_small_dir, 'test')
-  preds = evaluation.probabilities(best, images).argmax(-1)
+  preds = evaluation.predict(best, images).argmax(-1)
   c = client.get('/api/confusion', params={'run': 'lenet'}).json()
   assert np.array_equal(c['matrix'], confusion_lib.confusion_matrix(labels, preds))
   assert c['accuracy'] == pytest.approx(np.mean(preds == labels)) and c['accuracy'] > 0.95
@@ -265,7 +265,7 @@ def test_confusion_and_its_cells_are_the_test_predictions(client, best, mnist_sm
 
 def test_twenty_parallel_predictions(url, best):
   images = [drawn('1' if n % 2 else '0', width=12 + n % 5 * 3, tilt=n - 10) for n in range(20)]
-  expected = evaluation.probabilities(best, np.stack([prepare_image(np.asarray(i))
+  expected = evaluation.predict(best, np.stack([prepare_image(np.asarray(i))
                                                       for i in images]))
 
   def ask(n):

@@ -23,7 +23,7 @@ from absl import app, flags
 
 from experiments import hardware, report
 from mnist_jax import cli, train
-from mnist_jax.config import defaults
+from mnist_jax.config import files as config_files
 from mnist_jax.engine import stacked, workdir as workdir_lib
 from mnist_jax.inspection import explain, figures
 
@@ -58,7 +58,7 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Root for the runs (default: a t
 
 def config_for(key):
   """The model's default config with the command-line overrides applied."""
-  config = defaults.load(os.path.join(report.ROOT, 'configs', ZOO[key][0]))
+  config = config_files.load(os.path.join(report.ROOT, 'configs', ZOO[key][0]))
   for path, value in _overrides(key).items():
     *parents, leaf = path.split('.')
     node = config

@@ -17,7 +17,7 @@ from absl import app, flags
 
 from experiments import report
 from mnist_jax import cli
-from mnist_jax.config import defaults
+from mnist_jax.config import files as config_files
 from mnist_jax.engine import trainer
 from mnist_jax.inspection import figures
 
@@ -31,7 +31,7 @@ _COPY = flags.DEFINE_list('copy', ['curves', 'confusion'], 'plots copied to '
 
 
 def lenet_config():
-  return defaults.load(os.path.join(report.ROOT, 'configs', 'lenet.py'))
+  return config_files.load(os.path.join(report.ROOT, 'configs', 'lenet.py'))
 
 
 def main(argv):

@@ -14,7 +14,7 @@ import os
 from absl import app, flags
 
 from experiments import report
-from mnist_jax.config import defaults
+from mnist_jax.config import files as config_files
 from mnist_jax.engine import trainer
 
 FIXTURE = os.path.join(report.ROOT, 'tests', 'fixtures', 'mnist_small')
@@ -27,7 +27,7 @@ def train_runs(runs: str, data_dir: str = FIXTURE, epochs: int = 3) -> dict:
   """{name: summary} of lenet and mlp trained into runs/<name>."""
   summaries = {}
   for name in ('lenet', 'mlp'):
-    config = defaults.load(os.path.join(report.ROOT, 'configs', f'{name}.py'))
+    config = config_files.load(os.path.join(report.ROOT, 'configs', f'{name}.py'))
     config.data.source, config.data.data_dir, config.data.download = 'idx', data_dir, False
     config.data.val_size = 500 if data_dir == FIXTURE else 5000
     config.num_epochs, config.write_plots = epochs, False

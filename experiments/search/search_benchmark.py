@@ -36,7 +36,7 @@ import time
 from absl import app, flags
 
 from experiments import hardware, report
-from mnist_jax.config import defaults
+from mnist_jax.config import files as config_files
 
 _DATA_DIR = flags.DEFINE_string('data_dir', os.environ.get('MNIST_DIR'),
                                  'Folder with the four MNIST IDX files (default: $MNIST_DIR)')
@@ -61,7 +61,7 @@ def space(h):
 
 
 def config():
-  c = defaults.load(os.path.join(report.ROOT, 'configs', 'lenet.py'))
+  c = config_files.load(os.path.join(report.ROOT, 'configs', 'lenet.py'))
   c.data.source, c.data.data_dir, c.data.download = 'idx', os.path.abspath(_DATA_DIR.value), False
   c.data.train_limit, c.num_epochs, c.write_plots = _TRAIN_LIMIT.value, _EPOCHS.value, False
   return c

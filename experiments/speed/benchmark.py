@@ -102,8 +102,8 @@ def cpu_peak(fma_per_cycle: int = 0) -> dict:
 
 def load_config(path: str, overrides):
   """The config of ``path`` (``get_config()``) with 'key=value' overrides applied."""
-  from mnist_jax.config import defaults  # pylint: disable=g-import-not-at-top
-  config = defaults.load(os.path.join(report.ROOT, path))
+  from mnist_jax.config import files as config_files  # pylint: disable=g-import-not-at-top
+  config = config_files.load(os.path.join(report.ROOT, path))
   for item in overrides:
     key, value = item.split('=', 1)
     try:

@@ -26,7 +26,7 @@ from absl import app, flags
 
 from experiments import report
 from mnist_jax import train
-from mnist_jax.config import defaults
+from mnist_jax.config import files as config_files
 from mnist_jax.nn import fast_layers
 
 _BATCH = flags.DEFINE_integer('batch', 60, 'images per batch (the speedrun: 60)')
@@ -74,7 +74,7 @@ def layer_rows(batch, steps):
 
 
 def step_rows(steps):
-  config = defaults.load(os.path.join(report.ROOT, 'configs', 'speedrun.py'))
+  config = config_files.load(os.path.join(report.ROOT, 'configs', 'speedrun.py'))
   rs = np.random.RandomState(0)
   batch = {'image': jnp.asarray(rs.randint(0, 256, (config.batch_size, 28, 28, 1)), jnp.uint8),
            'label': jnp.asarray(rs.randint(0, 10, config.batch_size), jnp.int32)}

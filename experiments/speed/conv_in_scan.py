@@ -24,7 +24,7 @@ from absl import app, flags
 
 from experiments import report
 from mnist_jax import train
-from mnist_jax.config import defaults
+from mnist_jax.config import files as config_files
 
 _CONFIGS = flags.DEFINE_list('configs', ['lenet', 'speedrun', 'alexnet', 'resnet'],
                              'config names in configs/')
@@ -34,7 +34,7 @@ _OUT = flags.DEFINE_string('out', os.path.join(report.RESULTS, 'conv_in_scan.md'
 
 
 def load(name):
-  return defaults.load(os.path.join(report.ROOT, 'configs', f'{name}.py'))
+  return config_files.load(os.path.join(report.ROOT, 'configs', f'{name}.py'))
 
 
 def runners(config, steps):

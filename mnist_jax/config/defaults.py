@@ -13,38 +13,8 @@ The primer's hyperparameters, with its typical values:
 | dropout rate    | p      | model.dropout_rate  | 0.2–0.5     |
 | weight decay    | λ      | weight_decay        | 1e-4        |
 """
-import importlib.util
-import os
-
 import ml_collections
 from ml_collections import config_dict
-
-
-def load(path: str) -> ml_collections.ConfigDict:
-  """``get_config()`` of the config file ``path`` (configs/ is a folder of files,
-  not a package; ``--config=`` flags load theirs through ml_collections)."""
-  name = os.path.splitext(os.path.basename(path))[0]
-  spec = importlib.util.spec_from_file_location(f'_config_{name}', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
-def sibling(config_file: str, name: str) -> ml_collections.ConfigDict:
-  """``get_config()`` of ``<name>.py`` in the folder of ``config_file`` (a config
-  built on another)."""
-  return load(os.path.join(os.path.dirname(os.path.abspath(config_file)), name + '.py'))
-
-
-def flat(tree: dict, prefix: str = '') -> dict:
-  """A nested dict (e.g. ``config.to_dict()``) as {dotted key: leaf value}."""
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      out.update(flat(value, f'{prefix}{key}.'))
-    else:
-      out[prefix + key] = value
-  return out
 
 
 def get_config() -> ml_collections.ConfigDict:

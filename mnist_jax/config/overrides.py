@@ -31,6 +31,17 @@ def tuples(value):
   return value
 
 
+def flat(tree: dict, prefix: str = '') -> dict:
+  """A nested dict (e.g. ``config.to_dict()``) as {dotted key: leaf value}."""
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(flat(value, f'{prefix}{key}.'))
+    else:
+      out[prefix + key] = value
+  return out
+
+
 def _unknown(key: str, kind: str) -> UserError:
   return UserError(f"unknown {kind} 'config.{key}'; use keys of the config (see "
                    'mnist_jax/config/defaults.py or the model\'s fields), e.g. '

@@ -136,7 +136,7 @@ def _member_probs(template, params, batch_stats, k, images):
   return train.probabilities(logits, template.loss_name)
 
 
-def member_probabilities(ens: Ensemble, images, *, batch_size: int = 1000) -> np.ndarray:
+def predict_members(ens: Ensemble, images, *, batch_size: int = 1000) -> np.ndarray:
   """(K, N, C) float32 member probabilities of uint8 images (N, 28, 28, 1) (or
   floats in [0, 1]), in padded batches of ``batch_size``. Members run one after
   another: each costs what its single model costs, and memory holds one member's

@@ -21,8 +21,10 @@ order. One jit (``pass_fn``, cached per mesh and layout) serves every split,
 call and state of one architecture: one compilation per run, and XLA:CPU's
 convolutions run outside a while loop.
 
-``probabilities`` and ``member_probabilities`` are the prediction path (numpy
-class distributions for predict, serve and plots), not a second metric path.
+``predict`` and ``predict_members`` are the prediction path (numpy class
+distributions q of images for predict, serve and plots), not a second metric
+path. The vocabulary: ``train.probabilities(logits)`` is q of logits;
+``predict(state, images)`` is q of images, one batch (``train.predict``) or many.
 """
 import functools
 
@@ -186,35 +188,35 @@ def metrics(state, images, labels, *, batch_size: int = 1000) -> dict:
 
 
 @jax.jit
-def _predict(state, images):
+def _predict_batch(state, images):
   return train.predict(state, images)
 
 
-def probabilities(state, images, *, batch_size: int = 1000) -> np.ndarray:
+def predict(state, images, *, batch_size: int = 1000) -> np.ndarray:
   """q(f(x)) (N, C) float32 (train.probabilities) for images (N, 28, 28[, 1]): uint8
   pixels 0..255 or floats x in [0, 1]; in padded batches (one compilation),
   preprocessed as the state was trained. An Ensemble gives the mean of its
   members' distributions."""
-  return _probabilities(state, images, batch_size)[0]
+  return _predict(state, images, batch_size)[0]
 
 
-def member_probabilities(state, images, *, batch_size: int = 1000) -> np.ndarray:
+def predict_members(state, images, *, batch_size: int = 1000) -> np.ndarray:
   """(M, N, C): each member's class distribution (M = 1 for a single model)."""
-  return _probabilities(state, images, batch_size)[1]
+  return _predict(state, images, batch_size)[1]
 
 
-def _probabilities(state, images, batch_size):
+def _predict(state, images, batch_size):
   """(mean distribution (N, C), member distributions (M, N, C)), inputs checked."""
   images = _checked(images)
   if isinstance(state, ensemble.Ensemble):
-    members = ensemble.member_probabilities(state, images, batch_size=batch_size)
+    members = ensemble.predict_members(state, images, batch_size=batch_size)
     return ensemble.combine(members), members
   probs = _single(state, images, batch_size)
   return probs, probs[None]
 
 
 def _single(state, images, batch_size):
-  out = [np.asarray(_predict(state, x))[:n]
+  out = [np.asarray(_predict_batch(state, x))[:n]
          for x, n in ensemble.padded_batches(images, batch_size)]
   if out:
     return np.concatenate(out)

@@ -222,7 +222,7 @@ def write_all(workdir, config, state, data, *, tensorboard=True) -> list:
   history = workdir_lib.load_history(workdir)
   paths = ([curves(history, os.path.join(out, 'curves.png'), config.model.name)]
            if history else [])
-  members = evaluation.member_probabilities(state, data.test_images,
+  members = evaluation.predict_members(state, data.test_images,
                                             batch_size=config.eval_batch_size)
   probs = ensemble.combine(members)
   panels = [(config.model.name, probs)]

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mnist_jax.engine import ensemble, evaluation, rundir, trained, workdir as workdir_lib
+from mnist_jax.engine import ensemble, evaluation, rundir, workdir as workdir_lib
 from mnist_jax.inspection import confusion as confusion_lib, explain, layers as layers_lib
 from mnist_jax.inspection.image import SIZE, preparation_steps, resize_area
 
@@ -143,13 +143,13 @@ class LiveRun:
     out = {'steps': [dict(title=t, **_thumbnail(s)) for t, s in steps],
            'digit': b64(digit)}
     if self.members() > 1:   # the ensemble's p (the members' mean) and the members'
-      members = evaluation.member_probabilities(self.state, digit[None])
+      members = evaluation.predict_members(self.state, digit[None])
       probs = ensemble.combine(members)[0]
       spread = ensemble.disagreement(members)
       out.update(members=[[float(p) for p in m[0]] for m in members],
                  spread=float(spread['spread'][0]), dissent=float(spread['dissent'][0]))
     elif not inside:
-      probs = evaluation.probabilities(self.state, digit[None])[0]
+      probs = evaluation.predict(self.state, digit[None])[0]
     if inside:   # member 0's inside for an ensemble; a single model's p comes with it
       p_inner, maps, saliency = jax.device_get(
           _inside(self.inner, jnp.asarray(digit[None, ..., None] / 255.0, jnp.float32)))
@@ -171,7 +171,7 @@ class LiveRun:
     with self._lock:
       if self._test is None:
         data = rundir.load_data(self.config)
-        probs = evaluation.probabilities(self.state, data.test_images,
+        probs = evaluation.predict(self.state, data.test_images,
                                          batch_size=self.config.eval_batch_size)
         self._test = {'images': data.test_images[..., 0], 'labels': data.test_labels,
                       'probs': probs, 'preds': probs.argmax(-1)}
@@ -201,9 +201,9 @@ class LiveRun:
 
 
 def load(run_id: str, workdir: str, which: str = 'best') -> LiveRun:
-  """The ``which`` checkpoint of ``workdir`` (engine/trained.py: its chosen weights,
+  """The ``which`` checkpoint of ``workdir`` (rundir.load_trained: its chosen weights,
   classes and image preparation), its compiled functions warmed up."""
-  t = trained.load(workdir, which)
+  t = rundir.load_trained(workdir, which)
   state = t.state
   inner = state.member(0) if isinstance(state, ensemble.Ensemble) else state
   run = LiveRun(run_id, workdir, which, t.config, state, t.meta, conv_layers(inner), inner,

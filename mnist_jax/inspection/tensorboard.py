@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from mnist_jax.config import defaults
+from mnist_jax.config import overrides
 from mnist_jax.engine import selection
 
 
@@ -45,7 +45,7 @@ def write_tensorboard(workdir, paths, config, history) -> None:
       if isinstance(final.get('test_accuracy_at_best_val'), (int, float)):
         metrics['best/test_accuracy'] = final['test_accuracy_at_best_val']
     hp = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
-          for k, v in defaults.flat(config.to_dict()).items()}
+          for k, v in overrides.flat(config.to_dict()).items()}
     for summary in hparams(hp, metrics):  # the HParams dashboard
       tb.file_writer.add_summary(summary)
     for key, value in metrics.items():

@@ -39,7 +39,7 @@ from typing import Any
 import optuna
 from absl import logging
 
-from mnist_jax.config import defaults
+from mnist_jax.config import overrides
 from mnist_jax.errors import UserError
 from mnist_jax.search import space as space_lib
 
@@ -96,7 +96,7 @@ def identity(search: Search) -> dict:
 def _differences(stored: dict, current: dict) -> list:
   diff = [k for k in ('trials', 'sampler', 'pruner', 'n_trials', 'seed')
           if stored.get(k) != current.get(k)]
-  old, new = defaults.flat(stored.get('config', {})), defaults.flat(current['config'])
+  old, new = overrides.flat(stored.get('config', {})), overrides.flat(current['config'])
   diff += [f'config.{k}' for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
   return diff
 

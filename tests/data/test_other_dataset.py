@@ -14,7 +14,7 @@ from PIL import Image
 from mnist_jax import api, predict
 from mnist_jax.config import defaults
 from mnist_jax.data import describe, idx, pipeline, preprocess
-from mnist_jax.engine import trained, trainer
+from mnist_jax.engine import rundir, trainer
 
 pytestmark = pytest.mark.xdist_group('other_dataset')
 
@@ -76,7 +76,7 @@ def test_the_run_records_the_statistics_and_classes_of_its_training_split(run, d
 
 def test_the_run_loader_gives_the_model_of_the_data(run):
   workdir, _ = run
-  t = trained.load(workdir, 'best')
+  t = rundir.load_trained(workdir, 'best')
   assert t.num_classes == 3 and t.label_names == ('0', '1', '2') and not t.digits
   assert t.weights == 'raw' and t.stats == (t.config.data.mean, t.config.data.std)
   assert t.state.standardize == t.stats
@@ -156,7 +156,7 @@ def test_the_run_loader_honours_the_runs_model_weights(tmp_path, config):
   c.ema_decay, c.data.train_limit = 0.9, 200
   workdir = str(tmp_path / 'ema')
   trainer.train_and_evaluate(c, workdir)
-  raw = trained.load(workdir, 'latest')
+  raw = rundir.load_trained(workdir, 'latest')
   assert raw.weights == 'raw'
   path = os.path.join(workdir, 'config.json')
   with open(path) as f:
@@ -164,13 +164,13 @@ def test_the_run_loader_honours_the_runs_model_weights(tmp_path, config):
   saved['model_weights'] = 'ema'
   with open(path, 'w') as f:
     json.dump(saved, f)
-  ema = trained.load(workdir, 'latest')
+  ema = rundir.load_trained(workdir, 'latest')
   assert ema.weights == 'ema' and ema.meta['weights'] == 'ema'
   assert jax.tree_util.tree_all(jax.tree_util.tree_map(
       lambda a, b: np.array_equal(a, b), ema.params, raw.state.ema['params']))
   assert not np.array_equal(jax.tree_util.tree_leaves(ema.params)[0],
                             jax.tree_util.tree_leaves(raw.params)[0])
-  assert trained.load(workdir, 'latest', weights='raw').weights == 'raw'
+  assert rundir.load_trained(workdir, 'latest', weights='raw').weights == 'raw'
   _, state = api.load(workdir, 'latest')
   assert jax.tree_util.tree_all(jax.tree_util.tree_map(
       lambda a, b: np.array_equal(a, b), state.params, ema.params))

@@ -177,7 +177,7 @@ def test_ensemble_predicts_the_mean_of_its_members(runs, mnist_small_dir):
   data = pipeline.load(_config(mnist_small_dir).data)
   config, ens = api.load(ens_dir, 'latest')
   assert config.ensemble.size == K
-  alone = [evaluation.probabilities(rundir.load_run(w, 'latest')[1], data.test_images)
+  alone = [evaluation.predict(rundir.load_run(w, 'latest')[1], data.test_images)
            for w, _ in singles]
   probs = api.predict(ens, data.test_images)
   np.testing.assert_allclose(probs, np.mean(alone, axis=0), atol=2e-4)

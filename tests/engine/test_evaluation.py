@@ -76,7 +76,7 @@ def test_summary_calibration_is_the_final_weights(runs, mnist_small_dir):
   workdir, summary = runs['quiet']
   _, state, _ = rundir.load_run(str(workdir), 'latest')
   images, labels = idx.load_split(mnist_small_dir, 'test')
-  by_hand = calibration.metrics(evaluation.probabilities(state, images), labels)
+  by_hand = calibration.metrics(evaluation.predict(state, images), labels)
   assert summary['test_nll'] == pytest.approx(by_hand['nll'], rel=1e-4)
   assert summary['test_ece'] == pytest.approx(by_hand['ece'], abs=1e-3)
   assert summary['test_accuracy'] == pytest.approx(by_hand['accuracy'], abs=1e-6)
@@ -108,7 +108,7 @@ def test_one_pass_compiles_once_for_many_calls(mnist_small_dir):
   second = evaluation.metrics(b, images, labels, batch_size=200)
   assert fn._cache_size() - before <= 1   # pylint: disable=protected-access
   assert first['count'] == 700 and second['count'] == 1000
-  ref = calibration.metrics(evaluation.probabilities(b, images), labels)
+  ref = calibration.metrics(evaluation.predict(b, images), labels)
   assert second['accuracy'] == pytest.approx(ref['accuracy'], abs=1e-6)
   assert second['nll'] == pytest.approx(ref['nll'], rel=1e-4)
   assert second['ece'] == pytest.approx(ref['ece'], abs=1e-4)
@@ -127,7 +127,7 @@ def test_bce_probabilities_are_the_normalised_sigmoid(mnist_small_dir):
   images, labels = idx.load_split(mnist_small_dir, 'test')
   logits = state.apply_fn(state.variables, state.inputs(images[:200]), train=False)
   want = train.probabilities(logits, 'bce')
-  np.testing.assert_allclose(evaluation.probabilities(state, images[:200]), want, atol=1e-6)
+  np.testing.assert_allclose(evaluation.predict(state, images[:200]), want, atol=1e-6)
   got = evaluation.metrics(state, images[:200], labels[:200])
   assert got['nll'] == pytest.approx(calibration.nll(want, labels[:200]), rel=1e-4)
   bce = float(jnp.mean(jnp.sum(jax.nn.softplus(logits) - jax.nn.one_hot(labels[:200], 10)

@@ -9,7 +9,7 @@ import pytest
 from flax import linen as nn
 
 from mnist_jax import models
-from mnist_jax.config import defaults
+from mnist_jax.config import files as config_files
 from mnist_jax.models import perceptron
 from mnist_jax.models.cnn import CNN
 from mnist_jax.models.mlp import MLP
@@ -23,7 +23,7 @@ def _count(tree):
 
 
 def _config(name):
-  return defaults.load(os.path.join(ROOT, 'configs', name + '.py'))
+  return config_files.load(os.path.join(ROOT, 'configs', name + '.py'))
 
 
 def test_primers_3x3_filter_on_5x5_image():

@@ -11,7 +11,7 @@ import pytest
 from flax import linen as nn
 
 from mnist_jax import models, train
-from mnist_jax.config import defaults
+from mnist_jax.config import files as config_files
 from mnist_jax.data import pipeline
 from mnist_jax.errors import UserError
 from mnist_jax.models.lenet import LeNet5
@@ -211,7 +211,7 @@ def test_speedrun_config_trains_a_step():
 
 
 def _load_config():
-  return defaults.load(os.path.join(ROOT, 'configs', 'speedrun.py'))
+  return config_files.load(os.path.join(ROOT, 'configs', 'speedrun.py'))
 
 
 def test_naive_loop_epoch_and_eval(small_config):
