@@ -34,7 +34,7 @@ import numpy as np
 
 from mnist_jax import parallel, train
 from mnist_jax.data import preprocess
-from mnist_jax.engine import calibration as calibration_lib, ensemble, writers
+from mnist_jax.engine import calibration as calibration_lib, ensemble
 from mnist_jax.errors import UserError
 from mnist_jax.nn import losses
 
@@ -223,21 +223,6 @@ def _single(state, images, batch_size):
   classes = jax.eval_shape(train.predict, state, np.zeros((1,) + images.shape[1:],
                                                           np.uint8)).shape[-1]
   return np.zeros((0, classes), np.float32)   # no images: (0, K), K from the model
-
-
-def calibration(state, splits, batch_size: int = 1000) -> dict:
-  """'{split}_nll', '{split}_ece' (and '{split}_accuracy_ema', '_nll_ema', '_ece_ema'
-  with a weight EMA) of a model or Ensemble on ``splits`` {name: (images, labels)}."""
-  out = {}
-  for split, (images, labels) in splits.items():
-    if not len(labels):
-      continue
-    for w, m in split_metrics(state, images, labels, batch_size).items():
-      tail = writers.tail(w)
-      out.update({f'{split}_nll{tail}': m['nll'], f'{split}_ece{tail}': m['ece']})
-      if tail:
-        out[f'{split}_accuracy{tail}'] = m['accuracy']
-  return out
 
 
 def ema_weights(state):
