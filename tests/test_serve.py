@@ -202,7 +202,7 @@ def test_an_ensemble_predicts_its_members_mean_with_their_spread(client, runs_ro
     assert members.shape == (3, 10)
     np.testing.assert_allclose(members.mean(0), r['probs'], atol=1e-5)
     np.testing.assert_allclose(r['probs'], api.predict(ens, prepared), atol=1e-5)
-    expected = ensemble.predict_members(ens, prepared[None])[:, 0]
+    expected = evaluation.predict_members(ens, prepared[None])[:, 0]
     np.testing.assert_allclose(members, expected, atol=1e-6)
     assert np.ptp(members, axis=0).max() > 1e-4   # three seeds: three different models
     d = ensemble.disagreement(expected[:, None])

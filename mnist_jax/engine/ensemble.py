@@ -117,42 +117,6 @@ def stack(states) -> Ensemble:
                   st([s.batch_stats for s in states]), ema)
 
 
-def padded_batches(images, batch_size: int):
-  """(batch, n real rows) over ``images`` in order: with more than one batch, the
-  last is zero-padded to ``batch_size`` rows, so one compilation serves them all."""
-  for i in range(0, len(images), batch_size):
-    chunk = images[i:i + batch_size]
-    pad = -len(chunk) % batch_size if len(images) > batch_size else 0
-    yield np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)]), len(chunk)
-
-
-@jax.jit
-def _member_probs(template, params, batch_stats, k, images):
-  """(B, C): q(f(x; w_k)) of member k (train.probabilities) (one compilation serves every k)."""
-  pick = lambda tree: jax.tree_util.tree_map(lambda a: a[k], tree)
-  p, b = pick(params), pick(batch_stats)
-  variables = {'params': p, 'batch_stats': b} if b else {'params': p}
-  logits = template.apply_fn(variables, template.inputs(images), train=False)
-  return train.probabilities(logits, template.loss_name)
-
-
-def predict_members(ens: Ensemble, images, *, batch_size: int = 1000) -> np.ndarray:
-  """(K, N, C) float32 member probabilities of uint8 images (N, 28, 28, 1) (or
-  floats in [0, 1]), in padded batches of ``batch_size``. Members run one after
-  another: each costs what its single model costs, and memory holds one member's
-  activations at a time (vmapping the members does not evaluate them faster on a CPU)."""
-  images = np.asarray(images)
-  images = images[..., None] if images.ndim == 3 else images
-  out = [np.stack([np.asarray(_member_probs(ens.template, ens.params, ens.batch_stats, k,
-                                            x))[:n] for k in range(ens.size)])
-         for x, n in padded_batches(images, batch_size)]
-  if out:
-    return np.concatenate(out, axis=1)
-  classes = jax.eval_shape(_member_probs, ens.template, ens.params, ens.batch_stats, 0,
-                           np.zeros((1,) + images.shape[1:], np.uint8)).shape[-1]
-  return np.zeros((ens.size, 0, classes), np.float32)
-
-
 def combine(member_probs) -> np.ndarray:
   """The ensemble's probabilities: the mean of the members' (K, N, C) -> (N, C)."""
   return np.mean(np.asarray(member_probs, np.float64), axis=0).astype(np.float32)

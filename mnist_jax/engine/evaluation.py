@@ -187,42 +187,37 @@ def metrics(state, images, labels, *, batch_size: int = 1000) -> dict:
 
 
 
-@jax.jit
-def _predict_batch(state, images):
-  return train.predict(state, images)
+@functools.partial(jax.jit, static_argnames='stacked')
+def _distributions(state, images, stacked: bool):
+  """(M, B, C): q(f(x)) of each model (M = 1 for one model) on one batch."""
+  q = train.probabilities(logits(state, images, stacked=stacked), state.loss_name)
+  return q if stacked else q[None]
 
 
 def predict(state, images, *, batch_size: int = 1000) -> np.ndarray:
   """q(f(x)) (N, C) float32 (train.probabilities) for images (N, 28, 28[, 1]): uint8
   pixels 0..255 or floats x in [0, 1]; in padded batches (one compilation),
   preprocessed as the state was trained. An Ensemble gives the mean of its
-  members' distributions."""
-  return _predict(state, images, batch_size)[0]
+  members' distributions (ensemble.combine)."""
+  return ensemble.combine(predict_members(state, images, batch_size=batch_size))
 
 
 def predict_members(state, images, *, batch_size: int = 1000) -> np.ndarray:
-  """(M, N, C): each member's class distribution (M = 1 for a single model)."""
-  return _predict(state, images, batch_size)[1]
-
-
-def _predict(state, images, batch_size):
-  """(mean distribution (N, C), member distributions (M, N, C)), inputs checked."""
+  """(M, N, C): each member's class distribution (M = 1 for a single model), the
+  members of an Ensemble under vmap, in the batches of ``padded_split``."""
   images = _checked(images)
-  if isinstance(state, ensemble.Ensemble):
-    members = ensemble.predict_members(state, images, batch_size=batch_size)
-    return ensemble.combine(members), members
-  probs = _single(state, images, batch_size)
-  return probs, probs[None]
-
-
-def _single(state, images, batch_size):
-  out = [np.asarray(_predict_batch(state, x))[:n]
-         for x, n in ensemble.padded_batches(images, batch_size)]
-  if out:
-    return np.concatenate(out)
-  classes = jax.eval_shape(train.predict, state, np.zeros((1,) + images.shape[1:],
-                                                          np.uint8)).shape[-1]
-  return np.zeros((0, classes), np.float32)   # no images: (0, K), K from the model
+  stacked = isinstance(state, ensemble.Ensemble)
+  model_state = state.stacked_state() if stacked else state
+  mesh, n = parallel.make_mesh(1), len(images)
+  if n == 0:   # no images: (M, 0, C), C from the model
+    one = np.zeros((1,) + images.shape[1:], images.dtype)
+    shape = jax.eval_shape(functools.partial(_distributions, stacked=stacked), model_state,
+                           one).shape
+    return np.zeros((shape[0], 0, shape[-1]), np.float32)
+  split = padded_split(images, np.zeros(n, np.int32), min(batch_size, n), mesh)
+  model_state = parallel.replicate(model_state, mesh)
+  return np.concatenate([np.asarray(_distributions(model_state, x, stacked))
+                         for x, _, _ in split], axis=1)[:, :n]
 
 
 def ema_weights(state):
