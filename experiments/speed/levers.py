@@ -2,11 +2,11 @@
 model after its one pass, and the multiply-accumulates it took.
 
   python -m experiments.speed.levers --data_dir=$MNIST_DIR \\
-      [--variants=base,smooth,...] [--seeds=0,1,2,3,4] \\
+      [--variants=base,n27500,n27500+muon,...] [--seeds=0,1,2,3,4] \\
       [--out=experiments/results/speed_levers.md]
 
-Each variant is configs/speedrun.py (or --config) with the overrides of ``VARIANTS``
-(dotted config keys; 'whiten' is not a key: it sets config.model.whitening to the
+Each variant is configs/speedrun.py (or --config) with the overrides of its name
+(``overrides_of``: 'n27500+muon' trains muon on the first 27,500 images; dotted config keys; 'whiten' is not a key: it sets config.model.whitening to the
 patch-whitening filters of the run's own training split, nn/whitening.py, True for
 frozen). Each seed trains once (engine/driver.py, in this process); the table gives
 the validation accuracy (the last 5,000 training images) as mean and minimum over
@@ -33,30 +33,48 @@ from mnist_jax.nn import whitening
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/speedrun.py', 'Config file.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'IDX folder (else the config decides).')
-_VARIANTS = flags.DEFINE_list('variants', None, 'Names in VARIANTS (default: all).')
+_VARIANTS = flags.DEFINE_list('variants', ['base'], "Variants: 'base' or 'n<N>+lever+...'.")
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2', '3', '4'], 'Seeds to train.')
 _OUT = flags.DEFINE_string('out', None, 'Markdown file to write the table to.')
 
-HALF = {'data.train_limit': 27500}   # the first half of the 55,000 training images
-VARIANTS = {
-    'base': {},
-    'half': HALF,
-    'half_smooth': {**HALF, 'loss': 'cce_smooth'},
-    'half_bnbias4': {**HALF, 'norm_bias_lr_scale': 4.0},
-    'half_bnbias16': {**HALF, 'norm_bias_lr_scale': 16.0},
-    'half_muon': {**HALF, 'optimizer': 'muon'},
-    'half_whiten': {**HALF, 'whiten': False},
-    'half_whiten_frozen': {**HALF, 'whiten': True},
-    'half_tta': {**HALF, 'model.tta': ((0, 1), (0, -1), (1, 0), (-1, 0))},
-    'half_ema': {**HALF, 'ema_decay': 0.99, 'model_weights': 'ema'},
-    'half_b120': {**HALF, 'batch_size': 120},
-    'half_narrow': {**HALF, 'model.features': (12, 24, 48)},
+LEVERS = {
+    'smooth': {'loss': 'cce_smooth'},
+    'bnbias4': {'norm_bias_lr_scale': 4.0},
+    'bnbias16': {'norm_bias_lr_scale': 16.0},
+    'muon': {'optimizer': 'muon'},
+    'whiten': {'whiten': False},
+    'frozen': {'whiten': True},
+    'tta2': {'model.tta': ((0, 1), (0, -1))},
+    'tta4': {'model.tta': ((0, 1), (0, -1), (1, 0), (-1, 0))},
+    'ema': {'ema_decay': 0.99, 'model_weights': 'ema'},
+    'b120': {'batch_size': 120},
+    'narrow': {'model.features': (12, 24, 48)},
+    'lr1': {'learning_rate': 1e-2},
+    'lr2': {'learning_rate': 2e-2},
+    'lr3': {'learning_rate': 3e-2},
+    'lr5': {'learning_rate': 5e-2},
+    'lr8': {'learning_rate': 8e-2},
 }
+
+
+def overrides_of(variant: str) -> dict:
+  """The overrides of a variant named 'base' or 'n<N>+lever+lever...': n<N> trains on
+  the first N training images (config.data.train_limit), each lever as in LEVERS."""
+  overrides = {}
+  for part in variant.split('+'):
+    if part == 'base':
+      continue
+    if part.startswith('n') and part[1:].isdigit():
+      overrides['data.train_limit'] = int(part[1:])
+    else:
+      overrides.update(LEVERS[part])
+  return overrides
 
 
 def configure(base, overrides: dict):
   """A copy of ``base`` with ``overrides`` applied; 'whiten' computes the filters."""
   config = base.copy_and_resolve_references()
+  config.unlock()   # model options (whitening, tta) are SpeedNet's, not the schema's
   for key, value in overrides.items():
     if key == 'whiten':
       continue
@@ -109,14 +127,14 @@ def main(argv):
   if _DATA_DIR.value:
     base.data.source, base.data.download = 'idx', False
     base.data.data_dir = os.path.abspath(_DATA_DIR.value)
-  names = _VARIANTS.value or list(VARIANTS)
+  names = _VARIANTS.value
   seeds = [int(s) for s in _SEEDS.value]
   lines = [f'# Speed levers on {flags.FLAGS["config"].config_filename}, {len(seeds)} seeds',
            '', f'`{report.command()}`', '', report.machine(), '',
            '| variant | overrides | val acc. mean | val acc. min | MACs/image fwd | '
            'MACs/image train | MACs to target (G) |', '|---|---|---|---|---|---|---|']
   for name in names:
-    overrides = VARIANTS[name]
+    overrides = overrides_of(name)
     print(name, overrides, flush=True)
     config = configure(base, overrides)
     val = run(config, seeds)
