@@ -46,9 +46,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.model.name = 'lenet5'
 
-  c.loss = 'cce'                  # 'cce' | 'bce' | 'mse' | 'mae'
+  c.loss = 'cce'                  # 'cce' | 'cce_smooth' (α = 0.1) | 'bce' | 'mse' | 'mae'
 
-  c.optimizer = 'adam'            # 'sgd' | 'momentum' | 'nesterov' | 'adam' | 'adamw'
+  c.optimizer = 'adam'            # 'sgd' | 'momentum' | 'nesterov' | 'adam' | 'adamw' | 'muon'
   c.learning_rate = 1e-3          # η: peak learning rate
   c.momentum = 0.9                # β: momentum / nesterov; Adam's b1
   c.b2 = 0.999                    # Adam's second-moment decay
@@ -57,6 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.schedule = 'constant'         # 'constant' | 'cosine' | 'warmup_cosine' | 'onecycle'
   c.warmup_epochs = 0.0
   c.grad_clip_norm = 0.0          # clip the global gradient norm (0 = off)
+  c.norm_bias_lr_scale = 1.0      # c: BatchNorm/LayerNorm biases step c·η_t (nn/optim.py)
 
   c.batch_size = 128              # B: global batch, split over the devices
   c.num_epochs = 10               # E

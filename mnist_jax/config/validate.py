@@ -39,6 +39,8 @@ def check(config, num_devices: int = 1) -> None:
   _require(0 <= config.warmup_epochs < config.num_epochs,
            f'warmup_epochs must be in [0, num_epochs={config.num_epochs}), got '
            f'{config.warmup_epochs}')
+  _require(config.norm_bias_lr_scale > 0, 'norm_bias_lr_scale must be > 0 (1 = the '
+           f'same η as the other parameters), got {config.norm_bias_lr_scale}')
   rate = config.model.get('dropout_rate', 0.0)
   _require(0 <= rate < 1, f'model.dropout_rate must be in [0, 1), got {rate}; '
            'the primer suggests 0.2-0.5')

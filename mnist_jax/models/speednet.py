@@ -19,10 +19,23 @@ replacements on the same parameters (nn/fast_layers.py), which models.layers_for
 picks from config.model.conv_impl: configs/speedrun.py uses 'xla' (nn.Conv) with
 loop_mode='step' (one dispatch per step, where nn.Conv is fastest on CPU); inside a
 lax.scan 'patches' is faster (docs/speed.md, experiments/results/conv_in_scan.md).
+
+Options of the speed levers (docs/speed.md):
+  whitening         a (K, K, C, F') kernel (nested tuple, nn/whitening.filters): the
+                    first conv's first F' filters start as the patch-whitening
+                    filters ±w_i, the rest as usual
+  freeze_whitening  the first conv is that fixed kernel (F' = features[0]), a
+                    constant with no parameters and no kernel gradient
+  tta               eval-time shifts ((dy, dx), ...): with train=False the logits are
+                    the mean of f(x) and f(shift(x)) over the shifts, shift(x) moving
+                    the image by dy rows and dx columns (edge pixels repeated into the
+                    gap); train=True ignores it
 """
 from typing import Any, Callable, Optional
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 
 ModuleDef = Any
@@ -39,6 +52,9 @@ class SpeedNet(nn.Module):
   bn_momentum: float = 0.9
   axis_name: Optional[str] = None   # cross-device batch statistics under pmap
   dtype: Any = jnp.float32
+  whitening: tuple = ()             # (K, K, C, F') first-conv kernel, nested tuple
+  freeze_whitening: bool = False
+  tta: tuple = ()                   # eval-time (dy, dx) shifts
   conv: ModuleDef = nn.Conv
   max_pool: Callable = nn.max_pool
 
@@ -49,9 +65,17 @@ class SpeedNet(nn.Module):
                        f'per block, got {self.features}, {self.kernel_sizes}, '
                        f'{self.paddings}')
     x = x.astype(self.dtype)
+    if self.tta and not train:   # one pass over the N·(1 + S) views, then the mean
+      views = [x] + [shift(x, dy, dx) for dy, dx in self.tta]
+      logits = self.logits(jnp.concatenate(views), train)
+      return jnp.mean(logits.reshape(len(views), x.shape[0], -1), axis=0)
+    return self.logits(x, train)
+
+  def logits(self, x, train: bool):
     for i, (f, k, p) in enumerate(zip(self.features, self.kernel_sizes, self.paddings)):
-      x = self.conv(f, (k, k), padding=p, use_bias=not self.batch_norm, dtype=self.dtype,
-                    name=f'conv_{i}')(x)
+      x = self.first_conv(x, f, k, p) if i == 0 else self.conv(
+          f, (k, k), padding=p, use_bias=not self.batch_norm, dtype=self.dtype,
+          name=f'conv_{i}')(x)
       if self.batch_norm:
         x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                          epsilon=1e-5, axis_name=self.axis_name, dtype=self.dtype,
@@ -63,3 +87,37 @@ class SpeedNet(nn.Module):
       x = nn.relu(nn.Dense(width, dtype=self.dtype, name=f'dense_{i}')(x))
     x = nn.Dense(self.num_classes, dtype=self.dtype, name='output')(x)
     return x.astype(jnp.float32)
+
+  def first_conv(self, x, f: int, k: int, p):
+    """conv_0: the plain conv, or one whose kernel starts as (or, frozen, is) the
+    whitening filters of ``whitening``."""
+    if not self.whitening:
+      return self.conv(f, (k, k), padding=p, use_bias=not self.batch_norm,
+                       dtype=self.dtype, name='conv_0')(x)
+    white = np.asarray(self.whitening, np.float32)
+    if white.shape[:2] != (k, k) or white.shape[3] > f:
+      raise ValueError(f'SpeedNet: whitening kernel {white.shape} does not fit conv_0 '
+                       f'({k}, {k}, C, {f})')
+    if self.freeze_whitening:
+      if white.shape[3] != f:
+        raise ValueError(f'SpeedNet: a frozen whitening needs all {f} filters of conv_0, '
+                         f'got {white.shape[3]}')
+      pad = ((p, p), (p, p)) if isinstance(p, int) else p
+      return jax.lax.conv_general_dilated(
+          x, jnp.asarray(white, self.dtype), (1, 1), pad,
+          dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+    def init(key, shape, dtype=jnp.float32):
+      kernel = nn.initializers.lecun_normal()(key, shape, dtype)
+      return kernel.at[..., :white.shape[3]].set(jnp.asarray(white, dtype))
+    return self.conv(f, (k, k), padding=p, use_bias=not self.batch_norm,
+                     dtype=self.dtype, kernel_init=init, name='conv_0')(x)
+
+
+def shift(x, dy: int, dx: int):
+  """Images (N, H, W, C) moved by dy rows and dx columns: out[y, x] = in[y − dy, x − dx],
+  the pixels that enter at an edge copies of that edge's."""
+  n, h, w, c = x.shape
+  py, px = abs(dy), abs(dx)
+  padded = jnp.pad(x, ((0, 0), (py, py), (px, px), (0, 0)), mode='edge')
+  return padded[:, py - dy:py - dy + h, px - dx:px - dx + w, :]

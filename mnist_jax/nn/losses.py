@@ -6,6 +6,7 @@ how the prediction ŷ is read off z:
 | name | formula (primer)                       | ŷ from logits       |
 |------|----------------------------------------|---------------------|
 | cce  | -Σ_k y_k log ŷ_k                       | softmax(z)          |
+| cce_smooth | cce on ỹ = (1-α) y + α/K, α = 0.1 | softmax(z)          |
 | bce  | -Σ_k [y_k log ŷ_k + (1-y_k) log(1-ŷ_k)] | σ(z_k), one-vs-rest |
 | mse  | (1/K) Σ_k (y_k - ŷ_k)^2                | softmax(z)          |
 | mae  | (1/K) Σ_k |y_k - ŷ_k|                  | softmax(z)          |
@@ -25,6 +26,21 @@ def categorical_cross_entropy(logits, targets):
   """CCE = -Σ_k y_k log softmax(z)_k, with log softmax(z)_k = z_k - logsumexp(z)."""
   log_p = logits - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
   return -jnp.sum(targets * log_p, axis=-1)
+
+
+SMOOTHING = 0.1   # α of 'cce_smooth' (Szegedy et al. 2016, Inception v3)
+
+
+def smooth_labels(targets, alpha: float = SMOOTHING):
+  """ỹ = (1 − α) y + α/K: each one-hot target gives mass α to the K classes evenly."""
+  return (1.0 - alpha) * targets + alpha / targets.shape[-1]
+
+
+def smoothed_cross_entropy(logits, targets):
+  """CCE against smoothed targets, -Σ_k ỹ_k log softmax(z)_k with ỹ = smooth_labels(y):
+  the optimum is a finite logit gap, log((1 − α + α/K)/(α/K)), so a fit of a few
+  hundred steps does not spend them on growing the logits of examples it has right."""
+  return categorical_cross_entropy(logits, smooth_labels(targets))
 
 
 def binary_cross_entropy(logits, targets):
@@ -48,6 +64,7 @@ def mean_absolute_error(logits, targets):
 
 LOSSES = {
     'cce': categorical_cross_entropy,
+    'cce_smooth': smoothed_cross_entropy,
     'bce': binary_cross_entropy,
     'mse': mean_squared_error,
     'mae': mean_absolute_error,

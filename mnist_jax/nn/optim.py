@@ -6,6 +6,12 @@ Update rules (g = ∇L(w), η_t the scheduled learning rate):
   nesterov   v ← β v + g;          w ← w − η (g + β v)
   adam       m ← β1 m + (1−β1) g;  s ← β2 s + (1−β2) g²;  w ← w − η m̂ / (√ŝ + ε)
   adamw      adam, plus decoupled weight decay  w ← w − η λ w
+  muon       conv kernels (K, K, C, F), read as (K·K·C) × F matrices G: momentum
+             M ← β M + G (Nesterov), then O = NS₅(M), the Newton–Schulz
+             approximation of the orthogonal polar factor U Vᵀ of M = U Σ Vᵀ
+             (optax.contrib.scale_by_muon), scaled to RMS 0.2 (O · 0.2·√max(m, n):
+             the update size of Adam's, so one η serves both); w ← w − η O.
+             Every other parameter (biases, BN, dense) steps with adam.
 
 Weight decay λ (config.weight_decay) comes in two forms (config.weight_decay_mode):
   'l2'         adds λ‖w‖² to the loss, so g gains 2λw and passes through the
@@ -13,6 +19,10 @@ Weight decay λ (config.weight_decay) comes in two forms (config.weight_decay_mo
   'decoupled'  shrinks weights directly, w ← w − η λ w, outside the adaptive
                rescaling (Loshchilov & Hutter 2019); 'adamw' is adam + this.
 Decay applies to kernels only (ndim > 1), never to biases or batch-norm scales.
+
+config.norm_bias_lr_scale = c multiplies the step of every normalization layer's
+bias β (a leaf 'bias' beside a leaf 'scale': BatchNorm, LayerNorm) by c, after
+the learning rate: w_β ← w_β − c η_t d_β (airbench trains its BN biases at 64x).
 
 Schedules over T = steps_per_epoch · num_epochs steps, warmup W steps (each is
 η_t = η · s(t), s the schedule with peak 1; the step computes the product, so η
@@ -31,19 +41,59 @@ itself). It is a drop-in ``optax.GradientTransformation`` wherever one is used.
 """
 import dataclasses
 import functools
+import math
 
 import jax
 import optax
+from flax import traverse_util
 
 from mnist_jax.errors import UserError
 
-OPTIMIZERS = ('sgd', 'momentum', 'nesterov', 'adam', 'adamw')
+OPTIMIZERS = ('sgd', 'momentum', 'nesterov', 'adam', 'adamw', 'muon')
+MUON_RMS = 0.2   # the RMS of a muon update: about Adam's, so the two share η
 SCHEDULES = ('constant', 'cosine', 'warmup_cosine', 'onecycle')
 
 
 def decay_mask(params):
   """True for the weights weight decay applies to: kernels (ndim > 1)."""
   return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
+
+
+def norm_bias_mask(params):
+  """True for the biases of normalization layers: a leaf 'bias' whose module also
+  holds a leaf 'scale' (BatchNorm, LayerNorm; a Dense or Conv holds 'kernel')."""
+  flat = traverse_util.flatten_dict(params)
+  return traverse_util.unflatten_dict(
+      {path: path[-1] == 'bias' and path[:-1] + ('scale',) in flat for path in flat})
+
+
+def muon_mask(params):
+  """True for the parameters muon steps: convolution kernels (ndim 4)."""
+  return jax.tree_util.tree_map(lambda p: p.ndim == 4, params)
+
+
+def _rms_matched() -> optax.GradientTransformation:
+  """O ← O · MUON_RMS · √max(m, n) for a kernel read as an m × n matrix
+  (m = K·K·C, n = F): an orthogonal O of rank min(m, n) has RMS 1/√max(m, n)."""
+  def scale(o):
+    m, n = math.prod(o.shape[:-1]), o.shape[-1]
+    return o * (MUON_RMS * math.sqrt(max(m, n)))
+  return optax.stateless(lambda updates, params=None: jax.tree_util.tree_map(scale, updates))
+
+
+def _muon(momentum, b2) -> optax.GradientTransformation:
+  """optax's Newton–Schulz muon for the conv kernels (rows K·K·C, columns F), adam
+  for the rest."""
+  dims = optax.contrib.MuonDimensionNumbers(reduction_axis=(0, 1, 2), output_axis=(3,))
+  orthogonal = optax.chain(
+      optax.contrib.scale_by_muon(
+          beta=momentum, weight_dimension_numbers=lambda u: jax.tree_util.tree_map(
+              lambda _: dims, u)),
+      _rms_matched())
+  return optax.partition(
+      {'muon': orthogonal, 'adam': optax.scale_by_adam(b1=momentum, b2=b2)},
+      lambda params: jax.tree_util.tree_map(
+          lambda m: 'muon' if m else 'adam', muon_mask(params)))
 
 
 def learning_rate_schedule(config, steps_per_epoch: int) -> optax.Schedule:
@@ -77,6 +127,8 @@ def _direction(name, momentum, b2) -> optax.GradientTransformation:
     return optax.trace(decay=momentum, nesterov=True)
   if name in ('adam', 'adamw'):
     return optax.scale_by_adam(b1=momentum, b2=b2)
+  if name == 'muon':
+    return _muon(momentum, b2)
   raise UserError(f"unknown optimizer '{name}'; set config.optimizer to one of "
                   f"{', '.join(OPTIMIZERS)}")
 
@@ -96,6 +148,7 @@ class Optimizer:
   warmup_epochs: float
   steps_per_epoch: int
   batch_size: int
+  norm_bias_lr_scale: float = 1.0
 
   @classmethod
   def from_config(cls, config, steps_per_epoch: int, **changes) -> 'Optimizer':
@@ -107,7 +160,8 @@ class Optimizer:
         weight_decay=float(config.weight_decay), decoupled=bool(decoupled),
         grad_clip_norm=float(config.grad_clip_norm), schedule=config.schedule,
         num_epochs=float(config.num_epochs), warmup_epochs=float(config.warmup_epochs),
-        steps_per_epoch=int(steps_per_epoch), batch_size=int(config.batch_size))
+        steps_per_epoch=int(steps_per_epoch), batch_size=int(config.batch_size),
+        norm_bias_lr_scale=float(config.norm_bias_lr_scale))
     return dataclasses.replace(settings, **changes)
 
   @property
@@ -139,6 +193,8 @@ def _build(o: Optimizer) -> optax.GradientTransformation:
     if o.decoupled:  # d ← d + λ w, after the adaptive rescaling
       parts.append(optax.add_decayed_weights(weight_decay, decay_mask))
     parts.append(optax.scale_by_learning_rate(learning_rate * schedule))  # w ← w − η s(t) d
+    if o.norm_bias_lr_scale != 1.0:   # w_β ← w_β − c η s(t) d_β
+      parts.append(optax.masked(optax.scale(o.norm_bias_lr_scale), norm_bias_mask))
     return optax.chain(*parts)
 
   return optax.inject_hyperparams(chain)(
