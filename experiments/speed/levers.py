@@ -8,7 +8,7 @@ model after its one pass, and the multiply-accumulates it took.
 Each variant is configs/speedrun.py (or --config) with the overrides of its name
 (``overrides_of``: 'n27500+muon' trains muon on the first 27,500 images; dotted config keys; 'whiten' is not a key: it sets config.model.whitening to the
 patch-whitening filters of the run's own training split, nn/whitening.py, True for
-frozen). Each seed trains once (engine/driver.py, in this process); the table gives
+frozen). Each seed trains once (engine/trainer.py, in this process); the table gives
 the validation accuracy (the last 5,000 training images) as mean and minimum over
 the seeds: the choice between variants looks at these only.
 
@@ -28,7 +28,7 @@ from ml_collections import config_flags
 
 from experiments import report
 from mnist_jax.data import pipeline
-from mnist_jax.engine import driver
+from mnist_jax.engine import trainer
 from mnist_jax.nn import whitening
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/speedrun.py', 'Config file.')
@@ -114,7 +114,7 @@ def run(config, seeds) -> list:
   for seed in seeds:
     config.seed = seed
     with tempfile.TemporaryDirectory(prefix='speed_lever_') as workdir:
-      summary = driver.train_and_evaluate(config, workdir)
+      summary = trainer.train_and_evaluate(config, workdir).summary
     rows.append(summary['val_accuracy'])
     print(f'  seed {seed}: val {rows[-1]:.4f}', flush=True)
   return rows
