@@ -45,10 +45,16 @@ def small_config(data_dir, **overrides):
 
 
 def test_main_trains_and_writes_its_files(tmp_path, mnist_small_dir):
-  workdir = tmp_path / 'run'
-  out = run_main(small_flags(mnist_small_dir, plots=True) + [f'--workdir={workdir}'])
+  """The bare command (no --workdir) makes a new run directory runs/lenet_* under
+  its working directory and writes there its summary, metrics, TensorBoard events,
+  checkpoints and plots; evaluate reads the run back."""
+  shutil.copytree(os.path.join(ROOT, 'configs'), tmp_path / 'configs')
+  out = run_main(small_flags(mnist_small_dir, plots=True), cwd=tmp_path)
   assert out.returncode == 0, out.stderr[-2000:]
-  assert f'workdir: {workdir}' in out.stdout
+  runs = os.listdir(tmp_path / 'runs')
+  assert len(runs) == 1 and runs[0].startswith('lenet_')
+  assert f"workdir: {os.path.join('runs', runs[0])}" in out.stdout
+  workdir = tmp_path / 'runs' / runs[0]
   summary = json.loads((workdir / 'summary.json').read_text())
   for key in ('test_accuracy', 'test_loss', 'val_accuracy', 'epochs', 'train_time_s',
               'images_per_s', 'num_params', 'config'):
@@ -75,16 +81,6 @@ def test_main_trains_and_writes_its_files(tmp_path, mnist_small_dir):
   assert abs(result['test']['accuracy'] - summary['test_accuracy']) < 1e-6
 
 
-def test_bare_command_makes_a_new_run_directory(tmp_path, mnist_small_dir):
-  shutil.copytree(os.path.join(ROOT, 'configs'), tmp_path / 'configs')
-  out = run_main(small_flags(mnist_small_dir, epochs=1), cwd=tmp_path)
-  assert out.returncode == 0, out.stderr[-2000:]
-  runs = os.listdir(tmp_path / 'runs')
-  assert len(runs) == 1 and runs[0].startswith('lenet_')
-  assert f"workdir: {os.path.join('runs', runs[0])}" in out.stdout
-  assert (tmp_path / 'runs' / runs[0] / 'summary.json').exists()
-
-
 def test_sigkill_and_resume_give_the_same_metrics(tmp_path, mnist_small_dir):
   """Kill a 3-epoch run after its first checkpoint; the restarted run ends
   with exactly the metrics of an uninterrupted run with the same seed."""
@@ -106,6 +102,7 @@ def test_sigkill_and_resume_give_the_same_metrics(tmp_path, mnist_small_dir):
   resumed = run_main(flags + [f'--workdir={workdir}'])
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert 'Resuming' in resumed.stderr
+  assert f'workdir: {workdir}' in resumed.stdout   # the directory it was given
   a = json.loads((tmp_path / 'whole' / 'summary.json').read_text())
   b = json.loads((workdir / 'summary.json').read_text())
   for key in ('test_accuracy', 'test_loss', 'val_accuracy', 'val_loss', 'epochs'):

@@ -1,31 +1,31 @@
-"""Data parallelism on 8 fake CPU devices, each check in a fresh process
-(XLA_FLAGS must be set before JAX starts). Where the model does not matter the
-checks use the MLP, whose programs compile in a fraction of LeNet-5's time; batch
-norm is checked on the CNN."""
+"""Data parallelism on 8 fake CPU devices (XLA_FLAGS must be set before JAX starts).
+
+The checks share one fresh process (one JAX start, one compilation of what they
+share): ``checks`` runs each check's code in its own function there and records
+its output or its traceback, and each test asserts on its check's record, so a
+failing check fails its own test with its own message. Where the model does not
+matter the checks use the MLP, whose programs compile in a fraction of LeNet-5's
+time; batch norm is checked on the CNN."""
 import os
 import subprocess
 import sys
 import textwrap
 
+import pytest
+
+# pytest-xdist: one worker runs this file, so its one process starts once
+pytestmark = pytest.mark.xdist_group('parallel')
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def run_with_devices(code: str, n: int = 8) -> str:
-  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={n}',
-             JAX_PLATFORMS='cpu')
-  out = subprocess.run([sys.executable, '-c', textwrap.dedent(code)], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=600)
-  assert out.returncode == 0, out.stderr[-3000:]
-  return out.stdout
-
+MARK = '@@check '   # starts the line that ends a check's output: MARK name ok|failed
 
 COMMON = '''
-import functools, jax, jax.numpy as jnp, numpy as np
+import functools, os, sys, traceback, jax, jax.numpy as jnp, numpy as np
 from mnist_jax import train
 from mnist_jax.config import defaults
 from mnist_jax.data import idx, preprocess
 assert jax.device_count() == 8, jax.devices()
+DATA, TMP = sys.argv[1], sys.argv[2]   # the small MNIST fixture; a fresh folder
 images, labels = idx.load_split('tests/fixtures/mnist_small', 'train')
 batch = {'image': preprocess.normalize(jnp.asarray(images[:64])), 'label': jnp.asarray(labels[:64])}
 def max_diff(a, b):
@@ -35,15 +35,57 @@ def replicate(tree):  # a leading device axis for pmap
   return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (8,) + x.shape), tree)
 def shard(tree):
   return jax.tree_util.tree_map(lambda x: x.reshape((8, -1) + x.shape[1:]), tree)
+MARK = sys.argv[3]
+def run_check(name, check):
+  try:
+    check(os.path.join(TMP, name))
+    outcome = 'ok'
+  except Exception:  # the check's own test reports it
+    traceback.print_exc(file=sys.stdout)
+    outcome = 'failed'
+  print(MARK + name + ' ' + outcome, flush=True)
 '''
 
 
-def test_jit_and_shard_map_steps_equal_single_device_step():
-  """Under jax.set_mesh over 8 devices, jax.jit of train_step on a batch of 64
-  sharded by NamedSharding (8 per device), and jax.shard_map of the per-device
-  form (axis_name), give the parameters, batch-norm statistics and loss of one
-  single-device step over the same 64 images."""
-  out = run_with_devices(COMMON + '''
+def script(checks: dict) -> str:
+  """COMMON, then each check's code as the body of a function of its folder ``tmp``,
+  run by run_check."""
+  parts = [COMMON]
+  for name, code in checks.items():
+    body = textwrap.indent(textwrap.dedent(code), '  ')
+    parts.append(f'def check_{name}(tmp):\n{body}\nrun_check({name!r}, check_{name})\n')
+  return '\n'.join(parts)
+
+
+@pytest.fixture(scope='module')
+def checks(tmp_path_factory, mnist_small_dir):
+  """Runs every check of CHECKS in one process with 8 CPU devices; returns
+  ``output(name)``: that check's printed lines, or a failure with its traceback."""
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+             JAX_PLATFORMS='cpu')
+  tmp = tmp_path_factory.mktemp('parallel')
+  out = subprocess.run([sys.executable, '-c', script(CHECKS), mnist_small_dir, str(tmp),
+                        MARK],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  records, lines = {}, []
+  for line in out.stdout.splitlines():
+    if line.startswith(MARK):
+      name, outcome = line[len(MARK):].split()
+      records[name] = (outcome, '\n'.join(lines))
+      lines = []
+    else:
+      lines.append(line)
+
+  def output(name):
+    assert name in records, (f'check {name} never ended (exit {out.returncode}):\n'
+                             + out.stdout[-3000:] + out.stderr[-3000:])
+    outcome, text = records[name]
+    assert outcome == 'ok', f'check {name} failed:\n{text[-3000:]}'
+    return text
+  return output
+
+
+JIT_AND_SHARD_MAP = '''
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 config = defaults.get_config()
 config.model.name = 'cnn'
@@ -66,15 +108,18 @@ for name, new, m in (('jit', by_jit, m_jit), ('shard_map', by_shard_map, m_map))
   print(name, 'diff', d, s)
   assert d < 1e-4 and s < 1e-5, (name, d, s)
   assert abs(float(m1['loss']) - float(m['loss'])) < 1e-5, name
-''')
-  assert out.count('diff') == 2
+'''
 
 
-def test_nnx_module_sharded_step_equals_single_device_step():
-  """A flax.nnx module with batch norm and dropout (nnx_bridge.from_nnx) under jax.jit
-  with the batch sharded over 8 devices: the same parameters, batch-norm statistics
-  and loss as on one device (dropout masks and batch statistics are global)."""
-  out = run_with_devices(COMMON + '''
+def test_jit_and_shard_map_steps_equal_single_device_step(checks):
+  """Under jax.set_mesh over 8 devices, jax.jit of train_step on a batch of 64
+  sharded by NamedSharding (8 per device), and jax.shard_map of the per-device
+  form (axis_name), give the parameters, batch-norm statistics and loss of one
+  single-device step over the same 64 images."""
+  assert checks('jit_and_shard_map').count('diff') == 2
+
+
+NNX_MODULE = '''
 import optax
 from flax import nnx
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
@@ -100,15 +145,17 @@ print('diff', d, s)
 assert max_diff(single.params, state.params) > 1e-3
 assert d < 1e-4 and s < 1e-5, (d, s)
 assert abs(float(m1['loss']) - float(m8['loss'])) < 1e-5
-''')
-  assert 'diff' in out
+'''
 
 
-def test_pmap_step_equals_single_device_step():
-  """train_step stays pmap-able: with batch norm, one pmapped step over a global
-  batch of 64 (8 per device) normalises with the statistics of the global batch
-  and gives the parameters, running averages and loss of one single-device step."""
-  out = run_with_devices(COMMON + '''
+def test_nnx_module_sharded_step_equals_single_device_step(checks):
+  """A flax.nnx module with batch norm and dropout (nnx_bridge.from_nnx) under jax.jit
+  with the batch sharded over 8 devices: the same parameters, batch-norm statistics
+  and loss as on one device (dropout masks and batch statistics are global)."""
+  assert 'diff' in checks('nnx_module')
+
+
+PMAP = '''
 config = defaults.get_config()
 config.model.name = 'cnn'
 config.optimizer = 'sgd'; config.learning_rate = 0.1
@@ -122,37 +169,41 @@ print('diff', d, s)
 assert d < 1e-4 and s < 1e-5, (d, s)
 assert abs(float(m1['loss']) - float(m8['loss'][0])) < 1e-5
 assert max_diff(multi.params, jax.tree_util.tree_map(lambda x: jnp.stack([x] * 8), first.params)) == 0
-''')
-  assert 'diff' in out
+'''
 
 
-def test_sharded_loop_matches_one_device(tmp_path, mnist_small_dir):
-  """The default training loop on 8 devices (jit + NamedSharding) reaches the
-  same parameters and metrics as on 1 device."""
-  out = run_with_devices(COMMON + f'''
+def test_pmap_step_equals_single_device_step(checks):
+  """train_step stays pmap-able: with batch norm, one pmapped step over a global
+  batch of 64 (8 per device) normalises with the statistics of the global batch
+  and gives the parameters, running averages and loss of one single-device step."""
+  assert 'diff' in checks('pmap')
+
+
+SHARDED_LOOP = '''
 from mnist_jax.engine import trainer
 def cfg(n):
   c = defaults.get_config()
   c.model.name = 'mlp'
-  c.data.source = 'idx'; c.data.data_dir = {mnist_small_dir!r}; c.data.val_size = 1000
+  c.data.source = 'idx'; c.data.data_dir = DATA; c.data.val_size = 1000
   c.data.train_limit = 1024; c.batch_size = 64; c.eval_batch_size = 200
   c.num_epochs = 1; c.num_devices = n; c.log_every_steps = 8
   return c
-a = trainer.train_and_evaluate(cfg(1), {str(tmp_path / 'one')!r}).summary
-b = trainer.train_and_evaluate(cfg(8), {str(tmp_path / 'eight')!r}).summary
+a = trainer.train_and_evaluate(cfg(1), os.path.join(tmp, 'one')).summary
+b = trainer.train_and_evaluate(cfg(8), os.path.join(tmp, 'eight')).summary
 print('acc', a['test_accuracy'], b['test_accuracy'], a['devices'], b['devices'])
 assert a['devices'].startswith('1 x') and b['devices'].startswith('8 x')
 assert abs(a['test_loss'] - b['test_loss']) < 1e-4, (a['test_loss'], b['test_loss'])
 assert abs(a['test_accuracy'] - b['test_accuracy']) <= 0.002
-''')
-  assert 'acc' in out
+'''
 
 
-def test_per_device_shards_each_device_reads_only_its_rows(tmp_path, mnist_small_dir):
-  """data.per_device_shards: the training set is split into D blocks of
-  M = ⌊N/D⌋ rows, device d samples only from block d, each row at most once
-  an epoch; the loop trains with it (tests/parallel/test_multihost.py checks 2 x 4 == 1 x 8)."""
-  out = run_with_devices(COMMON + f'''
+def test_sharded_loop_matches_one_device(checks):
+  """The default training loop on 8 devices (jit + NamedSharding) reaches the
+  same parameters and metrics as on 1 device."""
+  assert 'acc' in checks('sharded_loop')
+
+
+PER_DEVICE_SHARDS = '''
 from mnist_jax import parallel
 from mnist_jax.engine import trainer
 from mnist_jax.parallel import shards
@@ -175,35 +226,49 @@ np.testing.assert_array_equal(np.asarray(by), idx[3])
 np.testing.assert_array_equal(np.asarray(bx), x[idx[3]])
 c = defaults.get_config()
 c.model.name = 'mlp'
-c.data.source = 'idx'; c.data.data_dir = {mnist_small_dir!r}; c.data.val_size = 1000
+c.data.source = 'idx'; c.data.data_dir = DATA; c.data.val_size = 1000
 c.data.train_limit = 1024; c.data.per_device_shards = True; c.batch_size = 64
 c.eval_batch_size = 200; c.num_epochs = 1; c.log_every_steps = 8; c.write_plots = False
-s = trainer.train_and_evaluate(c, {str(tmp_path / 'sharded')!r}).summary
+s = trainer.train_and_evaluate(c, os.path.join(tmp, 'sharded')).summary
 print('acc', s['test_accuracy'], s['train_images_in_process'])
 assert s['train_images_in_process'] == 1024 and s['test_accuracy'] > 0.5
-''')
-  assert 'acc' in out
+'''
 
 
-def test_a_group_of_models_uses_the_devices_and_shards_like_a_run(tmp_path, mnist_small_dir):
-  """K = 2 models (other seeds: one data order each) on 8 devices with per-device
-  shards and loop_mode='step': each equals its own K = 1 run with those settings
-  (vectorized trials used to ignore num_devices, per_device_shards and loop_mode)."""
-  out = run_with_devices(COMMON + f'''
+def test_per_device_shards_each_device_reads_only_its_rows(checks):
+  """data.per_device_shards: the training set is split into D blocks of
+  M = ⌊N/D⌋ rows, device d samples only from block d, each row at most once
+  an epoch; the loop trains with it (tests/parallel/test_multihost.py checks 2 x 4 == 1 x 8)."""
+  assert 'acc' in checks('per_device_shards')
+
+
+GROUP_OF_MODELS = '''
 from mnist_jax.engine import stacked, trainer
 from mnist_jax.search import hyper
 c = defaults.get_config()
 c.model.name = 'mlp'
-c.data.source = 'idx'; c.data.data_dir = {mnist_small_dir!r}; c.data.val_size = 1000
+c.data.source = 'idx'; c.data.data_dir = DATA; c.data.val_size = 1000
 c.data.train_limit = 1024; c.data.per_device_shards = True; c.batch_size = 64
 c.eval_batch_size = 200; c.num_epochs = 1; c.log_every_steps = 8; c.loop_mode = 'step'
-configs = [hyper.apply(c, {{'seed': s, 'learning_rate': lr}}) for s, lr in ((0, 1e-3), (1, 3e-3))]
-group = stacked.train(configs, [{str(tmp_path)!r} + f'/g{{k}}' for k in range(2)])
+configs = [hyper.apply(c, {'seed': s, 'learning_rate': lr}) for s, lr in ((0, 1e-3), (1, 3e-3))]
+group = stacked.train(configs, [os.path.join(tmp, f'g{k}') for k in range(2)])
 for k, cfg in enumerate(configs):
-  alone = trainer.train_and_evaluate(cfg, {str(tmp_path)!r} + f'/a{{k}}').summary
+  alone = trainer.train_and_evaluate(cfg, os.path.join(tmp, f'a{k}')).summary
   got = group[k].summary
   print('model', k, got['test_loss'], alone['test_loss'], got['devices'])
   assert got['devices'].startswith('8 x') and got['train_images_in_process'] == 1024
   assert abs(got['test_loss'] - alone['test_loss']) < 1e-4, (got, alone)
-''')
-  assert out.count('model') == 2
+'''
+
+
+def test_a_group_of_models_uses_the_devices_and_shards_like_a_run(checks):
+  """K = 2 models (other seeds: one data order each) on 8 devices with per-device
+  shards and loop_mode='step': each equals its own K = 1 run with those settings
+  (vectorized trials used to ignore num_devices, per_device_shards and loop_mode)."""
+  assert checks('group_of_models').count('model') == 2
+
+
+# every check, run together by the checks fixture
+CHECKS = {'jit_and_shard_map': JIT_AND_SHARD_MAP, 'nnx_module': NNX_MODULE, 'pmap': PMAP,
+          'sharded_loop': SHARDED_LOOP, 'per_device_shards': PER_DEVICE_SHARDS,
+          'group_of_models': GROUP_OF_MODELS}

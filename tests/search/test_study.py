@@ -30,7 +30,9 @@ from mnist_jax.errors import UserError
 from mnist_jax.search import hyper, space, storage as storage_lib, study as study_lib
 from mnist_jax.search import study_table, worker
 
-pytestmark = pytest.mark.xdist_group('study')
+# pytest-xdist: the tests on PostgreSQL run on one worker, so its server starts once;
+# the others go to any free worker
+POSTGRESQL = pytest.param('postgresql', marks=pytest.mark.xdist_group('postgres'))
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GRID = "h.product([h.sweep('config.learning_rate', [1e-3, 3e-3, 1e-2]), h.sweep('config.seed', [0, 1])])"
 CONFIG = '''
@@ -163,7 +165,7 @@ print(json.dumps(got))
 '''
 
 
-@pytest.mark.parametrize('kind', ['sqlite', 'postgresql'])
+@pytest.mark.parametrize('kind', ['sqlite', POSTGRESQL])
 def test_concurrent_pops_hand_each_queued_trial_to_one_worker(kind, tmp_path, request):
   """Four processes pop 120 queued trials as fast as they can: each trial goes
   to exactly one (SQLite without BEGIN IMMEDIATE handed trials out twice)."""
@@ -198,7 +200,7 @@ def _storage_url(kind, tmp_path, request):
   return url, url
 
 
-@pytest.mark.parametrize('kind', ['sqlite', 'journal', 'postgresql'])
+@pytest.mark.parametrize('kind', ['sqlite', 'journal', POSTGRESQL])
 def test_three_workers_run_every_grid_trial_exactly_once(kind, tmp_path, mnist_small_dir,
                                                          request):
   flag, url = _storage_url(kind, tmp_path, request)
@@ -252,7 +254,7 @@ def test_a_trial_popped_by_a_worker_that_never_beat_is_retried(kind, tmp_path, s
   assert trials[1].user_attrs['index'] == 0
 
 
-@pytest.mark.parametrize('kind', ['sqlite', 'postgresql'])
+@pytest.mark.parametrize('kind', ['sqlite', POSTGRESQL])
 def test_a_killed_workers_trial_is_retried_and_resumed(kind, tmp_path, mnist_small_dir,
                                                        request):
   """SIGKILL a worker after its trial's first epoch: another worker fails it
