@@ -33,9 +33,12 @@ def machine() -> str:
   return f"Machine: {hardware.describe()}; {time.strftime('%Y-%m-%d')}."
 
 
-def write_markdown(path: str, lines: list) -> None:
+def write_markdown(path, lines: list) -> None:
   """``lines`` joined by newlines into ``path`` (its folder made; the file replaced
-  whole, never left half written), then printed."""
+  whole, never left half written), then printed; only printed when ``path`` is None."""
+  if path is None:
+    print('\n'.join(lines))
+    return
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path + '.tmp', 'w', encoding='utf-8') as f:
     f.write('\n'.join(lines) + '\n')

@@ -147,10 +147,7 @@ def main(argv):
                  f"{cost['forward'] / 1e6:.2f} M | {cost['training'] / 1e6:.2f} M | "
                  f'{total:.0f} |')
     print(lines[-1], flush=True)
-  if _OUT.value:
-    report.write_markdown(_OUT.value, lines)
-  else:
-    print('\n'.join(lines))
+  report.write_markdown(_OUT.value, lines)
 
 
 if __name__ == '__main__':

@@ -68,10 +68,7 @@ def main(argv):
   rows = run_seeds(config, [int(s) for s in _SEEDS.value])
   lines = [f'# {flags.FLAGS["config"].config_filename} over {len(rows)} seeds', '',
            f'`{report.command()}`', '', report.machine(), '', *table(rows)]
-  if _OUT.value:
-    report.write_markdown(_OUT.value, lines)
-  else:
-    print('\n'.join(lines))
+  report.write_markdown(_OUT.value, lines)
 
 
 if __name__ == '__main__':
