@@ -33,7 +33,7 @@ from absl import logging
 from mnist_jax import parallel, train
 from mnist_jax.config import validate
 from mnist_jax.data import describe, pipeline
-from mnist_jax.engine import (epoch as epoch_lib, evaluation, memory, selection,
+from mnist_jax.engine import (ensemble, epoch as epoch_lib, evaluation, memory, selection,
                               summary as summary_lib, workdir as workdir_lib, writers)
 from mnist_jax.errors import UserError
 
@@ -50,7 +50,7 @@ class Outcome:
 
 def train_and_evaluate(config, workdir: str, *, on_epoch=None) -> Outcome:
   """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints)."""
-  if config.get('ensemble', {}).get('size', 1) > 1:
+  if ensemble.size(config) > 1:
     raise UserError('an ensemble (config.ensemble.size > 1) trains as K models: '
                     'call engine.stacked.train([config], [workdir])')
   start = time.time()
