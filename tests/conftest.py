@@ -22,8 +22,17 @@ import tempfile
 
 import pytest
 
-from mnist_jax.config import defaults
-from mnist_jax.engine import compile_cache
+# XLA flags of the whole test run, set before JAX starts (the commands the tests
+# start inherit them): the tests check math, not speed. LLVM at -O0 compiles the
+# suite's many small programs much faster from the same HLO (the same fusions and
+# library convolutions), and one compute thread per process keeps two pytest-xdist
+# workers from fighting over the cores. A flag already in XLA_FLAGS comes after
+# these, so it wins.
+TEST_XLA_FLAGS = '--xla_backend_optimization_level=0 --xla_cpu_multi_thread_eigen=false'
+os.environ['XLA_FLAGS'] = f"{TEST_XLA_FLAGS} {os.environ.get('XLA_FLAGS', '')}".strip()
+
+from mnist_jax.config import defaults  # pylint: disable=wrong-import-position
+from mnist_jax.engine import compile_cache  # pylint: disable=wrong-import-position
 
 _SHARED = 'MNIST_JAX_TEST_XLA_CACHE'
 if _SHARED not in os.environ:  # the first pytest process (with xdist: the controller)

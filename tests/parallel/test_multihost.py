@@ -60,8 +60,8 @@ def _free_port() -> int:
 def _launch(tmp_path, data, workdir, count, devices, port):
   script = tmp_path / 'run.py'
   script.write_text(textwrap.dedent(SCRIPT.format(data=data)))
-  env = dict(os.environ, JAX_PLATFORMS='cpu',
-             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=flags)
   return [subprocess.Popen([sys.executable, str(script), f'127.0.0.1:{port}', str(count),
                             str(i), str(workdir)], cwd=ROOT, env=env, text=True,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
