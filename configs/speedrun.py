@@ -24,8 +24,8 @@ other levers of docs/speed.md (experiments/results/speed_levers.md); 33,000 rath
 than 27,480 images because at 27,480 one seed of five ended at 98.99 % test; batch 60
 and widths 16/32/64 were also kept after test readings (docs/speed.md says which).
 
-Result: 99.16 % mean test accuracy over seeds 0-4 after its one pass, every seed >= 99 %
-(experiments/results/benchmark_speedrun_seeds_zen4.md); its time to 99 %:
+Result: 99.14 % mean test accuracy over seeds 0-4 after its one pass, every seed >= 99 %
+(experiments/results/benchmark_speedrun_seeds_xeon.md); its time to 99 %:
 experiments/results/benchmark.md. The default IDX source imports no TensorFlow;
 with the TFDS source (``--config.data.source=tfds``) the start-up is a few seconds longer.
 """
