@@ -4,10 +4,12 @@ One run is trained per module (2 epochs on the 4,500-image real-MNIST fixture,
 ~92 % test accuracy) and used by every test that needs a trained model.
 """
 import json
+import logging
 import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -64,6 +66,21 @@ def draw(digit: str, dark_on_light=True, size=(200, 300)) -> np.ndarray:
 def run_cli(module, *args):
   return subprocess.run([sys.executable, '-m', f'mnist_jax.{module}', *args], cwd=ROOT,
                         capture_output=True, text=True, timeout=300)
+
+
+def test_reading_a_run_back_initializes_no_model(run_dir, best, caplog):
+  """The state a checkpoint is restored into is shapes only (jax.eval_shape): a
+  reader (evaluate, predict, serve) compiles and runs no init program, and the
+  restored arrays are the checkpoint's."""
+  jax.clear_caches()
+  with jax.log_compiles(True), caplog.at_level(logging.DEBUG):
+    _, state, _ = rundir.load_run(run_dir, 'best')
+  compiled = [r.getMessage() for r in caplog.records if 'jit(' in r.getMessage()]
+  assert not [m for m in compiled if 'jit(init' in m], compiled
+  for a, b in zip(jax.tree_util.tree_leaves(state.params),
+                  jax.tree_util.tree_leaves(best[1].params)):
+    assert isinstance(a, jax.Array)
+    np.testing.assert_array_equal(a, b)
 
 
 def test_mnist_digits_pass_through_prepare_image_almost_unchanged(test_split):

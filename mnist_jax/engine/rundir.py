@@ -85,11 +85,13 @@ def load_run(workdir: str, which: str = 'latest', *, num_train=None, num_classes
     raise UserError(f'no {which} checkpoint in {directory}{hint}; train first with '
                     'python -m mnist_jax.main or pass another --workdir/--which')
   if ensemble.size(config) > 1:   # the stacked members, as engine/stacked.py saved them
-    template = stacked.create(ensemble.member_configs(config), num_train=num_train,
-                              num_classes=num_classes).state
+    create = lambda: stacked.create(ensemble.member_configs(config), num_train=num_train,
+                                    num_classes=num_classes).state
   else:
-    template = train.create_train_state(config, jax.random.key(config.seed),
-                                        num_train=num_train, num_classes=num_classes)
+    create = lambda: train.create_train_state(config, jax.random.key(config.seed),
+                                              num_train=num_train, num_classes=num_classes)
+  # shapes only: the checkpoint fills every array, so nothing is initialized or compiled
+  template = jax.eval_shape(create)
   mngr = checkpoint.reader(directory, best=which == 'best')
   try:
     epoch = checkpoint.best_epoch(mngr) if which == 'best' else None
