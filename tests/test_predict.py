@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from mnist_jax import api, evaluate, predict
+from mnist_jax import api, predict
 from mnist_jax.config import defaults
 from mnist_jax.engine import evaluation, rundir, trainer, workdir as workdir_lib
 from mnist_jax.inspection import image as image_lib
