@@ -23,11 +23,11 @@ import tempfile
 import pytest
 
 # XLA flags of the whole test run, set before JAX starts (the commands the tests
-# start inherit them): the tests check math, not speed. LLVM at -O0 compiles the
-# suite's many small programs much faster from the same HLO (the same fusions and
-# library convolutions), and one compute thread per process keeps two pytest-xdist
-# workers from fighting over the cores. A flag already in XLA_FLAGS comes after
-# these, so it wins.
+# start inherit them): the tests check math, not speed. The backend's LLVM at -O0
+# compiles the suite's many small programs much faster (the code it makes runs
+# slower, which the tests' small data hardly feel), and one compute thread per
+# process keeps two pytest-xdist workers from fighting over the cores. A flag
+# already in XLA_FLAGS comes after these, so it wins.
 TEST_XLA_FLAGS = '--xla_backend_optimization_level=0 --xla_cpu_multi_thread_eigen=false'
 os.environ['XLA_FLAGS'] = f"{TEST_XLA_FLAGS} {os.environ.get('XLA_FLAGS', '')}".strip()
 

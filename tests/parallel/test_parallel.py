@@ -61,8 +61,8 @@ def script(checks: dict) -> str:
 def checks(tmp_path_factory, mnist_small_dir):
   """Runs every check of CHECKS in one process with 8 CPU devices; returns
   ``output(name)``: that check's printed lines, or a failure with its traceback."""
-  env = dict(os.environ, XLA_FLAGS=os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8',
-             JAX_PLATFORMS='cpu')
+  flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8"
+  env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS='cpu')
   tmp = tmp_path_factory.mktemp('parallel')
   out = subprocess.run([sys.executable, '-c', script(CHECKS), mnist_small_dir, str(tmp),
                         MARK],
