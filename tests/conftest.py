@@ -7,6 +7,8 @@
                    when it is not set
   small_config     defaults.get_config() on the small fixture (IDX source,
                    val_size=500, one short epoch); a fresh copy per test
+  cpu_devices_env  env(n): the environment of a child JAX process with n CPU
+                   devices (the data-parallel and multi-host checks)
 
 Compiled programs are shared across the tests: the whole test run (this process,
 its pytest-xdist workers and every command a test starts, through
@@ -58,6 +60,16 @@ def pytest_collection_modifyitems(items):
       item.add_marker('postgres')
     if 'browser' in names:
       item.add_marker('chromium')
+
+
+@pytest.fixture(scope='session')
+def cpu_devices_env():
+  """env(n): the environment for a child JAX process with n CPU devices: the test
+  run's XLA flags, then the device count."""
+  def env(n: int) -> dict:
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n}"
+    return dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=flags)
+  return env
 
 
 @pytest.fixture(scope='session')

@@ -57,11 +57,9 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _launch(tmp_path, data, workdir, count, devices, port):
+def _launch(tmp_path, data, workdir, count, env, port):
   script = tmp_path / 'run.py'
   script.write_text(textwrap.dedent(SCRIPT.format(data=data)))
-  flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
-  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=flags)
   return [subprocess.Popen([sys.executable, str(script), f'127.0.0.1:{port}', str(count),
                             str(i), str(workdir)], cwd=ROOT, env=env, text=True,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -74,9 +72,11 @@ def _summary(proc) -> dict:
   return json.loads(next(l for l in out.splitlines() if l.startswith('SUMMARY'))[8:])
 
 
-def test_two_processes_match_one_process_with_eight_devices(tmp_path, mnist_small_dir):
-  multi = _launch(tmp_path, mnist_small_dir, tmp_path / 'multi', 2, 4, _free_port())
-  single = _launch(tmp_path, mnist_small_dir, tmp_path / 'single', 1, 8, 0)
+def test_two_processes_match_one_process_with_eight_devices(tmp_path, mnist_small_dir,
+                                                           cpu_devices_env):
+  multi = _launch(tmp_path, mnist_small_dir, tmp_path / 'multi', 2, cpu_devices_env(4),
+                  _free_port())
+  single = _launch(tmp_path, mnist_small_dir, tmp_path / 'single', 1, cpu_devices_env(8), 0)
   want = _summary(single[0])
   got = [_summary(p) for p in multi]
   for key in ('test_loss', 'val_loss', 'test_accuracy', 'best_val_accuracy'):

@@ -58,15 +58,13 @@ def script(checks: dict) -> str:
 
 
 @pytest.fixture(scope='module')
-def checks(tmp_path_factory, mnist_small_dir):
+def checks(tmp_path_factory, mnist_small_dir, cpu_devices_env):
   """Runs every check of CHECKS in one process with 8 CPU devices; returns
   ``output(name)``: that check's printed lines, or a failure with its traceback."""
-  flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8"
-  env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS='cpu')
   tmp = tmp_path_factory.mktemp('parallel')
   out = subprocess.run([sys.executable, '-c', script(CHECKS), mnist_small_dir, str(tmp),
-                        MARK],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+                        MARK], cwd=ROOT, env=cpu_devices_env(8), capture_output=True,
+                       text=True, timeout=600)
   records, lines = {}, []
   for line in out.stdout.splitlines():
     if line.startswith(MARK):
