@@ -21,12 +21,20 @@ parameters; batch norm uses ``axis_name`` for cross-device statistics. The model
 take their convolution as ``conv`` (nn.Conv or a drop-in replacement,
 nn/fast_layers.py) and pass it to ``ConvBNAct``; max-pooling is the model's
 ``max_pool`` field (nn.max_pool or its replacement).
+
+Two bases declare the fields that say how a net computes, not what it is, once:
+``Layer`` for a net's repeated block (activation, batch-norm axis, dtype, conv;
+keyword-only, so the block's own fields stay positional) and ``ConvNet`` for a
+whole zoo net (its config.model options num_classes ... max_pool).
 """
+import dataclasses
 from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+
+from mnist_jax.nn import activations
 
 ModuleDef = Any
 
@@ -42,6 +50,39 @@ def batch_norm(train: bool, axis_name: Optional[str], dtype: Any,
   return nn.BatchNorm(use_running_average=not train, axis_name=axis_name,
                       momentum=0.9, epsilon=1e-5, dtype=dtype, name=name,
                       scale_init=scale_init)
+
+
+class Layer(nn.Module):
+  """A block's computing fields, keyword-only: act, BN's axis_name, dtype, conv."""
+  _: dataclasses.KW_ONLY
+  act: Callable = nn.relu
+  axis_name: Optional[str] = None    # cross-device batch statistics under pmap
+  dtype: Any = jnp.float32
+  conv: ModuleDef = nn.Conv
+
+  def conv_kw(self) -> dict:
+    """The fields a block hands on to its ``ConvBNAct`` layers."""
+    return dict(axis_name=self.axis_name, dtype=self.dtype, conv=self.conv)
+
+
+class ConvNet(nn.Module):
+  """The options every zoo conv net shares; ``act()`` is its activation function."""
+  num_classes: int = 10
+  activation: str = 'relu'
+  leaky_alpha: float = 0.01
+  dropout_rate: float = 0.0          # before the classifier
+  axis_name: Optional[str] = None    # cross-device batch statistics under pmap
+  dtype: Any = jnp.float32
+  conv: ModuleDef = nn.Conv
+  max_pool: Callable = nn.max_pool
+
+  def act(self) -> Callable:
+    return activations.get(self.activation, leaky_alpha=self.leaky_alpha)
+
+  def block_kw(self) -> dict:
+    """The ``Layer`` fields of this net's blocks (and its ``ConvBNAct`` layers)."""
+    return dict(act=self.act(), axis_name=self.axis_name, dtype=self.dtype,
+                conv=self.conv)
 
 
 class DepthwiseConv(nn.Module):

@@ -19,18 +19,13 @@ ImageNet stem is 7x7 stride 2 + pool), so with block_sizes (3, 6, 12), k = 12
   28x28x1 -stem-> 28x28x24 -pool-> 14x14x24 -block1-> 14x14x60 -trans-> 7x7x30
   -block2-> 7x7x102 -trans-> 3x3x51 -block3-> 3x3x195 -BN,act,GAP-> 195 -FC-> 10
 """
-from typing import Any, Callable, Optional
-
 import jax.numpy as jnp
 from flax import linen as nn
 
 from mnist_jax.models import blocks
-from mnist_jax.nn import activations
-
-ModuleDef = Any
 
 
-class DenseLayer(nn.Module):
+class DenseLayer(blocks.Layer):
   """H_l: [BN-act-conv1x1(bn_size·k)] -BN-act-conv3x3(k); returns concat[x, H_l(x)].
 
   Output channels C + k. Params (BC): 2C + 4k·C + 2·4k + 9·4k·k (bn_size = 4).
@@ -38,15 +33,10 @@ class DenseLayer(nn.Module):
   growth_rate: int
   bn_size: int = 4
   bottleneck: bool = True
-  act: Callable = nn.relu
-  axis_name: Optional[str] = None
-  dtype: Any = jnp.float32
-  conv: ModuleDef = nn.Conv
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    kw = dict(act=self.act, order='bn_act_conv', axis_name=self.axis_name,
-              dtype=self.dtype, conv=self.conv)
+    kw = dict(act=self.act, order='bn_act_conv', **self.conv_kw())
     y = x
     if self.bottleneck:
       y = blocks.ConvBNAct(self.bn_size * self.growth_rate, 1, name='conv1x1',
@@ -55,45 +45,31 @@ class DenseLayer(nn.Module):
     return jnp.concatenate([x, y], axis=-1)
 
 
-class Transition(nn.Module):
+class Transition(blocks.Layer):
   """BN-act-conv1x1(floor(θ·C)) then 2x2 average pool, stride 2."""
   compression: float = 0.5
-  act: Callable = nn.relu
-  axis_name: Optional[str] = None
-  dtype: Any = jnp.float32
-  conv: ModuleDef = nn.Conv
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     out = int(self.compression * x.shape[-1])
-    x = blocks.ConvBNAct(out, 1, act=self.act, order='bn_act_conv',
-                         axis_name=self.axis_name, dtype=self.dtype,
-                         conv=self.conv, name='conv1x1')(x, train)
+    x = blocks.ConvBNAct(out, 1, act=self.act, order='bn_act_conv', name='conv1x1',
+                         **self.conv_kw())(x, train)
     return nn.avg_pool(x, (2, 2), strides=(2, 2))
 
 
-class DenseNet(nn.Module):
+class DenseNet(blocks.ConvNet):
   """DenseNet-BC: stem, dense blocks joined by transitions, BN-act-GAP, FC."""
-  num_classes: int = 10
   block_sizes: tuple = (3, 6, 12)    # layers per dense block (121: 6, 12, 24, 16)
   growth_rate: int = 12              # k
   compression: float = 0.5           # θ (1.0 = no compression, plain DenseNet)
   bottleneck: bool = True            # the 1x1 bn_size·k bottleneck (DenseNet-B)
   bn_size: int = 4
   stem_features: int = 0             # 0: 2k
-  activation: str = 'relu'
-  leaky_alpha: float = 0.01
-  dropout_rate: float = 0.0          # before the FC
-  axis_name: Optional[str] = None
-  dtype: Any = jnp.float32
-  conv: ModuleDef = nn.Conv
-  max_pool: Callable = nn.max_pool
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    act = activations.get(self.activation, leaky_alpha=self.leaky_alpha)
-    kw = dict(act=act, axis_name=self.axis_name, dtype=self.dtype,
-              conv=self.conv)
+    kw = self.block_kw()
+    act = kw['act']
     x = x.astype(self.dtype)
     stem = self.stem_features or 2 * self.growth_rate
     x = blocks.ConvBNAct(stem, 3, use_bn=False, name='stem', dtype=self.dtype,

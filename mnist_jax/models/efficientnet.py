@@ -25,6 +25,7 @@ so the model trains on a CPU. B0's total stride 32 (224 -> 7) becomes 16
   28x28x1 -stem 3x3/2-> 14x14 -stage1-> 14x14 -stage2-> 7x7 -stage3-> 4x4
   -stage4-> 2x2 -stages 5-7-> 2x2 -1x1 head conv-> 2x2xH -GAP, dropout-> H -FC-> 10
 """
+import dataclasses
 import functools
 import math
 from typing import Any, Callable, Optional
@@ -68,7 +69,7 @@ def resolution(phi: float, gamma: float = 1.15, base: int = 28) -> int:
   return int(round(base * gamma ** phi))
 
 
-class MBConv(nn.Module):
+class MBConv(blocks.Layer):
   """Inverted residual: 1x1 expand (t) -> depthwise KxK -> SE -> 1x1 project (+ skip).
 
   SE params on tC expanded channels with r = max(1, int(C_in·se_ratio)):
@@ -81,14 +82,12 @@ class MBConv(nn.Module):
   se_ratio: float = 0.25
   drop_path_rate: float = 0.0
   zero_init_residual: bool = True
+  _: dataclasses.KW_ONLY
   act: Callable = nn.swish
-  axis_name: Optional[str] = None
-  dtype: Any = jnp.float32
-  conv: ModuleDef = nn.Conv
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    kw = dict(axis_name=self.axis_name, dtype=self.dtype, conv=self.conv)
+    kw = self.conv_kw()
     c_in = x.shape[-1]
     c_exp = c_in * self.expand_ratio
     y = x

@@ -20,16 +20,13 @@ of 25·C·F. ``branch5='double3x3'`` replaces the 5x5 by two 3x3 convs (same
 Pools are 3x3, stride 2, P = 1: W_out = floor((W - 3 + 2)/2) + 1. The auxiliary
 classifiers (a training aid in the paper) are left out.
 """
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import jax.numpy as jnp
 from flax import linen as nn
 
 from mnist_jax.errors import UserError
 from mnist_jax.models import blocks
-from mnist_jax.nn import activations
-
-ModuleDef = Any
 
 # Szegedy et al. 2014, Table 1: (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj)
 PAPER_MODULES = {
@@ -62,7 +59,7 @@ def resolve_plan(plan, width: float = 1.0) -> tuple:
   return tuple(out)
 
 
-class Inception(nn.Module):
+class Inception(blocks.Layer):
   """Four branches (1x1; 1x1->3x3; 1x1->5x5; pool->1x1), concatenated on C."""
   c1: int
   c3_reduce: int
@@ -72,18 +69,13 @@ class Inception(nn.Module):
   pool_proj: int
   branch5: str = '5x5'               # | 'double3x3'
   batch_norm: bool = False
-  act: Any = nn.relu
-  axis_name: Optional[str] = None
-  dtype: Any = jnp.float32
-  conv: ModuleDef = nn.Conv
   max_pool: Callable = nn.max_pool
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     def conv(f, k, name):
       return blocks.ConvBNAct(f, k, use_bn=self.batch_norm, act=self.act,
-                              axis_name=self.axis_name, dtype=self.dtype,
-                              conv=self.conv, name=name)
+                              name=name, **self.conv_kw())
     b1 = conv(self.c1, 1, 'b1_1x1')(x, train)
     b2 = conv(self.c3_reduce, 1, 'b2_reduce')(x, train)
     b2 = conv(self.c3, 3, 'b2_3x3')(b2, train)
@@ -101,29 +93,22 @@ class Inception(nn.Module):
     return jnp.concatenate([b1, b2, b3, b4], axis=-1)
 
 
-class GoogLeNet(nn.Module):
+class GoogLeNet(blocks.ConvNet):
   """GoogLeNet: stem conv, Inception modules and max-pools, GAP, dropout, FC."""
-  num_classes: int = 10
   plan: Any = 'googlenet'            # 'googlenet' | 'small' | tuple
   width: float = 0.125               # multiplier on the paper's widths
   stem_features: int = 24            # paper: 192 channels before 3a
   branch5: str = '5x5'
   batch_norm: bool = True            # not in the paper (added by Inception-v2)
-  activation: str = 'relu'
-  leaky_alpha: float = 0.01
   dropout_rate: float = 0.4          # paper: 40 % before the classifier
-  axis_name: Optional[str] = None
-  dtype: Any = jnp.float32
-  conv: ModuleDef = nn.Conv
-  max_pool: Callable = nn.max_pool
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    act = activations.get(self.activation, leaky_alpha=self.leaky_alpha)
+    kw = self.block_kw()
+    act = kw['act']
     x = x.astype(self.dtype)
-    x = blocks.ConvBNAct(self.stem_features, 3, use_bn=self.batch_norm, act=act,
-                         axis_name=self.axis_name, dtype=self.dtype,
-                         conv=self.conv, name='stem')(x, train)
+    x = blocks.ConvBNAct(self.stem_features, 3, use_bn=self.batch_norm, name='stem',
+                         **kw)(x, train)
     x = self.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     n = 0
     for m in resolve_plan(self.plan, self.width):
@@ -132,7 +117,6 @@ class GoogLeNet(nn.Module):
         continue
       n += 1
       x = Inception(*m, branch5=self.branch5, batch_norm=self.batch_norm,
-                    act=act, axis_name=self.axis_name, dtype=self.dtype,
-                    conv=self.conv, max_pool=self.max_pool, name=f'inception{n}')(x, train)
+                    max_pool=self.max_pool, name=f'inception{n}', **kw)(x, train)
     return blocks.ClassifierHead(self.num_classes, (), act, self.dropout_rate,
                                  pool='avg', dtype=self.dtype, name='head')(x, train)

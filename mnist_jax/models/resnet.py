@@ -19,32 +19,22 @@ keeps 28 like the paper's CIFAR nets); each later stage halves W:
   28x28x1 -stem 3x3-> 28x28xS -pool-> 14x14xS -stage1-> 14x14xF1 -stage2->
   7x7xF2 -stage3-> 4x4xF3 -stage4-> 2x2xF4 -GAP-> F4 (x4 bottleneck) -FC-> 10
 """
-from typing import Any, Callable, Optional
-
-import jax.numpy as jnp
 from flax import linen as nn
 
 from mnist_jax.errors import UserError
 from mnist_jax.models import blocks
-from mnist_jax.nn import activations
-
-ModuleDef = Any
 
 
-class BasicBlock(nn.Module):
+class BasicBlock(blocks.Layer):
   """Two 3x3 convs + skip: y = act(F(x) + skip(x)); output width F."""
   features: int
   strides: int = 1
   zero_init_residual: bool = True
-  act: Callable = nn.relu
-  axis_name: Optional[str] = None
-  dtype: Any = jnp.float32
-  conv: ModuleDef = nn.Conv
   expansion = 1
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    kw = dict(axis_name=self.axis_name, dtype=self.dtype, conv=self.conv)
+    kw = self.conv_kw()
     y = blocks.ConvBNAct(self.features, 3, self.strides, act=self.act,
                          name='conv1', **kw)(x, train)
     y = blocks.ConvBNAct(self.features, 3, bn_scale_init=_last_gamma(self),
@@ -52,20 +42,16 @@ class BasicBlock(nn.Module):
     return self.act(y + _skip(x, self.features, self.strides, kw, train))
 
 
-class BottleneckBlock(nn.Module):
+class BottleneckBlock(blocks.Layer):
   """1x1 reduce -> 3x3 -> 1x1 expand (x4) + skip; output width 4F."""
   features: int
   strides: int = 1
   zero_init_residual: bool = True
-  act: Callable = nn.relu
-  axis_name: Optional[str] = None
-  dtype: Any = jnp.float32
-  conv: ModuleDef = nn.Conv
   expansion = 4
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    kw = dict(axis_name=self.axis_name, dtype=self.dtype, conv=self.conv)
+    kw = self.conv_kw()
     out = self.features * self.expansion
     y = blocks.ConvBNAct(self.features, 1, act=self.act, name='conv1', **kw)(x, train)
     y = blocks.ConvBNAct(self.features, 3, self.strides, act=self.act,
@@ -92,22 +78,15 @@ def _skip(x, features, strides, kw, train):
 BLOCKS = {'basic': BasicBlock, 'bottleneck': BottleneckBlock}
 
 
-class ResNet(nn.Module):
+class ResNet(blocks.ConvNet):
   """ResNet: stem, stages of residual blocks (stride 2 from stage 2), GAP, FC."""
-  num_classes: int = 10
   stage_sizes: tuple = (2, 2, 2, 2)   # blocks per stage: ResNet-18 style
   block: str = 'basic'                # 'basic' | 'bottleneck'
   widths: tuple = (16, 32, 64, 128)   # F per stage (paper 64, 128, 256, 512)
   stem_features: int = 16
   stem_pool: bool = True              # 3x3/2 max-pool after the stem (28 -> 14)
   zero_init_residual: bool = True     # γ = 0 in each block's last BN
-  activation: str = 'relu'
-  leaky_alpha: float = 0.01
-  dropout_rate: float = 0.0           # before the FC (the paper uses none)
-  axis_name: Optional[str] = None
-  dtype: Any = jnp.float32
-  conv: ModuleDef = nn.Conv
-  max_pool: Callable = nn.max_pool
+  # dropout_rate: before the FC (the paper uses none)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -117,9 +96,7 @@ class ResNet(nn.Module):
     if len(self.stage_sizes) != len(self.widths):
       raise UserError(f'ResNet has {len(self.stage_sizes)} stage_sizes but '
                       f'{len(self.widths)} widths; give one width per stage')
-    act = activations.get(self.activation, leaky_alpha=self.leaky_alpha)
-    kw = dict(act=act, axis_name=self.axis_name, dtype=self.dtype,
-              conv=self.conv)
+    kw = self.block_kw()
     x = x.astype(self.dtype)
     x = blocks.ConvBNAct(self.stem_features, 3, name='stem', **kw)(x, train)
     if self.stem_pool:
@@ -129,5 +106,5 @@ class ResNet(nn.Module):
         strides = 2 if i > 0 and j == 0 else 1
         x = BLOCKS[self.block](f, strides, self.zero_init_residual,
                                name=f'stage{i + 1}_block{j + 1}', **kw)(x, train)
-    return blocks.ClassifierHead(self.num_classes, (), act, self.dropout_rate,
+    return blocks.ClassifierHead(self.num_classes, (), kw['act'], self.dropout_rate,
                                  pool='avg', dtype=self.dtype, name='head')(x, train)

@@ -17,16 +17,12 @@ Widths are the paper's times ``width`` (e.g. 1/8: 64 -> 8, ..., 512 -> 64).
 ``batch_norm=True`` adds BN after every conv (the later VGG-BN variant; the
 paper had none).
 """
-from typing import Any, Callable, Optional
+from typing import Any
 
-import jax.numpy as jnp
 from flax import linen as nn
 
 from mnist_jax.errors import UserError
 from mnist_jax.models import blocks
-from mnist_jax.nn import activations
-
-ModuleDef = Any
 
 PLANS = {
     'vgg11': (64, 'M', 128, 'M', 256, 256, 'M', 512, 512, 'M', 512, 512, 'M'),
@@ -49,24 +45,17 @@ def resolve_plan(plan, width: float = 1.0) -> tuple:
   return tuple(v if v == 'M' else max(1, int(round(v * width))) for v in plan)
 
 
-class VGG(nn.Module):
+class VGG(blocks.ConvNet):
   """VGG with a configurable plan; see the module docstring."""
-  num_classes: int = 10
   plan: Any = 'vgg11'                 # 'vgg11'|'vgg13'|'vgg16'|'vgg19'|tuple
   width: float = 0.125                # multiplier on the paper's conv widths
   dense_features: tuple = (256, 256)  # FC6, FC7 (paper 4096)
   batch_norm: bool = False
-  activation: str = 'relu'
-  leaky_alpha: float = 0.01
   dropout_rate: float = 0.5           # after FC6 and FC7, as in the paper
-  axis_name: Optional[str] = None
-  dtype: Any = jnp.float32
-  conv: ModuleDef = nn.Conv
-  max_pool: Callable = nn.max_pool
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    act = activations.get(self.activation, leaky_alpha=self.leaky_alpha)
+    kw = self.block_kw()
     x = x.astype(self.dtype)
     n = 0
     for v in resolve_plan(self.plan, self.width):
@@ -74,9 +63,8 @@ class VGG(nn.Module):
         x = self.max_pool(x, (2, 2), strides=(2, 2), padding='SAME')
       else:
         n += 1
-        x = blocks.ConvBNAct(v, 3, use_bn=self.batch_norm, act=act,
-                             axis_name=self.axis_name, dtype=self.dtype,
-                             conv=self.conv, name=f'conv{n}')(x, train)
+        x = blocks.ConvBNAct(v, 3, use_bn=self.batch_norm, name=f'conv{n}',
+                             **kw)(x, train)
     return blocks.ClassifierHead(
-        self.num_classes, tuple(self.dense_features), act, self.dropout_rate,
+        self.num_classes, tuple(self.dense_features), kw['act'], self.dropout_rate,
         pool='flatten', dtype=self.dtype, name='head')(x, train)
