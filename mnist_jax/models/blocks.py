@@ -66,7 +66,7 @@ class Layer(nn.Module):
 
 
 class ConvNet(nn.Module):
-  """The options every zoo conv net shares; ``act()`` is its activation function."""
+  """The options every zoo conv net shares; ``activation_fn()`` is its activation."""
   num_classes: int = 10
   activation: str = 'relu'
   leaky_alpha: float = 0.01
@@ -76,12 +76,12 @@ class ConvNet(nn.Module):
   conv: ModuleDef = nn.Conv
   max_pool: Callable = nn.max_pool
 
-  def act(self) -> Callable:
+  def activation_fn(self) -> Callable:
     return activations.get(self.activation, leaky_alpha=self.leaky_alpha)
 
   def block_kw(self) -> dict:
     """The ``Layer`` fields of this net's blocks (and its ``ConvBNAct`` layers)."""
-    return dict(act=self.act(), axis_name=self.axis_name, dtype=self.dtype,
+    return dict(act=self.activation_fn(), axis_name=self.axis_name, dtype=self.dtype,
                 conv=self.conv)
 
 
