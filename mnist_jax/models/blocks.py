@@ -22,10 +22,12 @@ take their convolution as ``conv`` (nn.Conv or a drop-in replacement,
 nn/fast_layers.py) and pass it to ``ConvBNAct``; max-pooling is the model's
 ``max_pool`` field (nn.max_pool or its replacement).
 
-Two bases declare the fields that say how a net computes, not what it is, once:
-``Layer`` for a net's repeated block (activation, batch-norm axis, dtype, conv;
-keyword-only, so the block's own fields stay positional) and ``ConvNet`` for a
-whole zoo net (its config.model options num_classes ... max_pool).
+Two bases declare once the fields their subclasses share: ``Layer`` for a net's
+repeated block (activation, batch-norm axis, dtype, conv; keyword-only, so the
+block's own fields stay positional) and ``ConvNet`` for ResNet, DenseNet, GoogLeNet
+and VGG (num_classes, activation, leaky_alpha, dropout_rate, axis_name and dtype,
+which are config.model options, and the layers conv and max_pool, which
+config.model.conv_impl sets).
 """
 import dataclasses
 from typing import Any, Callable, Optional
@@ -66,7 +68,8 @@ class Layer(nn.Module):
 
 
 class ConvNet(nn.Module):
-  """The options every zoo conv net shares; ``activation_fn()`` is its activation."""
+  """The fields ResNet, DenseNet, GoogLeNet and VGG share; ``activation_fn()`` is
+  the activation they name."""
   num_classes: int = 10
   activation: str = 'relu'
   leaky_alpha: float = 0.01
