@@ -87,12 +87,35 @@ def elastic_displacement(rng, shape, alpha: float, sigma: float):
 
 
 def warp(image, coords):
-  """Samples image (H, W, C) at coords (2, H, W): bilinear, 0 outside the image."""
-  def one_channel(x):
-    return jax.scipy.ndimage.map_coordinates(x, [coords[0], coords[1]], order=1,
-                                             mode='constant', cval=0.0)
-  out = jax.vmap(one_channel, in_axes=-1, out_axes=-1)(image.astype(jnp.float32))
-  return out.astype(image.dtype)
+  """Samples image (H, W, C) at coords (2, H, W): bilinear, 0 outside the image.
+
+  With q = (r, c), r₀ = ⌊r⌋, c₀ = ⌊c⌋, a = r − r₀ and b = c − c₀:
+
+    out(p) = Σ_{i ∈ {r₀, r₀+1}, j ∈ {c₀, c₀+1}} w_i · v_j · x[i, j]
+
+  with w_{r₀} = 1 − a, w_{r₀+1} = a, v_{c₀} = 1 − b, v_{c₀+1} = b, and x = 0 outside
+  the image: the terms of jax.scipy.ndimage.map_coordinates(order=1,
+  mode='constant'), in its order. The four terms are summed by one reduce, not by
+  additions: XLA copies a chain of cheap element-wise ops into every op that reads
+  its result, and the first layer's patches (nn/fast_layers.py) read the image K·K
+  times, so a resampling that ended in additions ran K·K times a step; a reduce
+  runs once.
+  """
+  x = image.astype(jnp.float32)
+  h, w = x.shape[:2]
+
+  def corners(q):   # [(index, weight)] of the lower and the upper neighbour
+    lower = jnp.floor(q)
+    upper_weight = q - lower
+    index = lower.astype(jnp.int32)
+    return [(index, 1 - upper_weight), (index + 1, upper_weight)]
+
+  terms = []
+  for i, w_i in corners(coords[0]):
+    for j, v_j in corners(coords[1]):
+      inside = (0 <= i) & (i < h) & (0 <= j) & (j < w)
+      terms.append((w_i * v_j)[..., None] * jnp.where(inside[..., None], x[i, j], 0.0))
+  return jnp.sum(jnp.stack(terms), axis=0).astype(image.dtype)
 
 
 def transform(image, angle=0.0, scale=1.0, shift=(0.0, 0.0), displacement=None):
