@@ -14,8 +14,6 @@ docs/ may be absent (then (c) and (d) read README.md alone and paths under docs/
 are not checked); once it exists every page is read.
 """
 import ast
-import concurrent.futures
-import functools
 import glob
 import os
 import re
@@ -182,10 +180,39 @@ def module_file(program: str) -> str:
   return '/'.join(program.split('.')) + '.py'
 
 
-def _help_text(program: str) -> str:
-  out = subprocess.run([sys.executable, '-m', program, '--helpfull'], cwd=ROOT,
-                       capture_output=True, text=True, timeout=300)
-  return out.stdout + out.stderr
+# Prints each command's --helpfull into <folder>/<command>: one process imports what
+# the commands share once, then runs each command as ``python -m <command> --helpfull``
+# would (runpy, as __main__) in a child forked from it.
+HELP_TEXTS = r'''
+import os, runpy, sys, traceback
+import absl.app, flax.linen, jax, ml_collections, optax
+import mnist_jax.cli, mnist_jax.config.defaults
+folder = sys.argv[1]
+for program in sys.argv[2:]:
+  pid = os.fork()
+  if pid == 0:
+    out = os.open(os.path.join(folder, program), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    sys.argv = [program, '--helpfull']
+    try:
+      runpy.run_module(program, run_name='__main__', alter_sys=True)
+    except SystemExit:
+      pass
+    except BaseException:
+      traceback.print_exc()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+  os.waitpid(pid, 0)
+'''
+
+
+def help_texts(programs, folder) -> dict:
+  """{command: its --helpfull output}."""
+  subprocess.run([sys.executable, '-c', HELP_TEXTS, str(folder), *programs], cwd=ROOT,
+                 check=True, timeout=300)
+  return {p: (folder / p).read_text() for p in programs}
 
 
 def _source_flags(program: str) -> set:
@@ -194,10 +221,8 @@ def _source_flags(program: str) -> set:
   return set(re.findall(r"DEFINE_\w+\(\s*'(\w+)'", read(module_file(program))))
 
 
-@functools.lru_cache(maxsize=None)
-def defined_flags(program: str) -> frozenset:
-  """The flags of a command: its --helpfull output (absl)."""
-  text = _help_text(program)
+def defined_flags(program: str, text: str) -> frozenset:
+  """The flags of a command, read from its --helpfull output ``text`` (absl)."""
   names = set(re.findall(r'^\s+--(?:\[no\])?([\w.-]+)', text, re.M))
   names |= set(re.findall(r'^\s+-\w,\s?--([\w-]+)', text, re.M))   # -v,--verbosity; -h, --help
   if len(names) < 2:
@@ -226,17 +251,17 @@ def _has_key(config, dotted: str) -> bool:
   return True
 
 
-def test_commands_in_the_docs_use_only_defined_flags():
+def test_commands_in_the_docs_use_only_defined_flags(tmp_path):
   found = page_commands()
   assert any(p == 'mnist_jax.main' for _, p, _ in found), 'README.md lost its train command'
   programs = sorted({p for _, p, _ in found})
   missing = [p for p in programs if not os.path.isfile(os.path.join(ROOT, module_file(p)))]
   assert not missing, f'commands run scripts that do not exist: {missing}'
-  with concurrent.futures.ThreadPoolExecutor(4) as pool:
-    list(pool.map(defined_flags, programs))
+  texts = help_texts(programs, tmp_path)
+  flags_of = {p: defined_flags(p, texts[p]) for p in programs}
   bad = []
   for page, program, args in found:
-    names = defined_flags(program)
+    names = flags_of[program]
     config = None
     for arg in args:
       if not arg.startswith('--') or arg == '--':
