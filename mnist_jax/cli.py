@@ -66,7 +66,7 @@ def define_distributed_flags() -> None:
 
 
 def define_cache_flag() -> None:
-  """--compilation_cache: JAX's persistent compilation cache (engine/compile_cache.py)."""
+  """--compilation_cache: JAX's persistent compilation cache (store/compile_cache.py)."""
   flags.DEFINE_string('compilation_cache', None,
                       'Directory of the persistent XLA compilation cache, or "off" '
                       '(default: $MNIST_JAX_COMPILATION_CACHE, else ~/.cache/mnist_jax/jax).')
@@ -74,7 +74,7 @@ def define_cache_flag() -> None:
 
 def use_compilation_cache() -> None:
   """Turns the persistent compilation cache on as --compilation_cache says; before any JAX work."""
-  from mnist_jax.engine import compile_cache  # pylint: disable=g-import-not-at-top
+  from mnist_jax.store import compile_cache  # pylint: disable=g-import-not-at-top
   from mnist_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   try:
     compile_cache.enable(compile_cache.where(flags.FLAGS['compilation_cache'].value))

@@ -36,7 +36,7 @@ TEST_XLA_FLAGS = ('--xla_backend_optimization_level=0 --xla_cpu_multi_thread_eig
 os.environ['XLA_FLAGS'] = f"{TEST_XLA_FLAGS} {os.environ.get('XLA_FLAGS', '')}".strip()
 
 from mnist_jax.config import defaults  # pylint: disable=wrong-import-position
-from mnist_jax.engine import compile_cache  # pylint: disable=wrong-import-position
+from mnist_jax.store import compile_cache  # pylint: disable=wrong-import-position
 
 _SHARED = 'MNIST_JAX_TEST_XLA_CACHE'
 if _SHARED not in os.environ:  # the first pytest process (with xdist: the controller)

@@ -4,9 +4,9 @@
   7 cli          flag parsing, the one error printer, quiet logs
   6 api          the notebook functions
   5 search/ inspection/   the sweep runner; explainer, figures, image preparation
-  4 engine/      the trainer for one model and its pieces; K models on top; run dirs
+  4 engine/      the trainer for one model and its pieces; K models on top; runs read back
     nnx_bridge   a flax.nnx module as a train state of the pure step, and back
-  3 train  parallel/      the pure step; meshes, shards, multi-host start-up
+  3 train  parallel/  store/   the pure step; meshes, shards, multi-host start-up; run files
   2 models/ config/       the architectures; defaults and checks
   1 nn/ data/             the primer's math, optimizers; data files and preprocessing
   ½ extras       which extra brings an optional package (imports errors only)
@@ -24,13 +24,12 @@ import pytest
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'mnist_jax')
 COMMANDS = {'main', 'sweep', 'evaluate', 'predict', 'plots', 'explain', 'serve'}
 LAYERS = {'errors': 0, 'extras': 0.5, 'nn': 1, 'data': 1, 'models': 2, 'config': 2, 'train': 3,
-          'parallel': 3, 'engine': 4, 'nnx_bridge': 4, 'search': 5, 'inspection': 5,
+          'parallel': 3, 'store': 3, 'engine': 4, 'nnx_bridge': 4, 'search': 5, 'inspection': 5,
           'api': 6, 'cli': 7, **{c: 8 for c in COMMANDS}}
 
 
-ENGINE = {'calibration': 0, 'selection': 0, 'writers': 0, 'compile_cache': 0,
-          'checkpoint': 1, 'ensemble': 1, 'epoch': 1, 'summary': 1, 'memory': 2,
-          'evaluation': 2, 'workdir': 2, 'trainer': 3, 'stacked': 4, 'rundir': 5}
+ENGINE = {'calibration': 0, 'ensemble': 1, 'epoch': 1, 'summary': 1,
+          'memory': 2, 'evaluation': 2, 'trainer': 3, 'stacked': 4, 'rundir': 5}
 
 
 def _modules():

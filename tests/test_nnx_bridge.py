@@ -140,7 +140,7 @@ def test_vmap_over_three_seeds_matches_three_single_runs(digits):
 
 
 def test_orbax_round_trip_gives_equal_arrays(trained, digits, tmp_path):
-  from mnist_jax.engine import checkpoint  # pylint: disable=g-import-not-at-top
+  from mnist_jax.store import checkpoint  # pylint: disable=g-import-not-at-top
   _, state, _ = trained
   mngr = checkpoint.manager(str(tmp_path / 'ckpt'))
   assert checkpoint.save(mngr, 1, state, {'epoch': 1})

@@ -15,7 +15,8 @@ from PIL import Image, ImageDraw
 
 from mnist_jax import api, predict, train
 from mnist_jax.config import defaults
-from mnist_jax.engine import checkpoint, evaluation, rundir, trainer, workdir as workdir_lib
+from mnist_jax.engine import evaluation, rundir, trainer
+from mnist_jax.store import checkpoint, workdir as workdir_lib
 from mnist_jax.inspection import image as image_lib
 from mnist_jax.data import idx
 from mnist_jax.errors import UserError

@@ -205,10 +205,10 @@ def test_vectorized_trials_get_their_plots(tmp_path, small_config):
 
 
 def test_the_atomic_writer_takes_concurrent_writers_of_one_file(tmp_path):
-  """engine/writers.write_atomic is the one atomic writer (summaries, overrides,
+  """store/writers.write_atomic is the one atomic writer (summaries, overrides,
   the search tables): each writer has its own temporary file, so writers racing
   on one path (study workers rewriting results.md) leave one whole version."""
-  from mnist_jax.engine import writers
+  from mnist_jax.store import writers
   path = str(tmp_path / 'results.json')
   errors = []
 

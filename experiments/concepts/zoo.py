@@ -24,7 +24,8 @@ from absl import app, flags
 from experiments import hardware, report
 from mnist_jax import cli, train
 from mnist_jax.config import files as config_files
-from mnist_jax.engine import stacked, workdir as workdir_lib
+from mnist_jax.engine import stacked
+from mnist_jax.store import workdir as workdir_lib
 from mnist_jax.inspection import explain, figures
 
 # key -> (config file, label, year, key innovation[, config overrides])

@@ -34,7 +34,8 @@ from ml_collections import config_flags
 
 from experiments import report
 from mnist_jax import cli
-from mnist_jax.engine import stacked, workdir as workdir_lib
+from mnist_jax.engine import stacked
+from mnist_jax.store import workdir as workdir_lib
 from mnist_jax.inspection import figures
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/lenet.py', 'member config',

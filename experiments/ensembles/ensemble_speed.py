@@ -28,7 +28,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import report
-from mnist_jax.engine import stacked, workdir as workdir_lib
+from mnist_jax.engine import stacked
+from mnist_jax.store import workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/record_single.py',
                                           'the member config', lock_config=False)

@@ -1,5 +1,5 @@
 """Wall-clock of a whole sweep: one trial after another vs --vectorize, each
-without and with the persistent compilation cache (engine/compile_cache.py).
+without and with the persistent compilation cache (store/compile_cache.py).
 
   python -m experiments.search.sweep_walltime --data_dir=$MNIST_DIR [--epochs=1] \\
       [--train_limit=0]

@@ -8,7 +8,7 @@
 Each run is a fresh process, timed by the parent from just before it starts:
 'scan' runs ``python -m mnist_jax.main --compilation_cache=off`` (the config's
 loop, cold: every program compiled), 'warm' the same with a persistent
-compilation cache that one untimed run filled first (engine/compile_cache.py:
+compilation cache that one untimed run filled first (store/compile_cache.py:
 the second run on a machine), 'naive' runs ``python -m experiments.speed.naive_loop``
 (one host batch and one jit dispatch per step), and with ``--pytorch_python=PY`` (an
 interpreter with torch and absl-py) 'torch_record' / 'torch_examples' run

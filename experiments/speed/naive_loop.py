@@ -29,7 +29,7 @@ from ml_collections import config_flags
 
 from mnist_jax import train
 from mnist_jax.config import validate
-from mnist_jax.engine import workdir as workdir_lib
+from mnist_jax.store import workdir as workdir_lib
 from mnist_jax.data import pipeline
 
 

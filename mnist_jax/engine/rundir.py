@@ -1,4 +1,4 @@
-"""A run read back from its workdir (engine/workdir.py's layout), for whatever uses it.
+"""A run read back from its workdir (store/workdir.py's layout), for whatever uses it.
 
 ``load_run(workdir, 'latest' | 'best')`` rebuilds the config from config.json
 (JSON lists become tuples), makes a fresh TrainState as the template and
@@ -29,7 +29,8 @@ import jax
 import ml_collections
 
 from mnist_jax import train
-from mnist_jax.engine import checkpoint, ensemble, evaluation, stacked, workdir as workdir_lib
+from mnist_jax.engine import ensemble, evaluation, stacked
+from mnist_jax.store import checkpoint, workdir as workdir_lib
 from mnist_jax.config import defaults, overrides as config_overrides
 from mnist_jax.data import pipeline
 from mnist_jax.errors import UserError

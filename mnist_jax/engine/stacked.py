@@ -47,9 +47,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from mnist_jax import models, parallel, train as train_lib
-from mnist_jax.engine import (ensemble, epoch as epoch_lib, evaluation, selection,
-                              summary as summary_lib, trainer, workdir as workdir_lib,
-                              writers)
+from mnist_jax.engine import (ensemble, epoch as epoch_lib, evaluation, summary as summary_lib,
+                              trainer)
+from mnist_jax.store import selection, workdir as workdir_lib, writers
 from mnist_jax.errors import UserError
 from mnist_jax.nn import optim
 

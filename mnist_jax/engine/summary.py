@@ -14,7 +14,7 @@ import json
 import jax
 import numpy as np
 
-from mnist_jax.engine import selection
+from mnist_jax.store import selection
 
 
 def summarize(config, history, num_params, mesh, wall_s, *, test_last=None,

@@ -4,12 +4,12 @@
            config, and so into config.json (data/describe.py)
   state    train.create_train_state(config, k_init), (k_init, k_train) = split(key(seed))
   resume   a workdir with checkpoints continues from 'latest'; everything that can
-           refuse is checked before a file changes (engine/workdir.py)
+           refuse is checked before a file changes (store/workdir.py)
   epoch e  train: ⌊N/B⌋ steps of train.train_step (engine/epoch.py)
            validate: one evaluation pass (engine/evaluation.py) of the raw and EMA weights
            record: metrics.jsonl, TensorBoard, 'latest' and, when e* moves, 'best'
   test     the test split once, at the end, for the last weights and for those
-           of e* (engine/selection.py: the best epoch by validation)
+           of e* (store/selection.py: the best epoch by validation)
   summary  summary.json (engine/summary.py)
 
 A run whose loss becomes non-finite stops with one line (its last good
@@ -33,8 +33,9 @@ from absl import logging
 from mnist_jax import parallel, train
 from mnist_jax.config import validate
 from mnist_jax.data import describe, pipeline
-from mnist_jax.engine import (ensemble, epoch as epoch_lib, evaluation, memory, selection,
-                              summary as summary_lib, workdir as workdir_lib, writers)
+from mnist_jax.engine import (ensemble, epoch as epoch_lib, evaluation, memory,
+                              summary as summary_lib)
+from mnist_jax.store import selection, workdir as workdir_lib, writers
 from mnist_jax.errors import UserError
 
 

@@ -22,7 +22,7 @@ Drawing only: the numbers come from inspection/confusion.py (confusion matrix,
 mistakes), inspection/layers.py (layer outputs, captured with flax's
 ``nn.intercept_methods``; models without convolutions have no feature maps,
 logged) and engine/calibration.py; inspection/tensorboard.py adds the PNGs to
-TensorBoard. The best-validation epoch is engine/selection.py's.
+TensorBoard. The best-validation epoch is store/selection.py's.
 """
 import os
 
@@ -36,7 +36,8 @@ from matplotlib import ticker
 from absl import logging
 
 from mnist_jax.data import preprocess
-from mnist_jax.engine import calibration, ensemble, evaluation, selection, workdir as workdir_lib
+from mnist_jax.engine import calibration, ensemble, evaluation
+from mnist_jax.store import selection, workdir as workdir_lib
 from mnist_jax.inspection import confusion as confusion_lib, tensorboard as tensorboard_lib
 from mnist_jax.inspection.layers import MAX_MAPS, capture_layers, layer_params
 

@@ -29,7 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mnist_jax.engine import ensemble, evaluation, rundir, workdir as workdir_lib
+from mnist_jax.engine import ensemble, evaluation, rundir
+from mnist_jax.store import workdir as workdir_lib
 from mnist_jax.inspection import confusion as confusion_lib, explain, layers as layers_lib
 from mnist_jax.inspection.image import SIZE, preparation_steps, resize_area
 

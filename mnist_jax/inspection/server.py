@@ -82,7 +82,8 @@ def check_root(workdir=None, runs=None) -> tuple:
 
 def describe_run(run_id: str, path: str) -> dict:
   """The runs list's entry: model, epochs done, final metrics, checkpoints."""
-  from mnist_jax.engine import rundir, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from mnist_jax.engine import rundir  # pylint: disable=g-import-not-at-top
+  from mnist_jax.store import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   entry = {'id': run_id, 'model': None, 'epochs': 0, 'checkpoints': False}
   try:
     entry['model'] = rundir.load_config(path).model.name
@@ -190,7 +191,7 @@ def create_app(root: str, single: bool = False, which: str = 'best', host: str =
 
   @app.get('/api/history')
   def history(run: str):
-    from mnist_jax.engine import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+    from mnist_jax.store import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
     return {'run': run, 'history': workdir_lib.load_history(runs.path(run))}
 
   @app.post('/api/predict')

@@ -1,13 +1,13 @@
 """A run's figures in TensorBoard: the PNGs as images and the config as hparams
 with the final and best-validation metrics (the test figures are summary.json's:
-the test split is read once, at the end; the best epoch is engine/selection.py's)."""
+the test split is read once, at the end; the best epoch is store/selection.py's)."""
 import json
 import os
 
 import numpy as np
 
 from mnist_jax.config import overrides
-from mnist_jax.engine import selection
+from mnist_jax.store import selection
 
 
 def _summary(workdir) -> dict:

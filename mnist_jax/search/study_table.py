@@ -17,7 +17,7 @@ what the worker recorded with the trial when it ended (``figures``):
 ``retry_of`` names the first attempt of a trial that was run again (a dead
 worker's, or one asked for with ``--trial=N`` after it failed); an attempt whose
 worker died says ``fail (worker died)``. Each worker rewrites the files after
-every trial, atomically (engine/writers.write_atomic), from the study: one
+every trial, atomically (store/writers.write_atomic), from the study: one
 consistent snapshot, so concurrent writers never mix rows.
 """
 import csv
@@ -26,7 +26,7 @@ import os
 
 import optuna
 
-from mnist_jax.engine import workdir as workdir_lib, writers
+from mnist_jax.store import workdir as workdir_lib, writers
 
 COLUMNS = ('best_val_accuracy', 'best_epoch', 'epochs', 'train_loss_at_best_val',
            'train_accuracy_at_best_val', 'val_loss_at_best_val', 'train_time_s',

@@ -38,7 +38,8 @@ from typing import Any
 import optuna
 from absl import logging
 
-from mnist_jax.engine import selection, stacked, trainer, workdir as workdir_lib, writers
+from mnist_jax.engine import stacked, trainer
+from mnist_jax.store import selection, workdir as workdir_lib, writers
 from mnist_jax.errors import UserError
 from mnist_jax.search import hyper, space as space_lib, storage as storage_lib, study_table
 from mnist_jax.search.study import RUNNING, WAITING, Search, check_trial, jsonable, load
@@ -74,7 +75,7 @@ class _Heartbeat:
 
 def _report(trial, record, config) -> bool:
   """The engine's per-epoch hook: reports the validation accuracy of the run's
-  model weights (engine/selection.py's score, the one the best epoch is chosen
+  model weights (store/selection.py's score, the one the best epoch is chosen
   by); True if the pruner stops the trial (never after its last epoch: nothing
   is left to save)."""
   value = selection.score(record, config.model_weights)

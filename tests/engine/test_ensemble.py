@@ -20,8 +20,8 @@ from PIL import Image
 from mnist_jax import api, predict, train
 from mnist_jax.config import defaults, validate
 from mnist_jax.data import pipeline
-from mnist_jax.engine import (calibration, ensemble, evaluation, memory, rundir, stacked,
-                              trainer, workdir as workdir_lib)
+from mnist_jax.engine import calibration, ensemble, evaluation, memory, rundir, stacked, trainer
+from mnist_jax.store import workdir as workdir_lib
 from mnist_jax.errors import UserError
 from mnist_jax.inspection import figures
 

@@ -11,7 +11,8 @@ import pytest
 from mnist_jax import parallel, train
 from mnist_jax.config import defaults, validate
 from mnist_jax.data import idx
-from mnist_jax.engine import calibration, evaluation, rundir, selection, trainer, workdir as workdir_lib
+from mnist_jax.engine import calibration, evaluation, rundir, trainer
+from mnist_jax.store import selection, workdir as workdir_lib
 from mnist_jax.errors import UserError
 
 pytestmark = pytest.mark.xdist_group('eval_pass')

@@ -19,7 +19,8 @@ from flax import linen as nn
 from mnist_jax import api, train
 from mnist_jax.config import defaults
 from mnist_jax.data import idx, preprocess
-from mnist_jax.engine import rundir, trainer, workdir as workdir_lib
+from mnist_jax.engine import rundir, trainer
+from mnist_jax.store import workdir as workdir_lib
 from mnist_jax.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -187,7 +188,7 @@ def test_a_second_process_on_a_workdir_is_refused(tmp_path, small_config):
   workdir.mkdir()
   holder = subprocess.Popen([sys.executable, '-c', textwrap.dedent(f'''
       import time
-      from mnist_jax.engine import workdir
+      from mnist_jax.store import workdir
       with workdir.lock({str(workdir)!r}):
         workdir.claim({str(workdir)!r})
         print('locked', flush=True)

@@ -14,7 +14,7 @@ resumed, and its epochs recorded.
   workdir/config.json              the run's ConfigDict (to_json_best_effort)
   workdir/metrics.jsonl            one JSON record per finished epoch
   workdir/checkpoints/latest/<e>   the last config.keep_checkpoints epochs (orbax)
-  workdir/checkpoints/best/<e>     e*, the best epoch by validation (engine/selection.py)
+  workdir/checkpoints/best/<e>     e*, the best epoch by validation (store/selection.py)
   workdir/summary.json             written once, at the end (engine/summary.py)
 
 engine/rundir.py reads such a directory back for whatever uses the run.
@@ -39,7 +39,7 @@ from typing import Any
 import jax
 from absl import logging
 
-from mnist_jax.engine import checkpoint, selection, writers
+from mnist_jax.store import checkpoint, selection, writers
 from mnist_jax.errors import UserError
 
 LOCK = '.lock'
@@ -214,7 +214,7 @@ class RunFiles:
              label: str = '') -> None:
     """Adds an epoch: metrics.jsonl and TensorBoard, 'latest' every
     config.checkpoint_every_epochs, at the end and at a ``stop``, and 'best' when
-    the epoch ``improved`` e* (engine/selection.py)."""
+    the epoch ``improved`` e* (store/selection.py)."""
     config, epoch = self.config, record['epoch']
     self.history.append(record)
     self.epoch = epoch

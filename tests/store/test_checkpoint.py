@@ -17,7 +17,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from mnist_jax.engine import checkpoint
+from mnist_jax.store import checkpoint
 from mnist_jax.errors import UserError
 
 
@@ -260,7 +260,7 @@ def test_a_checkpoint_damaged_throughout_is_named_without_noise(tmp_path):
   code = ('import jax, sys\n'
           'sys.path.insert(0, %r)\n'
           'import test_checkpoint as t\n'
-          'from mnist_jax.engine import checkpoint\n'
+          'from mnist_jax.store import checkpoint\n'
           'from mnist_jax.errors import UserError\n'
           'try:\n'
           '  checkpoint.restore(checkpoint.reader(%r), t._state(9))\n'

@@ -43,7 +43,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from mnist_jax.engine import selection
+from mnist_jax.store import selection
 from mnist_jax.errors import UserError
 
 if TYPE_CHECKING:

@@ -1,11 +1,11 @@
-"""engine/compile_cache.py: the persistent compilation cache, its directory and its switch."""
+"""store/compile_cache.py: the persistent compilation cache, its directory and its switch."""
 import os
 import subprocess
 import sys
 
 import pytest
 
-from mnist_jax.engine import compile_cache
+from mnist_jax.store import compile_cache
 from mnist_jax.errors import UserError
 
 # A fresh process: turn the cache on (or not), compile one program, print the hits.
@@ -13,7 +13,7 @@ _PROGRAM = '''
 import sys
 import jax, jax.numpy as jnp
 from jax import monitoring
-from mnist_jax.engine import compile_cache
+from mnist_jax.store import compile_cache
 hits = []
 monitoring.register_event_listener(
     lambda name, **_: hits.append(name) if name.endswith('cache_hits') else None)
