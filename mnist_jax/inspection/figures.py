@@ -24,6 +24,7 @@ mistakes), inspection/layers.py (layer outputs, captured with flax's
 logged) and engine/calibration.py; inspection/tensorboard.py adds the PNGs to
 TensorBoard. The best-validation epoch is store/selection.py's.
 """
+import functools
 import os
 
 import jax
@@ -169,8 +170,9 @@ def feature_maps(state, image, label, prefix) -> list:
 def augmented(state, images, path, seed=0, copies=4):
   """Row 0: training digits x = p/255; rows 1..copies: the state's augmentation of them."""
   x = preprocess.normalize(jnp.asarray(images))
-  rows = [np.asarray(x)] + [np.asarray(preprocess.prepare(x, jax.random.key(seed + i),
-                                                          augment=state.augment))
+  # one compiled program for every copy (op by op, each copy's ops would run alone)
+  prepare = jax.jit(functools.partial(preprocess.prepare, augment=state.augment))
+  rows = [np.asarray(x)] + [np.asarray(prepare(x, jax.random.key(seed + i)))
                             for i in range(copies)]
   fig, axes = plt.subplots(len(rows), len(x), figsize=(len(x) * 1.0, len(rows) * 1.1 + 0.5),
                            squeeze=False)
