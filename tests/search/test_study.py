@@ -165,12 +165,14 @@ print(json.dumps(got))
 '''
 
 
-@pytest.mark.parametrize('kind', ['sqlite', POSTGRESQL])
+@pytest.mark.parametrize('kind', ['sqlite', 'journal', POSTGRESQL])
 def test_concurrent_pops_hand_each_queued_trial_to_one_worker(kind, tmp_path, request):
   """Four processes pop 120 queued trials as fast as they can: each trial goes
-  to exactly one (SQLite without BEGIN IMMEDIATE handed trials out twice)."""
-  url = (f'sqlite:///{tmp_path / "pop.db"}' if kind == 'sqlite'
-         else request.getfixturevalue('postgres_url'))
+  to exactly one (SQLite without BEGIN IMMEDIATE handed trials out twice), on
+  every storage a study can live in."""
+  url = {'sqlite': f'sqlite:///{tmp_path / "pop.db"}',
+         'journal': f'journal:{tmp_path / "pop.log"}'}.get(kind) or request.getfixturevalue(
+             'postgres_url')
   store = storage_lib.open_storage(url)
   try:
     optuna.delete_study(study_name='pop', storage=store)
@@ -200,7 +202,8 @@ def _storage_url(kind, tmp_path, request):
   return url, url
 
 
-@pytest.mark.parametrize('kind', ['sqlite', 'journal', POSTGRESQL])
+# the pop that hands a trial to one worker is checked on every storage above
+@pytest.mark.parametrize('kind', ['sqlite', POSTGRESQL])
 def test_three_workers_run_every_grid_trial_exactly_once(kind, tmp_path, mnist_small_dir,
                                                          request):
   flag, url = _storage_url(kind, tmp_path, request)
