@@ -94,8 +94,11 @@ def full_data_dir() -> str:
 
 @pytest.fixture
 def small_config(mnist_small_dir):
-  """A fast config on the small fixture: 4,500 train / 500 val / 1,000 test images."""
+  """A fast config on the small fixture: 4,500 train / 500 val / 1,000 test images,
+  a small MLP (784 -> 64 -> 10: what the engine does is the same for every model; a
+  test about a convolutional model sets config.model itself)."""
   config = defaults.get_config()
+  config.model.name, config.model.hidden = 'mlp', (64,)
   config.data.source = 'idx'
   config.data.data_dir = mnist_small_dir
   config.data.download = False

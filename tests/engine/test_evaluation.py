@@ -23,6 +23,7 @@ def _config(data_dir, **overrides):
   config.data.source, config.data.data_dir, config.data.download = 'idx', data_dir, False
   config.data.val_size, config.batch_size, config.eval_batch_size = 500, 50, 500
   config.num_epochs, config.log_every_steps, config.write_plots = 1, 30, False
+  config.model.name, config.model.hidden = 'mlp', (64,)
   for key, value in overrides.items():
     node = config
     *parents, leaf = key.split('.')
@@ -38,7 +39,7 @@ def _records(workdir):
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory, mnist_small_dir):
-  """Two epochs of LeNet-5 with a weight EMA: test only at the end, and the same
+  """Two epochs of a small MLP with a weight EMA: test only at the end, and the same
   run with test curves turned on."""
   root = tmp_path_factory.mktemp('eval_pass')
   out = {}

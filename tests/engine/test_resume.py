@@ -21,7 +21,7 @@ pytestmark = pytest.mark.xdist_group('resume')
 
 
 def _flags(data_dir, workdir, epochs=2):
-  return ['--config=configs/lenet.py', '--config.write_plots=False',
+  return ['--config=configs/mlp.py', '--config.write_plots=False',
           '--config.data.source=idx', f'--config.data.data_dir={data_dir}',
           '--config.data.val_size=500', '--config.data.train_limit=1500',
           f'--config.num_epochs={epochs}', '--config.batch_size=100',
@@ -71,7 +71,7 @@ def one_error_line(out, *words):
 
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory, mnist_small_dir):
-  """A finished 2-epoch LeNet-5 run (warmup + cosine over its epochs) with best/2."""
+  """A finished 2-epoch MLP run (configs/mlp.py: a cosine schedule over its epochs) with best/2."""
   workdir = tmp_path_factory.mktemp('resume') / 'run'
   out = _main(_flags(mnist_small_dir, workdir))
   assert out.returncode == 0, out.stderr[-3000:]
