@@ -193,6 +193,7 @@ def test_unwritable_workdir(tmp_path, mnist_small_dir):
 def test_resuming_with_a_different_config_is_refused(tmp_path, mnist_small_dir):
   config = small_config(mnist_small_dir)
   config.data.train_limit = 500
+  config.model.name, config.model.hidden = 'mlp', (64,)
   trainer.train_and_evaluate(config, str(tmp_path / 'w'))
   config.learning_rate = 0.5
   with pytest.raises(UserError, match='different config .*learning_rate'):

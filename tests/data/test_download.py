@@ -55,7 +55,7 @@ def decompressed_sha256(folder) -> tuple:
 
 def train(workdir, cache, url, sha256=None):
   """The first-run command on ``cache`` and the mirror ``url``, one short epoch."""
-  args = ['--config=configs/lenet.py', f'--workdir={workdir}',
+  args = ['--config=configs/mlp.py', f'--workdir={workdir}',
           f'--config.data.data_dir={cache}', f'--config.data.mirror={url}',
           '--config.num_epochs=1', '--config.data.val_size=500',
           '--config.data.train_limit=1000', '--config.batch_size=100',

@@ -1,13 +1,8 @@
 """Invariants of a training run that break silently when they break: one input
 pipeline for every reader, resume and best-checkpoint rules, the step key, the
-L2 penalty reported apart, one process per workdir, damaged checkpoints set aside,
+L2 penalty reported apart, damaged checkpoints set aside,
 and a train state a Flax user recognizes (equal configs compile once)."""
-import json
 import os
-import subprocess
-import sys
-import textwrap
-import time
 
 import jax
 import jax.numpy as jnp
@@ -93,7 +88,7 @@ def test_resume_with_another_horizon_is_refused(tmp_path, schedule):
   workdir_lib.check_resume(config, str(tmp_path / 'c'))
 
 
-# 2b. a schedule over epochs is never sized without its length -----------------------
+# 3. a schedule over epochs is never sized without its length -----------------------
 
 @pytest.mark.parametrize('schedule', ['cosine', 'warmup_cosine', 'onecycle'])
 def test_a_schedule_over_epochs_needs_the_number_of_training_images(batch, schedule):
@@ -118,7 +113,7 @@ def test_a_constant_schedule_needs_no_number_of_training_images(batch):
   assert np.isfinite(float(metrics['loss']))
 
 
-# 3. the best checkpoint is the epoch summary.json names ----------------------------
+# 4. the best checkpoint is the epoch summary.json names ----------------------------
 
 def test_best_checkpoint_is_saved_whenever_validation_improves(
     tmp_path, small_config, script_val_accuracy):
@@ -132,7 +127,7 @@ def test_best_checkpoint_is_saved_whenever_validation_improves(
   assert meta['epoch'] == summary['best_epoch'] == 2
 
 
-# 4. one key in a research loop still gives new randomness every step ---------------
+# 5. one key in a research loop still gives new randomness every step ---------------
 
 def test_the_step_counter_is_folded_into_the_key(batch):
   config = defaults.get_config()
@@ -149,7 +144,7 @@ def test_the_step_counter_is_folded_into_the_key(batch):
   assert float(again['loss']) == float(m0['loss'])                # still deterministic
 
 
-# 5. L2: the data loss and the penalty apart; adamw + l2 refused --------------------
+# 6. L2: the data loss and the penalty apart; adamw + l2 refused --------------------
 
 def test_l2_penalty_is_reported_apart_from_the_data_loss(batch):
   config = defaults.get_config()
@@ -181,55 +176,7 @@ def test_api_fit_uses_the_batch_size_the_schedule_was_sized_for(mnist_small_dir)
   assert int(after.step) == 2
 
 
-# 8. one process per workdir ---------------------------------------------------------
-
-def test_a_second_process_on_a_workdir_is_refused(tmp_path, small_config):
-  workdir = tmp_path / 'busy'
-  workdir.mkdir()
-  holder = subprocess.Popen([sys.executable, '-c', textwrap.dedent(f'''
-      import time
-      from mnist_jax.store import workdir
-      with workdir.lock({str(workdir)!r}):
-        workdir.claim({str(workdir)!r})
-        print('locked', flush=True)
-        time.sleep(60)''')], stdout=subprocess.PIPE, text=True, cwd=ROOT)
-  try:
-    assert holder.stdout.readline().strip() == 'locked'
-    with pytest.raises(workdir_lib.WorkdirBusy, match=f'pid {holder.pid}'):
-      trainer.train_and_evaluate(_tiny(small_config, 1), str(workdir))
-    assert not (workdir / 'metrics.jsonl').exists()
-  finally:
-    holder.kill()
-    holder.wait()
-  summary = trainer.train_and_evaluate(_tiny(small_config, 1), str(workdir)).summary  # free again
-  assert summary['epochs'] == 1
-
-
-def test_two_cli_processes_on_one_workdir_train_once(tmp_path, mnist_small_dir):
-  workdir = str(tmp_path / 'twice')
-  args = [sys.executable, '-m', 'mnist_jax.main', '--config=configs/lenet.py',
-          f'--workdir={workdir}', '--config.data.source=idx',
-          f'--config.data.data_dir={mnist_small_dir}', '--config.data.val_size=500',
-          '--config.data.train_limit=1000', '--config.num_epochs=2',
-          '--config.write_plots=False']
-  first = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True)
-  deadline = time.time() + 60
-  while not os.path.exists(os.path.join(workdir, '.lock')) and time.time() < deadline:
-    time.sleep(0.05)
-  second = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
-  first.communicate(timeout=300)
-  assert first.returncode == 0
-  if second.returncode == 0:   # the first finished before the second started: rerun is a no-op
-    pytest.fail('the second process did not meet the first one; make the run longer')
-  assert second.returncode == 2
-  err = second.stderr.strip().splitlines()
-  assert err[-1].startswith('error: workdir') and 'in use by pid' in err[-1]
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    assert [json.loads(line)['epoch'] for line in f] == [1, 2]
-
-
-# 9. a damaged checkpoint is detected on resume and the previous one is used ---------
+# 8. a damaged checkpoint is detected on resume and the previous one is used ---------
 
 def test_resume_skips_a_damaged_latest_checkpoint(tmp_path, small_config):
   _tiny(small_config, epochs=2)
