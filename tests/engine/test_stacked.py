@@ -103,9 +103,11 @@ def test_vmapped_trials_match_sequential_train_step(mnist_small_dir):
 
 def test_one_shared_key_matches_sequential_twins_with_augmentation(mnist_small_dir):
   """Equal seeds: one step key enters vmap unbatched (augmentation and dropout
-  uniforms drawn once); each trial still equals train.train_step on its own."""
+  uniforms drawn once); each trial still equals train.train_step on its own (an
+  MLP: the keys are the point; LeNet-5 under vmap is checked above)."""
   aug = {'augment.translate': 1.0, 'augment.rotate': 10.0}
-  configs = [_config(learning_rate=lr, **aug, **{'model.dropout_rate': p})
+  mlp = {'model.name': 'mlp', 'model.hidden': (64,)}
+  configs = [_config(learning_rate=lr, **aug, **mlp, **{'model.dropout_rate': p})
              for lr, p in ((1e-3, 0.0), (3e-3, 0.3))]
   group = stacked.create(configs, num_train=4500)
   assert group.shared_data
