@@ -1,4 +1,6 @@
 """The public train API: state creation, pure steps, jit/vmap composition, L2."""
+import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -7,10 +9,12 @@ import numpy as np
 import pytest
 
 from mnist_jax import train
-from mnist_jax.config import defaults
+from mnist_jax.config import defaults, files as config_files
 from mnist_jax.nn import optim
 from mnist_jax.data import idx, preprocess
 from mnist_jax.errors import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope='module')
@@ -25,6 +29,23 @@ def test_lenet_state_has_61706_params():
   n = sum(p.size for p in jax.tree_util.tree_leaves(state.params))
   # C1 156 + C3 2,416 + C5 48,120 + F6 10,164 + output 850
   assert n == 156 + 2416 + 48120 + 10164 + 850 == 61706
+
+
+@pytest.mark.parametrize('name', ['lenet', 'speedrun'])   # PatchConv; nn.Conv + batch norm
+def test_init_at_optimization_level_1_gives_the_parameters_of_level_3(name, monkeypatch):
+  """create_train_state compiles init at level 1 on the CPU: the variables are those
+  of XLA's default level 3, bit for bit."""
+  monkeypatch.setenv('XLA_FLAGS', '')   # as a user's process has it (this suite sets -O0)
+  assert train.init_compiler_options() == {'xla_backend_optimization_level': 1}
+  model = train.build_model(config_files.load(os.path.join(ROOT, 'configs', f'{name}.py')))
+  rngs, x = {'params': jax.random.key(3), 'dropout': jax.random.key(3)}, jnp.zeros((1, 28, 28, 1))
+  lowered = jax.jit(functools.partial(model.init, train=False)).lower(rngs, x)
+  ours = lowered.compile(train.init_compiler_options())(rngs, x)
+  default = lowered.compile({'xla_backend_optimization_level': 3})(rngs, x)
+  for a, b in zip(jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(default)):
+    np.testing.assert_array_equal(a, b)
+  monkeypatch.setenv('XLA_FLAGS', '--xla_backend_optimization_level=0')
+  assert train.init_compiler_options() == {}     # a level the user set is kept
 
 
 def test_train_steps_lower_the_loss_on_real_digits(batch):
