@@ -193,9 +193,11 @@ def create_train_state(config, rng, *, num_train: Optional[int] = None,
   weight = l2_weight(config)
   loss_name = config.loss
   losses.get(loss_name)  # unknown names fail here, not inside jit
-  rngs, x = {'params': rng, 'dropout': rng}, jnp.zeros(input_shape, jnp.float32)
-  variables = jax.jit(functools.partial(model.init, train=False)).lower(rngs, x).compile(
-      init_compiler_options())(rngs, x)
+  # options apply to a top-level jit only; under a transformation (jax.eval_shape
+  # reads a checkpoint's shapes) init is traced, not compiled
+  options = {} if isinstance(rng, jax.core.Tracer) else init_compiler_options()
+  init = jax.jit(functools.partial(model.init, train=False), compiler_options=options)
+  variables = init({'params': rng, 'dropout': rng}, jnp.zeros(input_shape, jnp.float32))
   tx = optim.create_optimizer(config, steps_per_epoch(config, num_train))
   state = TrainState.create(
       apply_fn=ModelApply(model), params=variables['params'], tx=tx,

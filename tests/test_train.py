@@ -48,6 +48,15 @@ def test_init_at_optimization_level_1_gives_the_parameters_of_level_3(name, monk
   assert train.init_compiler_options() == {}     # a level the user set is kept
 
 
+def test_a_state_built_under_a_transformation_traces_its_init(monkeypatch):
+  """Readers of a run build the state's shapes under jax.eval_shape (nothing is
+  compiled); with a user's XLA_FLAGS (init compiled at level 1) that still works."""
+  monkeypatch.setenv('XLA_FLAGS', '')
+  shapes = jax.eval_shape(lambda: train.create_train_state(defaults.get_config(),
+                                                            jax.random.key(0)))
+  assert shapes.params['C1']['kernel'].shape == (5, 5, 1, 6)
+
+
 def test_train_steps_lower_the_loss_on_real_digits(batch):
   state = train.create_train_state(defaults.get_config(), jax.random.key(0))
   step = jax.jit(train.train_step)
