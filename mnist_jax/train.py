@@ -184,6 +184,11 @@ def init_compiler_options() -> dict:
   return {'xla_backend_optimization_level': 1}
 
 
+def init_program(model: nn.Module, compiler_options: Optional[dict] = None):
+  """``model``'s flax ``init`` (train=False) as one jitted program of (rngs, x)."""
+  return jax.jit(functools.partial(model.init, train=False), compiler_options=compiler_options)
+
+
 def create_train_state(config, rng, *, num_train: Optional[int] = None,
                        num_classes: Optional[int] = None,
                        input_shape=(1, 28, 28, 1)) -> TrainState:
@@ -196,8 +201,8 @@ def create_train_state(config, rng, *, num_train: Optional[int] = None,
   # options apply to a top-level jit only; under a transformation (jax.eval_shape
   # reads a checkpoint's shapes) init is traced, not compiled
   options = {} if isinstance(rng, jax.core.Tracer) else init_compiler_options()
-  init = jax.jit(functools.partial(model.init, train=False), compiler_options=options)
-  variables = init({'params': rng, 'dropout': rng}, jnp.zeros(input_shape, jnp.float32))
+  variables = init_program(model, options)({'params': rng, 'dropout': rng},
+                                           jnp.zeros(input_shape, jnp.float32))
   tx = optim.create_optimizer(config, steps_per_epoch(config, num_train))
   state = TrainState.create(
       apply_fn=ModelApply(model), params=variables['params'], tx=tx,

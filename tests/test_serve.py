@@ -3,8 +3,9 @@ in a real headless Chromium driven by Playwright.
 
 One folder of runs, trained once: LeNet-5 (configs/lenet.py at η = 4e-3 without
 augmentation: 3 epochs on the 4,500-image real-MNIST fixture, over 95 % test
-accuracy, so a mouse-drawn 1 and 0 are easy), a 1-epoch MLP (no conv layer; the second run for overlaid curves), an
-ensemble of three such MLPs and a run without checkpoints; the app is served by uvicorn in a background thread.
+accuracy, so a mouse-drawn 1 and 0 are easy), a 1-epoch MLP (no conv layer; the
+second run for overlaid curves), an ensemble of three such MLPs and a run without
+checkpoints; the app is served by uvicorn in a background thread.
 The browser tests skip when Playwright or Debian's chromium is missing; CI
 (.ci/run) installs both, so there they always run.
 """

@@ -2,14 +2,13 @@
 
   python -m experiments.speed.init_compile [--configs=speedrun,lenet,googlenet]
 
-For each config of configs/ (all of them by default), the jitted ``model.init`` of
-``train.create_train_state`` is compiled in alternation over 3 repeats, with the
+For each config of configs/ (all of them by default), ``train.init_program`` (the
+init of ``train.create_train_state``) is compiled in alternation over 3 repeats, with the
 persistent cache off: at XLA:CPU's default level 3 and with
 ``train.init_compiler_options()`` (level 1 on the CPU). The table gives the best
 compile time of each and whether the two programs give the same variables, bit for
 bit. Writes a markdown report to --out.
 """
-import functools
 import os
 import time
 
@@ -37,9 +36,9 @@ def measure(name: str, repeats: int) -> str:
   for _ in range(repeats):
     for key, options in levels.items():
       # lowered afresh: a Lowered keeps what it compiled, and this times a compilation
-      lowered = jax.jit(functools.partial(model.init, train=False)).lower(rngs, x)
+      lowered = train.init_program(model, options).lower(rngs, x)
       start = time.perf_counter()
-      compiled = lowered.compile(options)
+      compiled = lowered.compile()
       best[key] = min(best[key], time.perf_counter() - start)
       out[key] = jax.tree_util.tree_leaves(compiled(rngs, x))
   a, b = out.values()
