@@ -49,6 +49,7 @@ LEVERS = {
     'ema': {'ema_decay': 0.99, 'model_weights': 'ema'},
     'b120': {'batch_size': 120},
     'narrow': {'model.features': (12, 24, 48)},
+    'poolfirst': {'model.pool_first': True},
     'lr1': {'learning_rate': 1e-2},
     'lr2': {'learning_rate': 2e-2},
     'lr3': {'learning_rate': 3e-2},

@@ -162,9 +162,11 @@ def weights(state) -> dict:
   return {'params': state.params, 'batch_stats': state.batch_stats, 'ema': state.ema}
 
 
+@jax.jit
 def snapshot(tree):
-  """A copy of ``tree``'s arrays: off the CPU the steps donate the state's
-  buffers, so a reference kept past the next step would point at freed memory."""
+  """A copy of ``tree``'s arrays, as one program (not one per leaf): off the CPU the
+  steps donate the state's buffers, so a reference kept past the next step would
+  point at freed memory."""
   return jax.tree_util.tree_map(jnp.copy, tree)
 
 

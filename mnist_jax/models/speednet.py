@@ -1,8 +1,8 @@
 """SpeedNet: a small CNN shaped for time-to-99 % on a CPU (configs/speedrun.py).
 
 Per conv block b (F = features[b], K = kernel_sizes[b], P = paddings[b]):
-  conv K×K, stride 1 -> [BatchNorm] -> ReLU
-  -> max-pool 2×2
+  conv K×K, stride 1 -> [BatchNorm] -> max-pool 2×2 -> ReLU
+  or, with pool_first, conv -> max-pool 2×2 -> [BatchNorm] -> ReLU
 then flatten -> [Dense -> ReLU] per ``dense`` width -> Dense num_classes.
 Default plan (conv output size (W − K + 2P)/S + 1, pool ⌊W/2⌋), 29,178 parameters,
 1.92 M multiply-accumulates per image:
@@ -21,6 +21,10 @@ loop_mode='step' (one dispatch per step, where nn.Conv is fastest on CPU); insid
 lax.scan 'patches' is faster (docs/speed.md, experiments/results/conv_in_scan.md).
 
 Options of the speed levers (docs/speed.md):
+  pool_first        batch norm after the pool (airbench's order): μ_B and σ²_B are
+                    taken over the pooled maps, and its forward and backward touch a
+                    quarter of the values, the memory-bound part of a step on the CPU;
+                    the same parameters and multiply-accumulates
   whitening         a (K, K, C, F') kernel (nested tuple, nn/whitening.filters): the
                     first conv's first F' filters start as the patch-whitening
                     filters ±w_i, the rest as usual
@@ -42,13 +46,15 @@ ModuleDef = Any
 
 
 class SpeedNet(nn.Module):
-  """[conv -> BN? -> ReLU -> max-pool] per block, then a dense head."""
+  """[conv -> BN? -> max-pool -> ReLU] (or conv -> max-pool -> BN? -> ReLU) per
+  block, then a dense head."""
   num_classes: int = 10
   features: tuple = (16, 32, 64)    # F per conv block
   kernel_sizes: tuple = (3, 3, 3)   # K per conv block
   paddings: tuple = (1, 1, 1)       # P per conv block
   dense: tuple = ()                 # hidden widths of the head
   batch_norm: bool = True
+  pool_first: bool = False          # conv -> max-pool -> BN -> ReLU
   bn_momentum: float = 0.9
   axis_name: Optional[str] = None   # cross-device batch statistics under pmap
   dtype: Any = jnp.float32
@@ -76,12 +82,16 @@ class SpeedNet(nn.Module):
       x = self.first_conv(x, f, k, p) if i == 0 else self.conv(
           f, (k, k), padding=p, use_bias=not self.batch_norm, dtype=self.dtype,
           name=f'conv_{i}')(x)
+      if self.pool_first:
+        x = self.max_pool(x, (2, 2), strides=(2, 2))
       if self.batch_norm:
         x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                          epsilon=1e-5, axis_name=self.axis_name, dtype=self.dtype,
                          name=f'bn_{i}')(x)
+      if not self.pool_first:
+        x = self.max_pool(x, (2, 2), strides=(2, 2))
       # = max_pool(relu(x)): max and ReLU commute, and a quarter of the ReLUs.
-      x = nn.relu(self.max_pool(x, (2, 2), strides=(2, 2)))
+      x = nn.relu(x)
     x = x.reshape((x.shape[0], -1))
     for i, width in enumerate(self.dense):
       x = nn.relu(nn.Dense(width, dtype=self.dtype, name=f'dense_{i}')(x))
