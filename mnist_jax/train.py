@@ -170,14 +170,15 @@ def l2_weight(config) -> float:
   return float(config.weight_decay) if mode == 'l2' else 0.0
 
 
-def init_compiler_options() -> dict:
-  """XLA options for compiling a model's ``init``, which runs once.
+def once_compiler_options() -> dict:
+  """XLA options for a program that runs once per run or epoch: a model's
+  ``init`` and an epoch's batch order (engine/epoch.py).
 
   On the CPU, optimization level 1 instead of XLA's default 3: the same
-  parameters bit for bit (tests/test_train.py), compiled several times faster,
-  since LLVM's level-3 passes spend long on the initializers' random-number code
-  and buy nothing for one call. A level set in XLA_FLAGS is left as it is; other
-  platforms keep their defaults."""
+  parameters and the same order bit for bit (tests/test_train.py,
+  tests/engine/test_epoch.py), compiled several times faster, since LLVM's
+  level-3 passes spend long on random-number code and buy nothing for one call.
+  A level set in XLA_FLAGS is left as it is; other platforms keep their defaults."""
   if (jax.default_backend() != 'cpu'
       or 'xla_backend_optimization_level' in os.environ.get('XLA_FLAGS', '')):
     return {}
@@ -200,7 +201,7 @@ def create_train_state(config, rng, *, num_train: Optional[int] = None,
   losses.get(loss_name)  # unknown names fail here, not inside jit
   # options apply to a top-level jit only; under a transformation (jax.eval_shape
   # reads a checkpoint's shapes) init is traced, not compiled
-  options = {} if isinstance(rng, jax.core.Tracer) else init_compiler_options()
+  options = {} if isinstance(rng, jax.core.Tracer) else once_compiler_options()
   variables = init_program(model, options)({'params': rng, 'dropout': rng},
                                            jnp.zeros(input_shape, jnp.float32))
   tx = optim.create_optimizer(config, steps_per_epoch(config, num_train))

@@ -35,15 +35,15 @@ def test_init_at_optimization_level_1_gives_the_parameters_of_level_3(name, monk
   """create_train_state compiles init at level 1 on the CPU: the variables are those
   of XLA's default level 3, bit for bit."""
   monkeypatch.setenv('XLA_FLAGS', '')   # as a user's process has it (this suite sets -O0)
-  assert train.init_compiler_options() == {'xla_backend_optimization_level': 1}
+  assert train.once_compiler_options() == {'xla_backend_optimization_level': 1}
   model = train.build_model(config_files.load(os.path.join(ROOT, 'configs', f'{name}.py')))
   rngs, x = {'params': jax.random.key(3), 'dropout': jax.random.key(3)}, jnp.zeros((1, 28, 28, 1))
-  ours = train.init_program(model, train.init_compiler_options())(rngs, x)
+  ours = train.init_program(model, train.once_compiler_options())(rngs, x)
   default = train.init_program(model, {'xla_backend_optimization_level': 3})(rngs, x)
   for a, b in zip(jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(default)):
     np.testing.assert_array_equal(a, b)
   monkeypatch.setenv('XLA_FLAGS', '--xla_backend_optimization_level=0')
-  assert train.init_compiler_options() == {}     # a level the user set is kept
+  assert train.once_compiler_options() == {}     # a level the user set is kept
 
 
 def test_a_state_built_under_a_transformation_traces_its_init(monkeypatch):

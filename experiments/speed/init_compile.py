@@ -5,7 +5,7 @@
 For each config of configs/ (all of them by default), ``train.init_program`` (the
 init of ``train.create_train_state``) is compiled in alternation over 3 repeats, with the
 persistent cache off: at XLA:CPU's default level 3 and with
-``train.init_compiler_options()`` (level 1 on the CPU). The table gives the best
+``train.once_compiler_options()`` (level 1 on the CPU). The table gives the best
 compile time of each and whether the two programs give the same variables, bit for
 bit. Writes a markdown report to --out.
 """
@@ -31,7 +31,7 @@ def measure(name: str, repeats: int) -> str:
   model = train.build_model(config)
   rngs, x = {'params': jax.random.key(0), 'dropout': jax.random.key(0)}, jnp.zeros((1, 28, 28, 1))
   levels = {'level 3 (default)': {'xla_backend_optimization_level': 3},
-            'init_compiler_options()': train.init_compiler_options()}
+            'once_compiler_options()': train.once_compiler_options()}
   best, out = {k: float('inf') for k in levels}, {}
   for _ in range(repeats):
     for key, options in levels.items():
@@ -55,7 +55,7 @@ def main(argv):
   lines = ['# Compiling a model\'s init at optimization level 1', '', f'`{report.command()}`', '',
            report.machine(), '',
            f'Best of {_REPEATS.value} compilations of each, alternating; options: '
-           f'`{train.init_compiler_options()}`.', '',
+           f'`{train.once_compiler_options()}`.', '',
            '| config | level 3 (s) | level 1 (s) | faster | same variables |',
            '|---|---:|---:|---:|---|']
   for name in names:

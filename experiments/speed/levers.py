@@ -18,6 +18,8 @@ MACs per image (multiply-accumulates, by the formulas of inspection/explain.py):
             needed) and, frozen, its ∂L/∂W
   to target N_train × training + 15,000 × forward × (1 + |tta|): one pass over the
             N_train images, then validation and test (each view of TTA a forward)
+and XLA's cost analysis of one compiled train step per image (FLOPs of every op:
+batch norm, pooling and the optimizer too, which the MACs leave out).
 """
 import os
 import statistics
@@ -27,6 +29,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import report
+from experiments.speed import benchmark
 from mnist_jax.data import pipeline
 from mnist_jax.engine import trainer
 from mnist_jax.nn import whitening
@@ -50,6 +53,9 @@ LEVERS = {
     'b120': {'batch_size': 120},
     'narrow': {'model.features': (12, 24, 48)},
     'poolfirst': {'model.pool_first': True},
+    'poollast': {'model.pool_first': False},
+    'adam': {'optimizer': 'adam'},
+    'nosmooth': {'loss': 'cce'},
     'lr1': {'learning_rate': 1e-2},
     'lr2': {'learning_rate': 2e-2},
     'lr3': {'learning_rate': 3e-2},
@@ -60,13 +66,16 @@ LEVERS = {
 
 def overrides_of(variant: str) -> dict:
   """The overrides of a variant named 'base' or 'n<N>+lever+lever...': n<N> trains on
-  the first N training images (config.data.train_limit), each lever as in LEVERS."""
+  the first N training images (config.data.train_limit), f<F1>-<F2>-<F3> sets the
+  widths (config.model.features), each other lever as in LEVERS."""
   overrides = {}
   for part in variant.split('+'):
     if part == 'base':
       continue
     if part.startswith('n') and part[1:].isdigit():
       overrides['data.train_limit'] = int(part[1:])
+    elif part.startswith('f') and part[1:].replace('-', '').isdigit():
+      overrides['model.features'] = tuple(int(f) for f in part[1:].split('-'))
     else:
       overrides.update(LEVERS[part])
   return overrides
@@ -133,7 +142,8 @@ def main(argv):
   lines = [f'# Speed levers on {flags.FLAGS["config"].config_filename}, {len(seeds)} seeds',
            '', f'`{report.command()}`', '', report.machine(), '',
            '| variant | overrides | val acc. mean | val acc. min | MACs/image fwd | '
-           'MACs/image train | MACs to target (G) |', '|---|---|---|---|---|---|---|']
+           'MACs/image train | MACs to target (G) | XLA FLOP/image, train step |',
+           '|---|---|---|---|---|---|---|---|']
   for name in names:
     overrides = overrides_of(name)
     print(name, overrides, flush=True)
@@ -146,7 +156,7 @@ def main(argv):
     shown = ', '.join(f'{k}={v}' for k, v in overrides.items()) or '(configs/speedrun.py)'
     lines.append(f'| {name} | {shown} | {statistics.mean(val):.4f} | {min(val):.4f} | '
                  f"{cost['forward'] / 1e6:.2f} M | {cost['training'] / 1e6:.2f} M | "
-                 f'{total:.0f} |')
+                 f"{total:.0f} | {benchmark.model_cost(config)['train_flops'] / 1e6:.2f} M |")
     print(lines[-1], flush=True)
   report.write_markdown(_OUT.value, lines)
 

@@ -32,7 +32,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from mnist_jax import parallel
+from mnist_jax import parallel, train as train_lib
 from mnist_jax.parallel import shards
 
 
@@ -72,7 +72,8 @@ def feed(config, data, mesh) -> tuple:
   images, labels = parallel.replicate((data.train_images, data.train_labels), mesh)
   steps = max(1, num_train // config.batch_size)
   permute = jax.jit(functools.partial(batch_order, num_train=num_train, steps=steps,
-                                      batch_size=config.batch_size))
+                                      batch_size=config.batch_size),
+                    compiler_options=train_lib.once_compiler_options())
   return Feed(images, labels, num_train, steps, permute, _gather), data
 
 
