@@ -82,9 +82,15 @@ def test_main_trains_and_writes_its_files(tmp_path, mnist_small_dir):
 
 
 def test_sigkill_and_resume_give_the_same_metrics(tmp_path, mnist_small_dir):
-  """Kill a 3-epoch run after its first checkpoint; the restarted run ends
-  with exactly the metrics of an uninterrupted run with the same seed."""
-  flags = small_flags(mnist_small_dir, epochs=3) + ['--config.data.train_limit=2000']
+  """Kill a 6-epoch run after its first checkpoint; the restarted run ends
+  with exactly the metrics of an uninterrupted run with the same seed. The MLP
+  (what resume restores is the same for every model) with dropout and
+  augmentation, so the resumed epochs must redraw both the same way; its five
+  later epochs leave about a second to kill it in."""
+  flags = [f.replace('configs/lenet.py', 'configs/mlp.py')
+           for f in small_flags(mnist_small_dir, epochs=6)] + [
+               '--config.model.hidden=(64,)', '--config.augment.translate=1.0',
+               '--config.augment.rotate=10.0']
   whole = run_main(flags + [f'--workdir={tmp_path / "whole"}'])
   assert whole.returncode == 0, whole.stderr[-2000:]
   workdir = tmp_path / 'killed'
@@ -108,7 +114,7 @@ def test_sigkill_and_resume_give_the_same_metrics(tmp_path, mnist_small_dir):
   for key in ('test_accuracy', 'test_loss', 'val_accuracy', 'val_loss', 'epochs'):
     assert a[key] == b[key], key
   lines = (workdir / 'metrics.jsonl').read_text().splitlines()
-  assert [json.loads(l)['epoch'] for l in lines] == [1, 2, 3]
+  assert [json.loads(l)['epoch'] for l in lines] == [1, 2, 3, 4, 5, 6]
 
 
 def test_same_seed_same_metrics_in_process(tmp_path, mnist_small_dir):
