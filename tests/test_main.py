@@ -20,8 +20,8 @@ from mnist_jax.errors import UserError
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def small_flags(data_dir, epochs=2, plots=False):
-  return ['--config=configs/lenet.py', f'--config.write_plots={plots}', '--config.data.source=idx',
+def small_flags(data_dir, epochs=2, plots=False, config='configs/lenet.py'):
+  return [f'--config={config}', f'--config.write_plots={plots}', '--config.data.source=idx',
           f'--config.data.data_dir={data_dir}', '--config.data.val_size=500',
           f'--config.num_epochs={epochs}', '--config.warmup_epochs=0.2',
           '--config.batch_size=100', '--config.eval_batch_size=500',
@@ -87,10 +87,9 @@ def test_sigkill_and_resume_give_the_same_metrics(tmp_path, mnist_small_dir):
   (what resume restores is the same for every model) with dropout and
   augmentation, so the resumed epochs must redraw both the same way; its five
   later epochs leave about a second to kill it in."""
-  flags = [f.replace('configs/lenet.py', 'configs/mlp.py')
-           for f in small_flags(mnist_small_dir, epochs=6)] + [
-               '--config.model.hidden=(64,)', '--config.augment.translate=1.0',
-               '--config.augment.rotate=10.0']
+  flags = small_flags(mnist_small_dir, epochs=6, config='configs/mlp.py') + [
+      '--config.model.hidden=(64,)', '--config.augment.translate=1.0',
+      '--config.augment.rotate=10.0']
   whole = run_main(flags + [f'--workdir={tmp_path / "whole"}'])
   assert whole.returncode == 0, whole.stderr[-2000:]
   workdir = tmp_path / 'killed'

@@ -82,15 +82,12 @@ class SpeedNet(nn.Module):
       x = self.first_conv(x, f, k, p) if i == 0 else self.conv(
           f, (k, k), padding=p, use_bias=not self.batch_norm, dtype=self.dtype,
           name=f'conv_{i}')(x)
-      if self.pool_first:
-        x = self.max_pool(x, (2, 2), strides=(2, 2))
-      if self.batch_norm:
-        x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                         epsilon=1e-5, axis_name=self.axis_name, dtype=self.dtype,
-                         name=f'bn_{i}')(x)
-      if not self.pool_first:
-        x = self.max_pool(x, (2, 2), strides=(2, 2))
-      # = max_pool(relu(x)): max and ReLU commute, and a quarter of the ReLUs.
+      norm = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                          epsilon=1e-5, axis_name=self.axis_name, dtype=self.dtype,
+                          name=f'bn_{i}') if self.batch_norm else (lambda y: y)
+      pool = lambda y: self.max_pool(y, (2, 2), strides=(2, 2))
+      x = norm(pool(x)) if self.pool_first else pool(norm(x))
+      # ReLU after the pool = before it (max and ReLU commute), on a quarter of the values
       x = nn.relu(x)
     x = x.reshape((x.shape[0], -1))
     for i, width in enumerate(self.dense):
