@@ -155,7 +155,7 @@ def test_step_loop_mode_trains_like_the_scan_loop(tmp_path, mnist_small_dir, cap
       '--config.schedule=constant'], 'training loss became nan'),
 ])
 def test_bad_input_gives_one_line_and_exit_2(tmp_path, mnist_small_dir, args, message):
-  out = run_main(small_flags(mnist_small_dir, epochs=1) + args +
+  out = run_main(small_flags(mnist_small_dir, epochs=1, config='configs/mlp.py') + args +
                  [f'--workdir={tmp_path / "w"}'])
   assert out.returncode == 2, out.stderr[-2000:]
   errors = [l for l in out.stderr.splitlines() if l.startswith('error:')]

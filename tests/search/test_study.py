@@ -202,22 +202,20 @@ def _storage_url(kind, tmp_path, request):
   return url, url
 
 
-# the pop that hands a trial to one worker is checked on every storage above
-@pytest.mark.parametrize('kind', ['sqlite', POSTGRESQL])
-def test_three_workers_run_every_grid_trial_exactly_once(kind, tmp_path, mnist_small_dir,
-                                                         request):
-  flag, url = _storage_url(kind, tmp_path, request)
+# the pop that hands a trial to one worker is checked on every storage above, and a
+# whole study on PostgreSQL by test_a_killed_workers_trial_is_retried_and_resumed
+def test_three_workers_run_every_grid_trial_exactly_once(tmp_path, mnist_small_dir):
+  url = f'sqlite:///{tmp_path / "w" / "study.db"}'   # the default: WORKDIR/study.db
   config = _config_file(tmp_path, mnist_small_dir)
   workdir = tmp_path / 'w'
-  args = ['--worker'] + ([f'--storage={flag}', f'--study_name=grid_{kind}'] if flag else [])
-  procs = [_worker(config, workdir, *args) for _ in range(3)]
+  procs = [_worker(config, workdir, '--worker') for _ in range(3)]
   outs = [p.communicate(timeout=600) for p in procs]
   for p, (out, err) in zip(procs, outs):
     assert p.returncode == 0, err[-3000:]
   trained = collections.Counter(
       m for _, err in outs for m in re.findall(r'training in (\S+)', err))
   assert sorted(trained.values()) == [1] * 6, trained          # each trial trained once
-  trials = _trials(url, name=f'grid_{kind}' if flag else 'tiny')
+  trials = _trials(url)
   assert len(trials) == 6                                        # no extra trial drawn
   assert {t.state for t in trials} == {optuna.trial.TrialState.COMPLETE}
   points = sorted((t.params['learning_rate'], t.params['seed']) for t in trials)
