@@ -42,6 +42,7 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import linen as nn
 from flax import struct
@@ -203,7 +204,7 @@ def create_train_state(config, rng, *, num_train: Optional[int] = None,
   # reads a checkpoint's shapes) init is traced, not compiled
   options = {} if isinstance(rng, jax.core.Tracer) else once_compiler_options()
   variables = init_program(model, options)({'params': rng, 'dropout': rng},
-                                           jnp.zeros(input_shape, jnp.float32))
+                                           np.zeros(input_shape, np.float32))
   tx = optim.create_optimizer(config, steps_per_epoch(config, num_train))
   state = TrainState.create(
       apply_fn=ModelApply(model), params=variables['params'], tx=tx,
@@ -218,7 +219,7 @@ def initial(state: TrainState) -> TrainState:
   initial weights, v_ema = v (``ema_update`` then averages from there)."""
   if state.ema_decay:
     state = state.replace(ema={'params': state.params, 'batch_stats': state.batch_stats})
-  return state.replace(step=jnp.zeros((), jnp.int32))
+  return state.replace(step=jnp.asarray(np.zeros((), np.int32)))   # a transfer, no program
 
 
 def ema_decay_at(decay: float, step):

@@ -43,8 +43,35 @@ class Feed:
   labels: Any
   num_train: int
   steps: int             # ⌊N/B⌋
-  permute: Any           # key -> (steps, B) row indices
+  permute: Any           # key -> (steps, B) row indices (traced in epoch_order)
   gather: Any            # (images, labels, rows) -> one batch
+
+
+def run_keys(seed: int) -> tuple:
+  """(init_key, train_key) = split(key(seed)): the model's initial weights, and
+  everything its epochs draw. One program compiled like the other once-a-run
+  programs (train.once_compiler_options); eager, key, split and the unpacking
+  would compile three."""
+  program = jax.jit(_run_keys, compiler_options=train_lib.once_compiler_options())
+  return program(np.uint32(seed % 2**32))   # key(seed) keeps the seed's low 32 bits
+
+
+def _run_keys(seed):
+  return tuple(jax.random.split(jax.random.key(seed)))
+
+
+def epoch_order(feed_: 'Feed', train_key, epoch: int) -> tuple:
+  """(row indices, step_key) of epoch e: (perm_key, step_key) = split(fold_in(train_key,
+  e)), the indices ``feed_.permute(perm_key)``. One program for every epoch,
+  compiled like the batch order alone (train.once_compiler_options)."""
+  program = jax.jit(_epoch_order, static_argnums=0,
+                    compiler_options=train_lib.once_compiler_options())
+  return program(feed_.permute, train_key, np.uint32(epoch))
+
+
+def _epoch_order(permute, train_key, epoch):
+  perm_key, step_key = jax.random.split(jax.random.fold_in(train_key, epoch))
+  return permute(perm_key), step_key
 
 
 def batch_order(key, num_train: int, steps: int, batch_size: int):
@@ -71,9 +98,8 @@ def feed(config, data, mesh) -> tuple:
   num_train = len(data.train_labels)
   images, labels = parallel.replicate((data.train_images, data.train_labels), mesh)
   steps = max(1, num_train // config.batch_size)
-  permute = jax.jit(functools.partial(batch_order, num_train=num_train, steps=steps,
-                                      batch_size=config.batch_size),
-                    compiler_options=train_lib.once_compiler_options())
+  permute = functools.partial(batch_order, num_train=num_train, steps=steps,
+                              batch_size=config.batch_size)
   return Feed(images, labels, num_train, steps, permute, _gather), data
 
 

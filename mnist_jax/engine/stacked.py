@@ -154,10 +154,10 @@ class Group:
 
   def epoch_order(self, feed, epoch: int) -> tuple:
     """(row indices, step keys) of ``epoch``: shared, or one order and key per model."""
-    keys = [jax.random.split(jax.random.fold_in(k, epoch)) for k in self.train_keys]
     if self.shared_data:
-      return feed.permute(keys[0][0]), keys[0][1]
-    return jnp.stack([feed.permute(k[0]) for k in keys]), jnp.stack([k[1] for k in keys])
+      return epoch_lib.epoch_order(feed, self.train_keys[0], epoch)
+    orders = [epoch_lib.epoch_order(feed, k, epoch) for k in self.train_keys]
+    return jnp.stack([idx for idx, _ in orders]), jnp.stack([key for _, key in orders])
 
 
 def create(configs, *, num_train=None, num_classes: int = 10, members: int = 1) -> Group:
@@ -171,7 +171,7 @@ def create(configs, *, num_train=None, num_classes: int = 10, members: int = 1) 
   steps = train_lib.steps_per_epoch(ref, num_train)
   by_seed, templates, train_keys = {}, [], []
   for c in configs:
-    init_key, train_key = jax.random.split(jax.random.key(c.seed))
+    init_key, train_key = epoch_lib.run_keys(c.seed)
     if c.seed not in by_seed:  # model.init compiles: once per distinct seed
       by_seed[c.seed] = train_lib.create_train_state(c, init_key, num_train=num_train,
                                                      num_classes=num_classes)

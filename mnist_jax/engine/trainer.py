@@ -59,7 +59,7 @@ def train_and_evaluate(config, workdir: str, *, on_epoch=None) -> Outcome:
   workdir_lib.prepare(workdir)
   with workdir_lib.lock(workdir):
     feed, data = epoch_lib.feed(config, data, mesh)
-    init_key, train_key = jax.random.split(jax.random.key(config.seed))
+    init_key, train_key = epoch_lib.run_keys(config.seed)
     state = train.create_train_state(config, init_key, num_train=feed.num_train,
                                      num_classes=data.num_classes)
     run = workdir_lib.RunFiles.open(config, workdir)   # reads only
@@ -75,9 +75,9 @@ def train_and_evaluate(config, workdir: str, *, on_epoch=None) -> Outcome:
     stop = False
     try:
       for epoch in range(run.epoch + 1, config.num_epochs + 1):
-        perm_key, step_key = jax.random.split(jax.random.fold_in(train_key, epoch))
+        idx, step_key = epoch_lib.epoch_order(feed, train_key, epoch)
         state, train_metrics, seconds, finite = epoch_lib.train(
-            run_chunk, state, feed, feed.permute(perm_key), step_key, epoch=epoch,
+            run_chunk, state, feed, idx, step_key, epoch=epoch,
             every=config.log_every_steps, batch_size=config.batch_size)
         if not finite:
           raise UserError(epoch_lib.nonfinite_error(config, epoch, train_metrics['loss']))

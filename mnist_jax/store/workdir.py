@@ -229,12 +229,12 @@ class RunFiles:
     elif self.settle is not None:
       self._settle_best(epoch, final)
     self.writer.write_epoch(record)
+    val = f" | val {record['val_accuracy']:.4f}" if 'val_accuracy' in record else ''
     test = (f" | test loss {record['test_loss']:.4f} acc {record['test_accuracy']:.4f}"
             if 'test_accuracy' in record else '')
-    logging.info('epoch %d/%d%s: train loss %.4f acc %.4f | val %s%s | %.0f img/s', epoch,
+    logging.info('epoch %d/%d%s: train loss %.4f acc %.4f%s%s | %.0f img/s', epoch,
                  config.num_epochs, label, record['train_loss'], record['train_accuracy'],
-                 f"{record.get('val_accuracy', float('nan')):.4f}", test,
-                 record['images_per_s'])
+                 val, test, record['images_per_s'])
 
   def _best_meta(self, record) -> dict:
     """The record saved with the best checkpoint of ``record``'s epoch."""
