@@ -28,16 +28,11 @@ import tempfile
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments import report
+from experiments import report, speed
 from experiments.speed import benchmark
 from mnist_jax.data import pipeline
 from mnist_jax.engine import trainer
 from mnist_jax.nn import whitening
-
-# The recipe is chosen on the last 5,000 training images; the timed config holds
-# none out (its one pass selects nothing), and the first N_train images it trains
-# on are the same either way.
-VAL_SIZE = 5000
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/speedrun.py', 'Config file.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'IDX folder (else the config decides).')
@@ -137,7 +132,7 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   base = _CONFIG.value
-  base.data.val_size = VAL_SIZE
+  base.data.val_size = speed.VAL_SIZE
   if _DATA_DIR.value:
     base.data.source, base.data.download = 'idx', False
     base.data.data_dir = os.path.abspath(_DATA_DIR.value)

@@ -7,7 +7,7 @@
 
 Each seed trains the config once with ``mnist_jax.engine.trainer`` (in this process) and
 reports, after the last epoch, the validation accuracy (the last 5,000 train
-images, by which the config was chosen: held out here, levers.VAL_SIZE) and the
+images, by which the config was chosen: held out here: experiments.speed.VAL_SIZE) and the
 test accuracy, then the mean
 and the minimum over seeds. The seed changes the initialization, the batch
 order and dropout/augmentation draws; the data split stays fixed. Times here
@@ -23,8 +23,7 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments import report
-from experiments.speed import levers
+from experiments import report, speed
 from mnist_jax.engine import trainer
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/speedrun.py', 'Config file.')
@@ -64,7 +63,7 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # the trainer's and orbax's per-epoch INFO lines
   config = _CONFIG.value
-  config.data.val_size = levers.VAL_SIZE
+  config.data.val_size = speed.VAL_SIZE
   if _DATA_DIR.value:
     config.data.source, config.data.download = 'idx', False
     config.data.data_dir = os.path.abspath(_DATA_DIR.value)
