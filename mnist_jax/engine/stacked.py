@@ -215,6 +215,7 @@ def train(configs, workdirs, *, on_epoch=None) -> list:
     raise ValueError('stacked.train needs configs of one signature (stacked.groups)')
   start = time.time()
   configs, data, mesh = trainer.load(configs)
+  set_up = time.time()
   ref, members = configs[0], ensemble.size(configs[0])
   with contextlib.ExitStack() as stack:
     for w in workdirs:
@@ -238,7 +239,8 @@ def train(configs, workdirs, *, on_epoch=None) -> list:
     run_chunk = epoch_lib.chunk_fn(functools.partial(step, dropout_rate=group.dropout_rate),
                                    mesh, gather=feed.gather, mode=ref.loop_mode,
                                    per_model=not group.shared_data)
-    trainer.log_start(ref, data, feed, mesh, group.state, group.size, runs[0])
+    trainer.log_start(ref, data, feed, mesh, group.state, group.size, runs[0],
+                      time.time() - set_up)
     errors, ended, evals = [None] * len(runs), {}, None   # ended: run -> its stopped state
     try:
       for epoch in range(runs[0].epoch + 1, ref.num_epochs + 1):

@@ -56,6 +56,7 @@ def train_and_evaluate(config, workdir: str, *, on_epoch=None) -> Outcome:
                     'call engine.stacked.train([config], [workdir])')
   start = time.time()
   (config,), data, mesh = load([config])
+  set_up = time.time()
   workdir_lib.prepare(workdir)
   with workdir_lib.lock(workdir):
     feed, data = epoch_lib.feed(config, data, mesh)
@@ -71,7 +72,7 @@ def train_and_evaluate(config, workdir: str, *, on_epoch=None) -> Outcome:
     eval_fn = evaluation.pass_fn(mesh)
     run_chunk = epoch_lib.chunk_fn(train.train_step, mesh, gather=feed.gather,
                                    mode=config.loop_mode)
-    log_start(config, data, feed, mesh, state, 1, run)
+    log_start(config, data, feed, mesh, state, 1, run, time.time() - set_up)
     stop = False
     try:
       for epoch in range(run.epoch + 1, config.num_epochs + 1):
@@ -174,11 +175,13 @@ def num_params(state) -> int:
   return sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(state.params))
 
 
-def log_start(config, data, feed, mesh, state, k: int, run) -> None:
+def log_start(config, data, feed, mesh, state, k: int, run, set_up_s: float) -> None:
+  """The line a run starts training with; ``set_up_s``: the seconds from the data read
+  to here (model, optimizer, resume, evaluation splits)."""
   if run.epoch:
     logging.info('Resuming %s from epoch %d.', run.workdir, run.epoch)
   logging.info('Training %d x %s (%d params) on %d %s device(s): %d train / %d val / %d '
-               'test images, %d steps of %d per epoch.', k, config.model.name,
-               num_params(state) // k, mesh.devices.size, jax.default_backend(),
-               feed.num_train, len(data.val_labels), len(data.test_labels), feed.steps,
-               config.batch_size)
+               'test images, %d steps of %d per epoch (set up in %.2f s).', k,
+               config.model.name, num_params(state) // k, mesh.devices.size,
+               jax.default_backend(), feed.num_train, len(data.val_labels),
+               len(data.test_labels), feed.steps, config.batch_size, set_up_s)
