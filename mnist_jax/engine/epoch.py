@@ -2,8 +2,9 @@
 
 Every epoch e draws its own order of the N training images and takes ⌊N/B⌋ steps
 
-  π = permutation(fold_in(train_key, e))[:⌊N/B⌋·B]   (the remainder waits for
-                                                      another epoch's permutation)
+  (perm_key_e, step_key_e) = split(fold_in(train_key, e))
+  π = permutation(perm_key_e)[:⌊N/B⌋·B]   (the remainder waits for another epoch's
+                                          permutation)
   for t = 1 .. ⌊N/B⌋:  state, m_t = step(state, batch_t(π), step_key_e)
 
 and returns the mean of the step metrics m_t. The step folds its counter into
