@@ -173,10 +173,10 @@ def l2_weight(config) -> float:
 
 def once_compiler_options() -> dict:
   """XLA options for a program that runs once per run or epoch: a model's
-  ``init`` and an epoch's batch order (engine/epoch.py).
+  ``init``, a run's keys and an epoch's keys and batch order (engine/epoch.py).
 
   On the CPU, optimization level 1 instead of XLA's default 3: the same
-  parameters and the same order bit for bit (tests/test_train.py,
+  parameters, keys and order bit for bit (tests/test_train.py,
   tests/engine/test_epoch.py), compiled several times faster, since LLVM's
   level-3 passes spend long on random-number code and buy nothing for one call.
   A level set in XLA_FLAGS is left as it is; other platforms keep their defaults."""

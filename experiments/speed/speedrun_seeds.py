@@ -6,10 +6,9 @@
       --config.model.conv_impl=shift      # a variant: any --config.<key>=<value>
 
 Each seed trains the config once with ``mnist_jax.engine.trainer`` (in this process) and
-reports, after the last epoch, the validation accuracy (the last 5,000 train
-images, by which the config was chosen: held out here: experiments.speed.VAL_SIZE) and the
-test accuracy, then the mean
-and the minimum over seeds. The seed changes the initialization, the batch
+reports, after the last epoch, the validation accuracy (the last 5,000 training
+images, held out here as experiments.speed.VAL_SIZE; the config was chosen by them)
+and the test accuracy, then the mean and the minimum over seeds. The seed changes the initialization, the batch
 order and dropout/augmentation draws; the data split stays fixed. Times here
 are indicative only (one process: later seeds skip the imports); time the
 speedrun with experiments/speed/benchmark.py. The validation columns are what
