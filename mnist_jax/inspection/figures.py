@@ -40,7 +40,7 @@ from mnist_jax.data import preprocess
 from mnist_jax.engine import calibration, ensemble, evaluation
 from mnist_jax.store import selection, workdir as workdir_lib
 from mnist_jax.inspection import confusion as confusion_lib, tensorboard as tensorboard_lib
-from mnist_jax.inspection.layers import MAX_MAPS, capture_layers, layer_params
+from mnist_jax.inspection.layers import MAX_MAPS, capture_layers, layer_names, layer_params
 
 LAYERS_PER_PAGE = 12
 
@@ -93,18 +93,60 @@ def confusion(matrix, path):
   return _save(fig, path)
 
 
+def _mosaic(tiles, cols, gap=(1, 1)):
+  """The (N, h, w) ``tiles`` on one canvas, ``cols`` to a row, NaN (drawn as the
+  background) in the (rows, columns) ``gap`` between them; with ``_tile_box`` the
+  corners of tile k. One image in one axes draws many times faster than one axes
+  per tile, and looks the same."""
+  n, h, w = tiles.shape
+  rows = -(-n // cols)
+  canvas = np.full((rows * (h + gap[0]) - gap[0], cols * (w + gap[1]) - gap[1]), np.nan)
+  for k, tile in enumerate(tiles):
+    top, left = _tile_box(k, cols, (h, w), gap)
+    canvas[top:top + h, left:left + w] = tile
+  return canvas
+
+
+def _tile_box(k, cols, shape, gap):
+  """(top, left) pixel of tile k on ``_mosaic``'s canvas."""
+  r, c = divmod(k, cols)
+  return r * (shape[0] + gap[0]), c * (shape[1] + gap[1])
+
+
+def _scaled(maps):
+  """Each map divided by its own max |value| (an all-zero map stays 0): diverging
+  colours centred on 0 for maps of different ranges."""
+  lim = np.abs(maps).max(axis=(1, 2), keepdims=True)
+  return maps / np.where(lim > 0, lim, 1.0)
+
+
+def _gallery(ax, tiles, cols, cmap, vmin, vmax, gap=(1, 1)):
+  """``tiles`` as ``_mosaic`` in ``ax`` (no axis lines); the (y, x) data position
+  above the middle of each tile, for its label."""
+  canvas = _mosaic(np.asarray(tiles, np.float32), cols, gap)
+  ax.imshow(canvas, cmap=plt.get_cmap(cmap).with_extremes(bad='white'), vmin=vmin,
+            vmax=vmax, interpolation='nearest')
+  ax.axis('off')
+  shape = tiles.shape[1:3]
+  return [(top - 0.8, left + (shape[1] - 1) / 2) for top, left in
+          (_tile_box(k, cols, shape, gap) for k in range(len(tiles)))]
+
+
 def misclassified(images, labels, probs, path, count=24):
   """A gallery of ``mistakes``: image, true label, prediction and its p(ŷ)."""
   preds = probs.argmax(-1)
   wrong = confusion_lib.mistakes(labels, probs, count)
   cols = 8
   rows = max(1, -(-len(wrong) // cols))
-  fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.4, rows * 1.6 + 0.4), squeeze=False)
-  for ax in axes.flat:
+  fig, ax = plt.subplots(figsize=(cols * 1.4, rows * 1.6 + 0.4))
+  if len(wrong):
+    tiles = np.asarray(images)[wrong].reshape(len(wrong), 28, 28)
+    at = _gallery(ax, tiles, min(cols, len(wrong)), 'gray_r', 0, 255, gap=(12, 6))
+    for (y, x), i in zip(at, wrong):
+      ax.text(x, y, f'true {labels[i]} → {preds[i]}\np={probs[i, preds[i]]:.2f}',
+              fontsize=8, ha='center', va='bottom')
+  else:
     ax.axis('off')
-  for ax, i in zip(axes.flat, wrong):
-    ax.imshow(images[i].squeeze(), cmap='gray_r', vmin=0, vmax=255)
-    ax.set_title(f'true {labels[i]} → {preds[i]}\np={probs[i, preds[i]]:.2f}', fontsize=8)
   fig.suptitle(f'Most confident mistakes on test ({len(np.flatnonzero(preds != labels))} '
                'wrong in all)' if len(wrong) else 'No misclassified test digits')
   return _save(fig, path)
@@ -112,7 +154,7 @@ def misclassified(images, labels, probs, path, count=24):
 
 def filters(state, path):
   """First-layer weights: conv kernels, or Dense units as 28×28 templates."""
-  name, kind, _ = capture_layers(state, np.zeros((1, 28, 28, 1)))[0]
+  name, kind = layer_names(state)[0]
   kernel = layer_params(state, name)
   if kind == 'conv':
     maps = np.moveaxis(kernel[:, :, 0, :], -1, 0)          # (F, K, K), input channel 0
@@ -125,20 +167,19 @@ def filters(state, path):
     maps = maps[:64]
   cols = min(len(maps), 8 if len(maps) > 10 else len(maps))
   rows = -(-len(maps) // cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.2, rows * 1.2 + 0.6), squeeze=False)
-  for ax in axes.flat:
-    ax.axis('off')
-  for k, (ax, m) in enumerate(zip(axes.flat, maps)):
-    lim = np.abs(m).max() or 1.0
-    ax.imshow(m, cmap='RdBu_r', vmin=-lim, vmax=lim)
-    ax.set_title(str(k), fontsize=7)
+  fig, ax = plt.subplots(figsize=(cols * 1.2, rows * 1.2 + 0.6))
+  size = maps.shape[1]
+  gap = (max(1, round(size * 0.4)), max(1, round(size * 0.2)))
+  for k, (y, x) in enumerate(_gallery(ax, _scaled(maps), cols, 'RdBu_r', -1, 1, gap)):
+    ax.text(x, y, str(k), fontsize=7, ha='center', va='bottom')
   fig.suptitle(f'First layer, {what}\n(red > 0 > blue, each scaled to its own range)',
-               fontsize=9, y=1.0 + 0.25 / (rows * 1.2 + 0.6))
+               fontsize=9)
   return _save(fig, path)
 
 
 def feature_maps(state, image, label, prefix) -> list:
-  """One PNG per 12 conv layers: up to 16 output maps of each for the uint8 ``image``."""
+  """One PNG per 12 conv layers: up to 16 output maps of each for the uint8 ``image``
+  (each layer one row, each map scaled to its own range)."""
   layers = [(n, o[0]) for n, _, o in capture_layers(state, image[None], ('conv',))]
   if not layers:
     logging.info('No feature maps: model %s has no conv layer.', type(state.model).__name__)
@@ -146,19 +187,18 @@ def feature_maps(state, image, label, prefix) -> list:
   paths = []
   for page in range(0, len(layers), LAYERS_PER_PAGE):
     chunk = layers[page:page + LAYERS_PER_PAGE]
-    cols = 1 + min(MAX_MAPS, max(o.shape[-1] for _, o in chunk))
-    fig, axes = plt.subplots(len(chunk) + 1, cols, squeeze=False,
-                             figsize=(cols * 0.9, len(chunk) * 1.0 + 1.6))
-    for ax in axes.flat:
-      ax.axis('off')
-    axes[0, 1].imshow(image.squeeze(), cmap='gray_r', vmin=0, vmax=255)
-    axes[0, 1].set_title('input', fontsize=8)
-    for row, (name, out) in zip(axes[1:], chunk):
-      row[0].text(1.0, 0.5, f'{name}\n{"×".join(map(str, out.shape))}', fontsize=7,
-                  ha='right', va='center', transform=row[0].transAxes)
-      for k in range(min(MAX_MAPS, out.shape[-1])):
-        lim = np.abs(out[..., k]).max() or 1.0
-        row[k + 1].imshow(out[..., k], cmap='RdBu_r', vmin=-lim, vmax=lim)
+    cols = min(MAX_MAPS, max(o.shape[-1] for _, o in chunk))
+    fig, axes = plt.subplots(len(chunk) + 1, 1, squeeze=False,
+                             figsize=((cols + 1) * 0.9, len(chunk) * 1.0 + 1.6))
+    axes = axes[:, 0]
+    rows = [('input', 'gray_r', 0, 255, np.asarray(image, np.float32).reshape(1, 28, 28))]
+    rows += [(f'{name}\n{"×".join(map(str, out.shape))}', 'RdBu_r', -1, 1,
+              _scaled(np.moveaxis(out[..., :MAX_MAPS], -1, 0))) for name, out in chunk]
+    for ax, (text, cmap, vmin, vmax, maps) in zip(axes, rows):
+      padded = np.full((cols,) + maps.shape[1:], np.nan)   # the same slots in every row
+      padded[:len(maps)] = maps
+      _gallery(ax, padded, cols, cmap, vmin, vmax, gap=(1, max(1, round(maps.shape[2] * 0.15))))
+      ax.text(-0.02, 0.5, text, fontsize=7, ha='right', va='center', transform=ax.transAxes)
     number = page // LAYERS_PER_PAGE + 1
     total = -(-len(layers) // LAYERS_PER_PAGE)
     fig.suptitle(f'Conv outputs for a test "{label}" (before the activation; red > 0 > '
@@ -174,13 +214,13 @@ def augmented(state, images, path, seed=0, copies=4):
   prepare = jax.jit(functools.partial(preprocess.prepare, augment=state.augment))
   rows = [np.asarray(x)] + [np.asarray(prepare(x, jax.random.key(seed + i)))
                             for i in range(copies)]
-  fig, axes = plt.subplots(len(rows), len(x), figsize=(len(x) * 1.0, len(rows) * 1.1 + 0.5),
-                           squeeze=False)
-  for r, (axrow, batch) in enumerate(zip(axes, rows)):
-    for ax, img in zip(axrow, batch):
-      ax.imshow(img.squeeze(), cmap='gray_r', vmin=0, vmax=1)
-      ax.set_xticks([]), ax.set_yticks([])
-    axrow[0].set_ylabel('original' if r == 0 else f'augmented {r}', fontsize=8)
+  tiles = np.concatenate(rows).reshape(-1, 28, 28)
+  fig, ax = plt.subplots(figsize=(len(x) * 1.0, len(rows) * 1.0 + 0.5))
+  at = _gallery(ax, tiles, len(x), 'gray_r', 0, 1, gap=(3, 3))
+  for r in range(len(rows)):
+    y = at[r * len(x)][0] + 0.8 + 14
+    ax.text(-2, y, 'original' if r == 0 else f'augmented {r}', fontsize=8, ha='right',
+            va='center')
   fig.suptitle('Training augmentation (config.augment)')
   return _save(fig, path)
 

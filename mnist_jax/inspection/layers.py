@@ -58,6 +58,20 @@ def capture_layers(state, images, kinds=('conv', 'dense')):
   return [(name, kind, np.asarray(o, np.float32)) for (name, kind), o in zip(names, outs)]
 
 
+def layer_names(state, kinds=('conv', 'dense')):
+  """[(name, kind)] of every layer call, in call order, as ``capture_layers`` finds
+  them; traced only (jax.eval_shape): nothing is compiled or run."""
+  found = []
+
+  def run(state, images):
+    _, names, outs = layer_outputs(state, state.inputs(images), kinds)
+    found.extend(names)
+    return outs
+
+  jax.eval_shape(run, state, jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.uint8))
+  return found
+
+
 def layer_params(state, name):
   """The 'kernel' of the layer at path ``name`` ('/'-joined) as float32 numpy."""
   params = state.params
