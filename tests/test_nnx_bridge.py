@@ -51,7 +51,7 @@ def batches(digits, steps):
 
 
 def max_diff(a, b):
-  return max(float(jnp.max(jnp.abs(x - y)))
+  return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
              for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
 
 

@@ -233,7 +233,8 @@ def test_feature_maps_and_saliency_are_the_layers_and_the_gradient(client, best)
     assert np.abs(maps - want).max() <= np.abs(want).max() / 127 + 1e-5
   x = jnp.asarray(prepared[None, ..., None] / 255.0, jnp.float32)
   k = r['digit_class']
-  grad = jax.grad(lambda x: best.apply_fn(best.variables, best.inputs(x), train=False)[0, k])(x)
+  grad = jax.jit(jax.grad(lambda x: best.apply_fn(best.variables, best.inputs(x),
+                                                   train=False)[0, k]))(x)
   grad = np.asarray(grad)[0, ..., 0]
   saliency = _dequantize(r['saliency']['data'], [r['saliency']['scale']], (28, 28))[0]
   assert np.abs(grad).max() > 0

@@ -167,8 +167,9 @@ def test_the_step_is_the_peak_times_the_schedule(schedule):
     config.learning_rate = lr
     tx = optim.create_optimizer(config, steps_per_epoch=10)
     eta, opt_state = optim.learning_rate_schedule(config, 10), tx.init(params)
+    update = jax.jit(tx.update)
     for t in range(5):
-      updates, opt_state = tx.update({'kernel': jnp.ones((2, 2))}, opt_state, params)
+      updates, opt_state = update({'kernel': jnp.ones((2, 2))}, opt_state, params)
       np.testing.assert_allclose(updates['kernel'], -eta(t), rtol=1e-6)
       assert float(eta(t)) > 0 or t == 0
 

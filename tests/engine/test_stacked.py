@@ -27,7 +27,7 @@ def _config(**overrides):
 
 
 def _max_diff(a, b):
-  return max(float(jnp.max(jnp.abs(x - y))) for x, y in
+  return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in
              zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
 
 

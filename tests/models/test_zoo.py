@@ -365,7 +365,7 @@ def test_training_steps_lower_the_loss_on_a_real_batch(key, batch):
 
   params = variables['params']
   stats = {k: v for k, v in variables.items() if k == 'batch_stats'}
-  opt_state = tx.init(params)
+  opt_state = jax.jit(tx.init)(params)
   history = []
   for _ in range(6):                          # the 6th loss is after 5 updates
     params, stats, opt_state, loss = step(params, stats, opt_state)

@@ -41,13 +41,13 @@ def test_patch_conv_equals_nn_conv(k, s, p):
   fast_vars = jax.jit(fast.init)(jax.random.key(1), x)
   assert jax.tree_util.tree_structure(fast_vars) == jax.tree_util.tree_structure(variables)
   np.testing.assert_array_equal(fast_vars['params']['kernel'], variables['params']['kernel'])
-  y_ref, y_fast = ref.apply(variables, x), fast.apply(variables, x)
+  y_ref, y_fast = jax.jit(ref.apply)(variables, x), jax.jit(fast.apply)(variables, x)
   assert y_fast.shape == y_ref.shape
   np.testing.assert_allclose(y_fast, y_ref, atol=1e-5)
   # Gradients w.r.t. the parameters and the input agree as well.
   loss = lambda m: (lambda v, x: jnp.sum(jnp.sin(m.apply(v, x))))
-  g_ref = jax.grad(loss(ref), argnums=(0, 1))(variables, x)
-  g_fast = jax.grad(loss(fast), argnums=(0, 1))(variables, x)
+  g_ref = jax.jit(jax.grad(loss(ref), argnums=(0, 1)))(variables, x)
+  g_fast = jax.jit(jax.grad(loss(fast), argnums=(0, 1)))(variables, x)
   for a, b in zip(jax.tree_util.tree_leaves(g_fast), jax.tree_util.tree_leaves(g_ref)):
     np.testing.assert_allclose(a, b, atol=1e-4)
 
@@ -64,9 +64,10 @@ def test_shift_conv_is_nn_conv_with_the_kernel_gradient_as_shifted_products(c, k
   variables = jax.jit(ref.init)(jax.random.key(1), x)
   assert (jax.tree_util.tree_structure(jax.jit(fast.init)(jax.random.key(1), x))
           == jax.tree_util.tree_structure(variables))
-  np.testing.assert_allclose(fast.apply(variables, x), ref.apply(variables, x), atol=1e-5)
+  np.testing.assert_allclose(jax.jit(fast.apply)(variables, x), jax.jit(ref.apply)(variables, x),
+                             atol=1e-5)
   loss = lambda m: (lambda v, x: jnp.sum(jnp.sin(m.apply(v, x))))
-  g_ref = jax.grad(loss(ref), argnums=(0, 1))(variables, x)
+  g_ref = jax.jit(jax.grad(loss(ref), argnums=(0, 1)))(variables, x)
   g_fast = jax.jit(jax.grad(loss(fast), argnums=(0, 1)))(variables, x)
   for a, b in zip(jax.tree_util.tree_leaves(g_fast), jax.tree_util.tree_leaves(g_ref)):
     np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
@@ -102,7 +103,8 @@ def test_patch_and_shift_conv_mask_and_no_bias(impl):
   fast = models.CONV_IMPLS[impl](5, (3, 3), use_bias=False, mask=mask)
   variables = jax.jit(ref.init)(jax.random.key(1), x)
   assert 'bias' not in variables['params']
-  np.testing.assert_allclose(fast.apply(variables, x), ref.apply(variables, x), atol=1e-5)
+  np.testing.assert_allclose(jax.jit(fast.apply)(variables, x), jax.jit(ref.apply)(variables, x),
+                             atol=1e-5)
 
 
 def test_same_padding_rule_matches_lax():
@@ -167,7 +169,8 @@ def test_lenet_same_variables_same_outputs_and_gradients_with_either_layers(impl
   variables = jax.tree_util.tree_map_with_path(
       lambda path, v: v + 0.1 if jax.tree_util.keystr(path).endswith("['bias']") else v,
       variables)
-  np.testing.assert_allclose(fast.apply(variables, x), ref.apply(variables, x), atol=1e-5)
+  np.testing.assert_allclose(jax.jit(fast.apply)(variables, x), jax.jit(ref.apply)(variables, x),
+                             atol=1e-5)
   loss = lambda m: jax.jit(jax.grad(lambda v: jnp.sum(jnp.sin(m.apply(
       v, x, train=True, rngs={'dropout': jax.random.key(2)})))))
   for a, b in zip(jax.tree_util.tree_leaves(loss(fast)(variables)),

@@ -43,13 +43,14 @@ def test_speednet_starts_from_and_freezes_the_whitening():
   kernel = whitening.filters(_images(), 3, 16)
   x = jnp.asarray(_images(2))
   trained = SpeedNet(whitening=kernel)
-  v = trained.init(jax.random.key(0), x)
+  v = jax.jit(trained.init)(jax.random.key(0), x)
   np.testing.assert_allclose(v['params']['conv_0']['kernel'], np.asarray(kernel), rtol=1e-6)
   frozen = SpeedNet(whitening=kernel, freeze_whitening=True)
-  fv = frozen.init(jax.random.key(0), x)
+  fv = jax.jit(frozen.init)(jax.random.key(0), x)
   assert 'conv_0' not in fv['params']   # a constant: no parameter, no gradient
   same = {**fv, 'params': {**fv['params'], 'conv_0': v['params']['conv_0']}}
-  np.testing.assert_allclose(frozen.apply(fv, x), trained.apply(same, x), atol=1e-4)
+  np.testing.assert_allclose(jax.jit(frozen.apply)(fv, x), jax.jit(trained.apply)(same, x),
+                             atol=1e-4)
 
 
 def _sgd(**changes):
@@ -95,7 +96,7 @@ def test_muon_orthogonalizes_conv_kernels_and_steps_the_rest_with_adam():
   g = jax.random.normal(jax.random.key(1), (3, 3, 4, 8))
   params = {'conv': {'kernel': jnp.zeros((3, 3, 4, 8))}, 'bn': {'bias': jnp.zeros(8)}}
   grads = {'conv': {'kernel': g}, 'bn': {'bias': jnp.full(8, 2.0)}}
-  u = tx.update(grads, tx.init(params), params)[0]
+  u = jax.jit(tx.update)(grads, tx.init(params), params)[0]
   # the conv kernel as a 36 x 8 matrix: singular values all about one value,
   # MUON_RMS·√36 (the polar factor U Vᵀ, scaled to RMS 0.2)
   s = np.linalg.svd(np.asarray(u['conv']['kernel']).reshape(36, 8), compute_uv=False)
@@ -131,13 +132,13 @@ def test_shift_moves_the_image_and_repeats_its_edge():
 def test_tta_is_the_mean_of_the_shifted_passes(shifts):
   x = jnp.asarray(_images(3))
   plain, tta = SpeedNet(), SpeedNet(tta=shifts)
-  v = plain.init(jax.random.key(0), x)
+  v = jax.jit(plain.init)(jax.random.key(0), x)
   views = [x] + [shift(x, dy, dx) for dy, dx in shifts]
-  expected = np.mean([plain.apply(v, view) for view in views], axis=0)
-  np.testing.assert_allclose(tta.apply(v, x), expected, rtol=1e-4, atol=1e-5)
+  expected = np.mean([jax.jit(plain.apply)(v, view) for view in views], axis=0)
+  np.testing.assert_allclose(jax.jit(tta.apply)(v, x), expected, rtol=1e-4, atol=1e-5)
   # training ignores it: the plain forward pass, batch statistics as usual
-  np.testing.assert_allclose(tta.apply(v, x, train=True, mutable=['batch_stats'])[0],
-                             plain.apply(v, x, train=True, mutable=['batch_stats'])[0])
+  train = lambda m: jax.jit(lambda v, x: m.apply(v, x, train=True, mutable=['batch_stats']))
+  np.testing.assert_allclose(train(tta)(v, x)[0], train(plain)(v, x)[0])
 
 
 def test_pool_first_normalizes_the_pooled_maps():
