@@ -1,6 +1,9 @@
 """The notebook API: the README's snippet runs as written; fit/create compose."""
+import json
 import os
 import re
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -30,17 +33,29 @@ def small_data(mnist_small_dir):
   return api.load_data('mnist', data_dir=mnist_small_dir, val_size=500, download=False)
 
 
-def test_readme_snippet_runs_as_written(monkeypatch, mnist_small_dir, capsys):
-  monkeypatch.setenv('MNIST_DIR', mnist_small_dir)
-  namespace = {}
-  exec(compile(readme_snippet(), 'README.md', 'exec'), namespace)  # pylint: disable=exec-used
-  data, state, probs = namespace['data'], namespace['state'], namespace['probs']
-  assert data.sizes() == {'train': 4000, 'val': 1000, 'test': 1000}
-  assert int(state.step) == 200
-  assert probs.shape == (10, 10)
-  np.testing.assert_allclose(probs.sum(-1), 1, atol=1e-5)
-  assert (probs.argmax(-1) == data.test_labels[:10]).mean() >= 0.7
-  printed = capsys.readouterr().out
+# printed after the snippet, in its process: what the test checks of its variables
+FACTS = '''
+import json as _json
+print(_json.dumps({'sizes': data.sizes(), 'step': int(state.step), 'shape': probs.shape,
+                   'sums': probs.sum(-1).tolist(),
+                   'right': float((probs.argmax(-1) == data.test_labels[:10]).mean())}))
+'''
+
+
+def test_readme_snippet_runs_as_written(mnist_small_dir, training_env):
+  """The snippet as a user runs it: in a fresh process (200 training steps: with the
+  flags of a training command, conftest.py), MNIST_DIR set to the fixture."""
+  out = subprocess.run([sys.executable, '-c', readme_snippet() + FACTS], cwd=ROOT,
+                       env=dict(training_env, MNIST_DIR=mnist_small_dir),
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  facts = json.loads(out.stdout.splitlines()[-1])
+  assert facts['sizes'] == {'train': 4000, 'val': 1000, 'test': 1000}
+  assert facts['step'] == 200
+  assert facts['shape'] == [10, 10]
+  np.testing.assert_allclose(facts['sums'], 1, atol=1e-5)
+  assert facts['right'] >= 0.7
+  printed = out.stdout
   accuracy = float(re.search(r"'accuracy': ([0-9.]+)", printed).group(1))
   assert accuracy > 0.85   # 200 steps of 128 real digits
   assert 'predicted:' in printed
