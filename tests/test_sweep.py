@@ -238,6 +238,7 @@ def get_config():
   c.data.source = 'idx'; c.data.data_dir = {data!r}; c.data.download = False
   c.data.val_size = 500; c.data.train_limit = 200; c.batch_size = 50
   c.eval_batch_size = 500; c.num_epochs = 1; c.write_plots = False
+  c.model.name = 'mlp'; c.model.hidden = (32,)
   return c
 def get_hyper(h):
   return h.product([h.sweep('config.{key}', [1e-3, 2e-3]), h.sweep('config.seed', [0])])

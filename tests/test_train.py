@@ -100,8 +100,9 @@ def test_train_step_vmaps_over_seeds(batch):
 def test_eval_step_counts_only_unmasked(batch):
   state = train.create_train_state(defaults.get_config(), jax.random.key(0))
   mask = jnp.concatenate([jnp.ones(100), jnp.zeros(28)])
-  full = train.eval_step(state, {k: v[:100] for k, v in batch.items()})
-  masked = train.eval_step(state, {**batch, 'mask': mask})
+  eval_step = jax.jit(train.eval_step)
+  full = eval_step(state, {k: v[:100] for k, v in batch.items()})
+  masked = eval_step(state, {**batch, 'mask': mask})
   assert float(masked['count']) == 100
   np.testing.assert_allclose(masked['loss'], full['loss'], rtol=1e-5)
   assert float(masked['correct']) == float(full['correct'])
@@ -220,8 +221,8 @@ def test_loop_evaluation_is_exact_and_compiles_once(mnist_small_dir):
   for n in (300, 1000):                         # 3 and 8 padded batches
     split = evaluation.padded_split(images[:n], labels[:n], 128, mesh)
     results[n] = evaluation.evaluate(eval_fn, state, {'test': split})['test']['model']['raw']
-  want = train.eval_step(state, {'image': preprocess.normalize(jnp.asarray(images[:300])),
-                                 'label': jnp.asarray(labels[:300])})
+  want = jax.jit(train.eval_step)(state, {'image': preprocess.normalize(jnp.asarray(images[:300])),
+                                          'label': jnp.asarray(labels[:300])})
   assert results[300]['accuracy'] == pytest.approx(float(want['correct']) / 300)
   assert results[300]['loss'] == pytest.approx(float(want['loss']) / 300, rel=1e-5)
   assert eval_fn._cache_size() - before <= 1   # pylint: disable=protected-access

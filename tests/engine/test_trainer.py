@@ -93,9 +93,11 @@ def test_resume_with_another_horizon_is_refused(tmp_path, schedule):
 @pytest.mark.parametrize('schedule', ['cosine', 'warmup_cosine', 'onecycle'])
 def test_a_schedule_over_epochs_needs_the_number_of_training_images(batch, schedule):
   """Sized for a guessed 1 step per epoch, η_t would reach 0 after num_epochs
-  steps and the parameters stop changing: refused at creation, naming the fix."""
+  steps and the parameters stop changing: refused at creation, naming the fix (the
+  MLP: the schedule is the same for every model)."""
   config = defaults.get_config()
   config.schedule = schedule
+  config.model.name = 'mlp'
   with pytest.raises(UserError, match='num_train=N'):
     train.create_train_state(config, jax.random.key(0))
   state = train.create_train_state(config, jax.random.key(0), num_train=64 * 30)
@@ -151,7 +153,7 @@ def test_l2_penalty_is_reported_apart_from_the_data_loss(batch):
   config.weight_decay, config.weight_decay_mode = 0.01, 'l2'
   state = train.create_train_state(config, jax.random.key(0))
   _, metrics = jax.jit(train.train_step)(state, batch, jax.random.key(1))
-  sums = train.eval_step(state, batch)
+  sums = jax.jit(train.eval_step)(state, batch)
   assert float(metrics['loss']) == pytest.approx(float(sums['loss'] / sums['count']), rel=1e-5)
   assert float(metrics['l2_penalty']) == pytest.approx(
       0.01 * float(train.l2_penalty(state.params)), rel=1e-5)
