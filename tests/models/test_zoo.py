@@ -40,10 +40,6 @@ SMALL = {
     'efficientnet': ('efficientnet', dict(width=0.25, stages=TINY_STAGES,
                                           head_features=64)),
 }
-# pytest-xdist: one worker runs this file, so each model's programs (``compiled``)
-# compile once
-pytestmark = pytest.mark.xdist_group('zoo')
-
 RNGS = {'params': jax.random.key(0), 'dropout': jax.random.key(1)}
 X = jax.random.uniform(jax.random.key(2), (4, 28, 28, 1))
 
