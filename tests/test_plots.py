@@ -113,6 +113,22 @@ def test_most_confident_mistakes_come_first():
   np.testing.assert_array_equal(confusion_lib.mistakes(labels, probs), [2, 1, 3])
 
 
+def test_a_gallery_is_one_canvas_with_each_tile_in_its_box():
+  """The galleries (filters, mistakes, feature maps, augmentation) draw their tiles
+  as one image: tile k at its box, NaN (the background) everywhere else."""
+  tiles = np.arange(5 * 2 * 3, dtype=np.float32).reshape(5, 2, 3)
+  canvas = figures._mosaic(tiles, 2, gap=(1, 2))   # pylint: disable=protected-access
+  assert canvas.shape == (3 * (2 + 1) - 1, 2 * (3 + 2) - 2)   # 3 rows, 2 columns
+  for k in range(5):
+    top, left = figures._tile_box(k, 2, (2, 3), (1, 2))   # pylint: disable=protected-access
+    np.testing.assert_array_equal(canvas[top:top + 2, left:left + 3], tiles[k])
+  assert np.isnan(canvas).sum() == canvas.size - tiles.size
+  scaled = figures._scaled(np.stack([np.full((2, 2), -4.0), np.zeros((2, 2)),   # pylint: disable=protected-access
+                                     np.array([[1.0, -0.5], [0.25, 0.0]])]))
+  np.testing.assert_array_equal(scaled[0], -1.0)
+  assert not scaled[1].any() and np.abs(scaled[2]).max() == 1.0
+
+
 def test_feature_maps_capture_lenets_conv_layers(tmp_path, run):
   state = run[-1]
   layers = layers_lib.capture_layers(state, np.zeros((1, 28, 28, 1)), ('conv',))
@@ -161,6 +177,7 @@ def test_custom_conv_modules_count_as_conv_layers(tmp_path):
   assert [(n, k, o.shape) for n, k, o in layers] == [
       ('first', 'conv', (2, 28, 28, 3)), ('depthwise', 'conv', (2, 28, 28, 3)),
       ('head', 'dense', (2, 10))]
+  assert layers_lib.layer_names(state) == [(n, k) for n, k, _ in layers]   # traced only
   assert len(figures.feature_maps(state, np.zeros((28, 28, 1), np.uint8), 0,
                                 str(tmp_path / 'fm'))) == 1
   assert os.path.exists(figures.filters(state, str(tmp_path / 'filters.png')))
