@@ -216,11 +216,12 @@ def augmented(state, images, path, seed=0, copies=4):
                             for i in range(copies)]
   tiles = np.concatenate(rows).reshape(-1, 28, 28)
   fig, ax = plt.subplots(figsize=(len(x) * 1.0, len(rows) * 1.0 + 0.5))
-  at = _gallery(ax, tiles, len(x), 'gray_r', 0, 1, gap=(3, 3))
-  for r in range(len(rows)):
-    y = at[r * len(x)][0] + 0.8 + 14
-    ax.text(-2, y, 'original' if r == 0 else f'augmented {r}', fontsize=8, ha='right',
-            va='center')
+  gap = (3, 3)
+  _gallery(ax, tiles, len(x), 'gray_r', 0, 1, gap)
+  for r in range(len(rows)):                  # each row's name left of its first tile
+    top, _ = _tile_box(r * len(x), len(x), (28, 28), gap)
+    ax.text(-2, top + 13.5, 'original' if r == 0 else f'augmented {r}', fontsize=8,
+            ha='right', va='center')
   fig.suptitle('Training augmentation (config.augment)')
   return _save(fig, path)
 

@@ -43,33 +43,33 @@ def layer_outputs(state, x, kinds=('conv', 'dense')):
   return logits, names, outs
 
 
+def _recording(kinds, found: list):
+  """``layer_outputs``' outputs as a function of (state, x), appending the layers'
+  (name, kind) to ``found`` when it is traced."""
+  def run(state, x):
+    _, names, outs = layer_outputs(state, x, kinds)
+    found.extend(names)
+    return outs
+  return run
+
+
 def capture_layers(state, images, kinds=('conv', 'dense')):
   """[(name, kind, output)] of every layer call, in call order (jitted; see
   ``layer_outputs``). ``images``: uint8 pixels or floats in [0, 1], fed through
   the state's own preprocessing."""
   names = []
-
-  def run(state, x):
-    _, found, outs = layer_outputs(state, x, kinds)
-    names.extend(found)
-    return outs
-
-  outs = jax.jit(run)(state, state.inputs(jnp.asarray(images)))
+  outs = jax.jit(_recording(kinds, names))(state, state.inputs(jnp.asarray(images)))
   return [(name, kind, np.asarray(o, np.float32)) for (name, kind), o in zip(names, outs)]
 
 
 def layer_names(state, kinds=('conv', 'dense')):
   """[(name, kind)] of every layer call, in call order, as ``capture_layers`` finds
   them; traced only (jax.eval_shape): nothing is compiled or run."""
-  found = []
-
-  def run(state, images):
-    _, names, outs = layer_outputs(state, state.inputs(images), kinds)
-    found.extend(names)
-    return outs
-
-  jax.eval_shape(run, state, jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.uint8))
-  return found
+  names = []
+  run = _recording(kinds, names)
+  jax.eval_shape(lambda state, images: run(state, state.inputs(images)), state,
+                 jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.uint8))
+  return names
 
 
 def layer_params(state, name):
