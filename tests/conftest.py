@@ -11,6 +11,8 @@
                    devices (the data-parallel and multi-host checks)
   training_env     the environment of a child process that trains for hundreds
                    of steps: LLVM at level 1 (TRAINING_XLA_FLAGS)
+  lenet_run        one LeNet-5 run trained by the bare command, read by the tests
+                   of main, plots, predict and serve: trained once per test run
 
 Compiled programs are shared across the tests: the whole test run (this process,
 its pytest-xdist workers and every command a test starts, through
@@ -22,8 +24,12 @@ same executable a compilation would give.
 import atexit
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import typing
 
+import filelock
 import pytest
 
 # XLA flags of the whole test run, set before JAX starts (the commands the tests
@@ -57,7 +63,8 @@ if _SHARED not in os.environ:  # the first pytest process (with xdist: the contr
 os.environ[compile_cache.ENV] = os.environ[_SHARED]  # for the commands the tests start
 compile_cache.enable(os.environ[_SHARED])
 
-FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures')
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(ROOT, 'tests', 'fixtures')
 FULL_DATA_ENV = 'MNIST_JAX_FULL_DATA'
 
 
@@ -91,6 +98,48 @@ def training_env():
   """The environment of a child process that trains for hundreds of steps: the
   test run's environment with TRAINING_XLA_FLAGS (a flag set outside still wins)."""
   return dict(os.environ, XLA_FLAGS=f'{TRAINING_XLA_FLAGS} {USER_XLA_FLAGS}'.strip())
+
+
+class CommandRun(typing.NamedTuple):
+  workdir: str   # the run directory the command made
+  stdout: str
+  stderr: str
+
+
+@pytest.fixture(scope='session')
+def lenet_run(tmp_path_factory, worker_id, mnist_small_dir, training_env) -> CommandRun:
+  """LeNet-5 trained as a user trains it: ``python -m mnist_jax.main
+  --config=configs/lenet.py`` without --workdir (so in runs/lenet_*), at η = 4e-3
+  with the config's augmentation, 3 epochs of 90 steps on the real-MNIST fixture
+  (about 97 % test accuracy: a mouse-drawn digit is easy), plots on.
+
+  Read by the tests of main, plots, predict and serve, so it is trained once per
+  test run: with pytest-xdist the first worker that asks trains it under a file
+  lock in the run's common temporary folder, the others wait and read it. The
+  tests only read it; a test that rewrites part of a run works on a copy."""
+  shared = tmp_path_factory.getbasetemp()
+  if worker_id != 'master':
+    shared = shared.parent      # pytest-N/, common to the workers of this test run
+  home = shared / 'lenet_run'
+  with filelock.FileLock(str(shared / 'lenet_run.lock')):
+    if not (home / 'stderr.txt').exists():
+      shutil.rmtree(home, ignore_errors=True)      # a failed earlier try
+      shutil.copytree(os.path.join(ROOT, 'configs'), home / 'configs')
+      out = subprocess.run(
+          [sys.executable, '-m', 'mnist_jax.main', '--config=configs/lenet.py',
+           '--config.learning_rate=4e-3', '--config.data.source=idx',
+           f'--config.data.data_dir={mnist_small_dir}', '--config.data.download=False',
+           '--config.data.val_size=500', '--config.batch_size=50',
+           '--config.eval_batch_size=500', '--config.num_epochs=3',
+           '--config.log_every_steps=45', '--config.write_plots=True'],
+          cwd=home, env=training_env, capture_output=True, text=True, timeout=600)
+      assert out.returncode == 0, out.stderr[-3000:]
+      (home / 'stdout.txt').write_text(out.stdout)
+      (home / 'stderr.txt').write_text(out.stderr)   # last: the run is complete
+  runs = os.listdir(home / 'runs')
+  assert len(runs) == 1, runs
+  return CommandRun(str(home / 'runs' / runs[0]), (home / 'stdout.txt').read_text(),
+                    (home / 'stderr.txt').read_text())
 
 
 @pytest.fixture(scope='session')

@@ -1,11 +1,13 @@
 """The plots of a run (PNG files + TensorBoard) and the layer capture behind them.
 
-One run per module: 1 epoch of LeNet-5 with augmentation on the real-MNIST
-fixture, then ``figures.write_all``; the other tests use freshly initialized models.
+The trained model is conftest.py's lenet_run (LeNet-5 with augmentation by the
+bare command, which writes the plots at its end); the other tests use freshly
+initialized models.
 """
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 
@@ -19,11 +21,7 @@ from PIL import Image
 from mnist_jax import train
 from mnist_jax.inspection import confusion as confusion_lib, figures, layers as layers_lib
 from mnist_jax.config import defaults
-from mnist_jax.engine import rundir, trainer
-from mnist_jax.data import pipeline
-
-# pytest-xdist: one worker runs this file, so its module fixture (a run) trains once
-pytestmark = pytest.mark.xdist_group('plots')
+from mnist_jax.engine import rundir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLOTS = ('curves', 'confusion', 'misclassified', 'filters', 'feature_maps', 'augmented',
@@ -31,19 +29,11 @@ PLOTS = ('curves', 'confusion', 'misclassified', 'filters', 'feature_maps', 'aug
 
 
 @pytest.fixture(scope='module')
-def run(tmp_path_factory, mnist_small_dir):
-  config = defaults.get_config()
-  config.data.source, config.data.data_dir, config.data.download = 'idx', mnist_small_dir, False
-  config.data.val_size, config.batch_size, config.eval_batch_size = 500, 50, 500
-  config.num_epochs, config.log_every_steps, config.data.train_limit = 1, 50, 2000
-  config.augment.translate, config.augment.rotate = 1.0, 10.0
-  config.write_plots = False  # written explicitly below / not needed
-  workdir = str(tmp_path_factory.mktemp('plots_run'))
-  trainer.train_and_evaluate(config, workdir)
-  config, state, _ = rundir.load_run(workdir)
-  data = pipeline.load(config.data)
-  paths = figures.write_all(workdir, config, state, data)
-  return workdir, config, paths, state
+def run(lenet_run):
+  """(workdir, config, the plots' paths, state) of the command's run."""
+  config, state, _ = rundir.load_run(lenet_run.workdir)
+  paths = [os.path.join(lenet_run.workdir, 'plots', f'{name}.png') for name in PLOTS]
+  return lenet_run.workdir, config, paths, state
 
 
 def fresh_state(name, **model):
@@ -53,10 +43,10 @@ def fresh_state(name, **model):
   return train.create_train_state(config, jax.random.key(0))
 
 
-def test_write_all_makes_every_plot_as_a_readable_png(run):
+def test_a_run_writes_every_plot_as_a_readable_png(run):
   workdir, _, paths, _ = run
-  names = [os.path.splitext(os.path.basename(p))[0] for p in paths]
-  assert names == list(PLOTS)
+  assert sorted(os.listdir(os.path.join(workdir, 'plots'))) == sorted(
+      os.path.basename(p) for p in paths)
   for path in paths:
     assert os.path.dirname(path) == os.path.join(workdir, 'plots')
     with Image.open(path) as image:
@@ -78,7 +68,7 @@ def test_tensorboard_has_scalars_plot_images_and_hparams(run):
   assert 'test/accuracy' not in tags['scalars']   # test is read once, at the end
   assert {f'plots/{name}' for name in PLOTS} <= set(tags['images'])
   image = acc.Images('plots/confusion')[-1]
-  assert image.step == 1 and image.width > 300
+  assert image.step == 3 and image.width > 300   # the last epoch
   content = acc.PluginTagToContent('hparams')
   start = plugin_data_pb2.HParamsPluginData.FromString(
       content['_hparams_/session_start_info']).session_start_info
@@ -90,15 +80,17 @@ def test_tensorboard_has_scalars_plot_images_and_hparams(run):
     assert final == pytest.approx(json.load(f)['test_accuracy'])
 
 
-def test_plots_cli_rebuilds_the_run_from_its_workdir(run):
-  workdir, _, paths, _ = run
+def test_plots_cli_rebuilds_the_run_from_its_workdir(tmp_path, run):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(run[0], workdir)            # the shared run stays as it is
+  paths = [os.path.join(workdir, 'plots', os.path.basename(p)) for p in run[2]]
   for path in paths:
     os.remove(path)
   out = subprocess.run([sys.executable, '-m', 'mnist_jax.plots', f'--workdir={workdir}',
                         '--which=best', '--notensorboard'], cwd=ROOT, capture_output=True,
                        text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
-  assert out.stdout.startswith(f'{len(PLOTS)} plots of the best checkpoint (epoch 1):')
+  assert out.stdout.startswith(f'{len(PLOTS)} plots of the best checkpoint (epoch 3):')
   assert all(os.path.exists(p) for p in paths)
 
 

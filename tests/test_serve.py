@@ -1,11 +1,10 @@
 """The serve page (python -m mnist_jax.serve): its API, its safety, and the page
 in a real headless Chromium driven by Playwright.
 
-One folder of runs, trained once: LeNet-5 (configs/lenet.py at η = 4e-3 without
-augmentation: 3 epochs on the 4,500-image real-MNIST fixture, over 95 % test
-accuracy, so a mouse-drawn 1 and 0 are easy; by the command, with the XLA flags of
-a training command, conftest.py), a 1-epoch MLP (no conv layer; the
-second run for overlaid curves), an ensemble of three such MLPs and a run without
+One folder of runs, trained once: a copy of conftest.py's lenet_run (LeNet-5,
+configs/lenet.py at η = 4e-3: 3 epochs on the 4,500-image real-MNIST fixture,
+over 95 % test accuracy, so a mouse-drawn 1 and 0 are easy), a 1-epoch MLP (no
+conv layer; the second run for overlaid curves), an ensemble of three such MLPs and a run without
 checkpoints; the app is served by uvicorn in a background thread.
 The browser tests skip when Playwright or Debian's chromium is missing; CI
 (.ci/run) installs both, so there they always run.
@@ -57,20 +56,11 @@ def _load_config(path):
 
 
 @pytest.fixture(scope='session')
-def runs_root(tmp_path_factory, mnist_small_dir, training_env):
+def runs_root(tmp_path_factory, mnist_small_dir, lenet_run):
   """runs/{lenet, mlp, ens, nockpt} and, next to runs/, a run the server must not serve."""
   base = tmp_path_factory.mktemp('serve')
   root = base / 'runs'
-  lenet = subprocess.run(
-      [sys.executable, '-m', 'mnist_jax.main', '--config=configs/lenet.py',
-       f'--workdir={root / "lenet"}', '--config.learning_rate=4e-3',
-       '--config.augment.translate=0.0', '--config.augment.rotate=0.0',
-       '--config.data.source=idx', f'--config.data.data_dir={mnist_small_dir}',
-       '--config.data.download=False', '--config.data.val_size=500', '--config.batch_size=50',
-       '--config.eval_batch_size=500', '--config.num_epochs=3', '--config.log_every_steps=90',
-       '--config.write_plots=False'], cwd=ROOT, env=training_env, capture_output=True,
-      text=True, timeout=600)
-  assert lenet.returncode == 0, lenet.stderr[-3000:]
+  shutil.copytree(lenet_run.workdir, root / 'lenet')
   mlp = _config('configs/mlp.py', mnist_small_dir, 1)
   mlp.model.hidden = (64,)
   trainer.train_and_evaluate(mlp, str(root / 'mlp'))
