@@ -24,9 +24,11 @@ same executable a compilation would give.
 import atexit
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 import typing
 
 import filelock
@@ -56,31 +58,43 @@ os.environ['XLA_FLAGS'] = f'{TEST_XLA_FLAGS} {USER_XLA_FLAGS}'.strip()
 from mnist_jax.config import defaults  # pylint: disable=wrong-import-position
 from mnist_jax.store import compile_cache  # pylint: disable=wrong-import-position
 
-_SHARED = 'MNIST_JAX_TEST_XLA_CACHE'
+_SHARED = 'MNIST_JAX_TEST_RUN_DIR'   # this test run's folder, common to its processes
+
+
+def _remove(folder):
+  """Ends what a test started in the background and still runs, then removes the folder."""
+  try:
+    with open(os.path.join(folder, 'background.pid')) as f:
+      os.killpg(int(f.read()), signal.SIGKILL)   # its own process group: the command too
+  except (OSError, ValueError):
+    pass
+  shutil.rmtree(folder, ignore_errors=True)
+
+
 if _SHARED not in os.environ:  # the first pytest process (with xdist: the controller)
-  os.environ[_SHARED] = tempfile.mkdtemp(prefix='mnist_jax_test_xla_cache_')
-  atexit.register(shutil.rmtree, os.environ[_SHARED], ignore_errors=True)
-os.environ[compile_cache.ENV] = os.environ[_SHARED]  # for the commands the tests start
-compile_cache.enable(os.environ[_SHARED])
+  os.environ[_SHARED] = tempfile.mkdtemp(prefix='mnist_jax_test_run_')
+  atexit.register(lambda: _remove(os.environ[_SHARED]))
+SHARED = os.environ[_SHARED]
+os.environ[compile_cache.ENV] = os.path.join(SHARED, 'xla_cache')  # for the commands too
+compile_cache.enable(os.environ[compile_cache.ENV])
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, 'tests', 'fixtures')
 FULL_DATA_ENV = 'MNIST_JAX_FULL_DATA'
 
 
-def pytest_collection_modifyitems(items):
+def pytest_itemcollected(item):
   """Marks each test by what it needs beyond the clone, from the fixtures it uses:
   full_data (full_data_dir), postgres (a PostgreSQL server), chromium (the browser);
   e.g. ``-m 'not postgres and not chromium'`` leaves them out."""
-  for item in items:
-    names = set(item.fixturenames)
-    params = getattr(item, 'callspec', None)
-    if 'full_data_dir' in names:
-      item.add_marker('full_data')
-    if 'postgres_url' in names or (params and 'postgresql' in params.params.values()):
-      item.add_marker('postgres')
-    if 'browser' in names:
-      item.add_marker('chromium')
+  names = set(item.fixturenames)
+  params = getattr(item, 'callspec', None)
+  if 'full_data_dir' in names:
+    item.add_marker('full_data')
+  if 'postgres_url' in names or (params and 'postgresql' in params.params.values()):
+    item.add_marker('postgres')
+  if 'browser' in names:
+    item.add_marker('chromium')
 
 
 @pytest.fixture(scope='session')
@@ -93,11 +107,54 @@ def cpu_devices_env():
   return env
 
 
+def _training_env() -> dict:
+  return dict(os.environ, XLA_FLAGS=f'{TRAINING_XLA_FLAGS} {USER_XLA_FLAGS}'.strip())
+
+
 @pytest.fixture(scope='session')
 def training_env():
   """The environment of a child process that trains for hundreds of steps: the
   test run's environment with TRAINING_XLA_FLAGS (a flag set outside still wins)."""
-  return dict(os.environ, XLA_FLAGS=f'{TRAINING_XLA_FLAGS} {USER_XLA_FLAGS}'.strip())
+  return _training_env()
+
+
+LENET_RUN = os.path.join(SHARED, 'lenet_run')
+LENET_RUN_FLAGS = (
+    '--config=configs/lenet.py', '--config.learning_rate=4e-3', '--config.data.source=idx',
+    f"--config.data.data_dir={os.path.join(FIXTURES, 'mnist_small')}",
+    '--config.data.download=False', '--config.data.val_size=500', '--config.batch_size=50',
+    '--config.eval_batch_size=500', '--config.num_epochs=3', '--config.log_every_steps=45',
+    '--config.write_plots=True')
+# runs a command with its output in stdout.txt / stderr.txt, then writes its exit status
+_RECORDED = ('import subprocess, sys\n'
+             'with open("stdout.txt", "w") as out, open("stderr.txt", "w") as err:\n'
+             '  status = subprocess.call(sys.argv[1:], stdout=out, stderr=err)\n'
+             'open("status.tmp", "w").write(str(status))\n'
+             'import os; os.replace("status.tmp", "status.txt")\n')
+
+
+def _start_lenet_run() -> None:
+  """Starts lenet_run's command in the background, once per test run (a file lock
+  decides which process starts it)."""
+  with filelock.FileLock(LENET_RUN + '.lock'):
+    if os.path.exists(LENET_RUN):
+      return
+    shutil.copytree(os.path.join(ROOT, 'configs'), os.path.join(LENET_RUN, 'configs'))
+    proc = subprocess.Popen(
+        [sys.executable, '-c', _RECORDED, sys.executable, '-m', 'mnist_jax.main',
+         *LENET_RUN_FLAGS], cwd=LENET_RUN, env=_training_env(), stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    with open(os.path.join(SHARED, 'background.pid'), 'w') as f:
+      f.write(str(proc.pid))
+
+
+@pytest.hookimpl(trylast=True)   # after -k / -m have deselected
+def pytest_collection_modifyitems(config, items):
+  """When a selected test reads lenet_run, its command starts now, in the
+  background, so it is trained by the time the first such test runs (in a
+  whole-suite run, minutes later) and no worker waits for it."""
+  if not config.option.collectonly and any('lenet_run' in i.fixturenames for i in items):
+    _start_lenet_run()
 
 
 class CommandRun(typing.NamedTuple):
@@ -107,39 +164,31 @@ class CommandRun(typing.NamedTuple):
 
 
 @pytest.fixture(scope='session')
-def lenet_run(tmp_path_factory, worker_id, mnist_small_dir, training_env) -> CommandRun:
+def lenet_run() -> CommandRun:
   """LeNet-5 trained as a user trains it: ``python -m mnist_jax.main
   --config=configs/lenet.py`` without --workdir (so in runs/lenet_*), at η = 4e-3
   with the config's augmentation, 3 epochs of 90 steps on the real-MNIST fixture
   (about 97 % test accuracy: a mouse-drawn digit is easy), plots on.
 
   Read by the tests of main, plots, predict and serve, so it is trained once per
-  test run: with pytest-xdist the first worker that asks trains it under a file
-  lock in the run's common temporary folder, the others wait and read it. The
-  tests only read it; a test that rewrites part of a run works on a copy."""
-  shared = tmp_path_factory.getbasetemp()
-  if worker_id != 'master':
-    shared = shared.parent      # pytest-N/, common to the workers of this test run
-  home = shared / 'lenet_run'
-  with filelock.FileLock(str(shared / 'lenet_run.lock')):
-    if not (home / 'stderr.txt').exists():
-      shutil.rmtree(home, ignore_errors=True)      # a failed earlier try
-      shutil.copytree(os.path.join(ROOT, 'configs'), home / 'configs')
-      out = subprocess.run(
-          [sys.executable, '-m', 'mnist_jax.main', '--config=configs/lenet.py',
-           '--config.learning_rate=4e-3', '--config.data.source=idx',
-           f'--config.data.data_dir={mnist_small_dir}', '--config.data.download=False',
-           '--config.data.val_size=500', '--config.batch_size=50',
-           '--config.eval_batch_size=500', '--config.num_epochs=3',
-           '--config.log_every_steps=45', '--config.write_plots=True'],
-          cwd=home, env=training_env, capture_output=True, text=True, timeout=600)
-      assert out.returncode == 0, out.stderr[-3000:]
-      (home / 'stdout.txt').write_text(out.stdout)
-      (home / 'stderr.txt').write_text(out.stderr)   # last: the run is complete
-  runs = os.listdir(home / 'runs')
+  test run: the command starts in the background when such a test is collected
+  (pytest_collection_modifyitems) and this waits for its exit status. The tests only
+  read it; a test that rewrites part of a run works on a copy."""
+  _start_lenet_run()
+  status = os.path.join(LENET_RUN, 'status.txt')
+  deadline = time.time() + 600
+  while not os.path.exists(status) and time.time() < deadline:
+    time.sleep(0.1)
+  assert os.path.exists(status), 'the lenet_run command did not end in 600 s'
+  with open(os.path.join(LENET_RUN, 'stdout.txt')) as f:
+    stdout = f.read()
+  with open(os.path.join(LENET_RUN, 'stderr.txt')) as f:
+    stderr = f.read()
+  with open(status) as f:
+    assert f.read() == '0', stderr[-3000:]
+  runs = os.listdir(os.path.join(LENET_RUN, 'runs'))
   assert len(runs) == 1, runs
-  return CommandRun(str(home / 'runs' / runs[0]), (home / 'stdout.txt').read_text(),
-                    (home / 'stderr.txt').read_text())
+  return CommandRun(os.path.join(LENET_RUN, 'runs', runs[0]), stdout, stderr)
 
 
 @pytest.fixture(scope='session')

@@ -189,11 +189,12 @@ def test_batch_norm_train_updates_running_averages_eval_uses_them():
 def test_batch_norm_cross_device_mean_under_axis_name():
   model = CNN(features=(4,), dense=(), pool='none')
   variables = jax.jit(model.init)(jax.random.key(0), X)
-  one, stats_one = model.apply(variables, X, train=True, mutable=['batch_stats'])
+  one, stats_one = jax.jit(lambda v, x: model.apply(v, x, train=True,
+                                                    mutable=['batch_stats']))(variables, X)
   sharded = model.clone(axis_name='devices')
-  two, stats_two = jax.vmap(
+  two, stats_two = jax.jit(jax.vmap(
       lambda x: sharded.apply(variables, x, train=True, mutable=['batch_stats']),
-      axis_name='devices')(X.reshape(2, 2, 28, 28, 1))
+      axis_name='devices'))(X.reshape(2, 2, 28, 28, 1))
   np.testing.assert_allclose(two.reshape(4, 10), one, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(stats_two['batch_stats']['bn_0']['mean'][0],
                              stats_one['batch_stats']['bn_0']['mean'], rtol=1e-5)
