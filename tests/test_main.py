@@ -146,8 +146,6 @@ def test_step_loop_mode_trains_like_the_scan_loop(tmp_path, mnist_small_dir, cap
 @pytest.mark.parametrize('args, message', [
     (['--config.learnin_rate=0.1'], 'unknown config key'),
     (['--config.model.name=resnet9000'], "unknown model 'resnet9000'"),
-    (['--config.learning_rate=-1'], 'learning_rate must be > 0'),
-    (['--config.loop_mode=while'], "loop_mode must be 'scan' or 'step'"),
     (['--compilation_cache=/proc/mnist_jax_cache'], 'cannot make the compilation cache'),
     (['--config.optimizer=sgd', '--config.learning_rate=1e9',
       '--config.schedule=constant'], 'training loss became nan'),
@@ -162,6 +160,8 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path, mnist_small_dir, args, me
 
 
 @pytest.mark.parametrize('overrides, message', [
+    ({'learning_rate': -1.0}, 'learning_rate must be > 0'),
+    ({'loop_mode': 'while'}, "loop_mode must be 'scan' or 'step'"),
     ({'batch_size': 0}, 'batch_size must be > 0'),
     ({'num_epochs': 0}, 'num_epochs must be > 0'),
     ({'momentum': 1.5}, 'momentum must be in'),

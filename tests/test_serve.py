@@ -56,11 +56,9 @@ def _load_config(path):
 
 
 @pytest.fixture(scope='session')
-def runs_root(tmp_path_factory, mnist_small_dir, lenet_run):
-  """runs/{lenet, mlp, ens, nockpt} and, next to runs/, a run the server must not serve."""
-  base = tmp_path_factory.mktemp('serve')
-  root = base / 'runs'
-  shutil.copytree(lenet_run.workdir, root / 'lenet')
+def mlp_runs(tmp_path_factory, mnist_small_dir):
+  """runs/{mlp, ens, nockpt}: trained while lenet_run's command may still run."""
+  root = tmp_path_factory.mktemp('serve') / 'runs'
   mlp = _config('configs/mlp.py', mnist_small_dir, 1)
   mlp.model.hidden = (64,)
   trainer.train_and_evaluate(mlp, str(root / 'mlp'))
@@ -69,8 +67,16 @@ def runs_root(tmp_path_factory, mnist_small_dir, lenet_run):
   stacked.train([ens], [str(root / 'ens')])
   (root / 'nockpt').mkdir()
   shutil.copy(root / 'mlp' / 'config.json', root / 'nockpt' / 'config.json')
-  shutil.copytree(root / 'mlp', base / 'outside')        # a real run outside the root
-  os.symlink(base / 'outside', root / 'link_out')          # and a link to it inside
+  return root
+
+
+@pytest.fixture(scope='session')
+def runs_root(mlp_runs, lenet_run):   # in this order: the MLPs train first
+  """runs/{lenet, mlp, ens, nockpt} and, next to runs/, a run the server must not serve."""
+  root = mlp_runs
+  shutil.copytree(lenet_run.workdir, root / 'lenet')
+  shutil.copytree(root / 'mlp', root.parent / 'outside')   # a real run outside the root
+  os.symlink(root.parent / 'outside', root / 'link_out')   # and a link to it inside
   return str(root)
 
 

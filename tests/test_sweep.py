@@ -283,10 +283,11 @@ def test_cli_lists_and_runs_one_trial(tmp_path, mnist_small_dir):
 
 
 def test_cli_unknown_sweep_key_is_one_line(tmp_path, mnist_small_dir):
-  out = _cli(tmp_path, mnist_small_dir, 'learnig_rate', '--num_trials')
+  out = _cli(tmp_path, mnist_small_dir, 'learnig_rate')
   assert out.returncode == 2
   lines = [l for l in out.stderr.splitlines() if l.startswith('error:')]
   assert len(lines) == 1 and "unknown sweep key 'config.learnig_rate'" in lines[0]
+  assert os.listdir(tmp_path) == ['learnig_rate.py']          # nothing written
 
 
 def test_cli_lists_without_a_workdir(tmp_path, mnist_small_dir):
