@@ -30,6 +30,7 @@ import contextlib
 import dataclasses
 import gc
 import hashlib
+import inspect
 import logging as logging_std
 import os
 import shutil
@@ -295,14 +296,19 @@ def _load(mngr, state, epoch):
 
 
 class _Abandoned:
-  """Counts the abandoned reads ``_abandoned_reads_muted`` drops."""
+  """Drops and counts what an abandoned read reports when it is collected: its
+  completion on the closed event loop, or its read coroutine's failure (raised
+  when the coroutine is closed); passes anything else to ``hook``."""
 
   def __init__(self, hook):
     self.hook, self.count = hook, 0
 
   def __call__(self, unraisable):
     value = unraisable.exc_value
-    if isinstance(value, RuntimeError) and 'Event loop is closed' in str(value):
+    closed_loop = isinstance(value, RuntimeError) and 'Event loop is closed' in str(value)
+    failed_read = (inspect.iscoroutine(unraisable.object)
+                   and 'while reading array' in str(value))
+    if closed_loop or failed_read:
       self.count += 1
     else:
       self.hook(unraisable)
@@ -315,7 +321,8 @@ def _abandoned_reads_muted():
   orbax reads a checkpoint's files concurrently under asyncio; when one read
   fails, the event loop closes while tensorstore still completes the others,
   and each completion reports 'Event loop is closed' (an unraisable exception)
-  and 'Task exception was never retrieved' (the asyncio logger) — dozens of
+  and 'Task exception was never retrieved' (the asyncio logger), and a read
+  coroutine collected unfinished raises its failure when closed — dozens of
   tracebacks for one damaged file, which the one error line already names.
   Within the block those two are dropped; after a failure the block waits
   until the abandoned reads have stopped reporting, then restores both."""

@@ -9,6 +9,7 @@ import logging
 import os
 import subprocess
 import sys
+import typing
 
 import flax.struct
 import jax
@@ -247,6 +248,31 @@ def test_resume_reads_only(tmp_path):
   state, meta = checkpoint.RunCheckpoints(directory, keep=2).resume(_state(99))
   assert meta['epoch'] == 1 and _equal(state, _state(1))
   assert os.path.isdir(tmp)
+
+
+def test_the_reports_of_abandoned_reads_are_dropped_and_counted():
+  """What orbax's abandoned concurrent reads report when they are collected, on
+  the closed event loop or as a read coroutine that raised when closed, is
+  dropped (and counted, so the mute waits for them to stop); anything else
+  reaches the previous hook."""
+  class Report(typing.NamedTuple):
+    exc_value: BaseException
+    object: object
+
+  async def _read_array_index_and_device_put():
+    pass
+
+  passed = []
+  drop = checkpoint._Abandoned(passed.append)   # pylint: disable=protected-access
+  read = _read_array_index_and_device_put()
+  drop(Report(RuntimeError('Event loop is closed'), None))
+  drop(Report(Exception('Encountered error while reading array index: ().'), read))
+  other = Report(ValueError('something else'), read)
+  drop(other)
+  drop(Report(RuntimeError('another error'), None))
+  read.close()
+  assert drop.count == 2
+  assert [r.exc_value.args[0] for r in passed] == ['something else', 'another error']
 
 
 def test_a_checkpoint_damaged_throughout_is_named_without_noise(tmp_path):
