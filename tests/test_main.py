@@ -20,17 +20,19 @@ from mnist_jax.errors import UserError
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def small_flags(data_dir, epochs=2, plots=False, config='configs/lenet.py'):
-  return [f'--config={config}', f'--config.write_plots={plots}', '--config.data.source=idx',
+def small_flags(data_dir, epochs):
+  """configs/mlp.py on the small fixture, without plots (what the command does is
+  the same for every model: conftest.py's lenet_run trains LeNet-5 with plots)."""
+  return ['--config=configs/mlp.py', '--config.write_plots=False', '--config.data.source=idx',
           f'--config.data.data_dir={data_dir}', '--config.data.val_size=500',
           f'--config.num_epochs={epochs}', '--config.warmup_epochs=0.2',
           '--config.batch_size=100', '--config.eval_batch_size=500',
           '--config.log_every_steps=15']
 
 
-def run_main(args, cwd=ROOT, **kwargs):
-  return subprocess.run([sys.executable, '-m', 'mnist_jax.main', *args], cwd=cwd,
-                        capture_output=True, text=True, timeout=600, **kwargs)
+def run_main(args):
+  return subprocess.run([sys.executable, '-m', 'mnist_jax.main', *args], cwd=ROOT,
+                        capture_output=True, text=True, timeout=600)
 
 
 def small_config(data_dir, **overrides):
@@ -83,7 +85,7 @@ def test_sigkill_and_resume_give_the_same_metrics(tmp_path, mnist_small_dir):
   (what resume restores is the same for every model) with dropout and
   augmentation, so the resumed epochs must redraw both the same way; its five
   later epochs leave about a second to kill it in."""
-  flags = small_flags(mnist_small_dir, epochs=6, config='configs/mlp.py') + [
+  flags = small_flags(mnist_small_dir, epochs=6) + [
       '--config.model.hidden=(64,)', '--config.augment.translate=1.0',
       '--config.augment.rotate=10.0']
   whole = run_main(flags + [f'--workdir={tmp_path / "whole"}'])
@@ -151,7 +153,7 @@ def test_step_loop_mode_trains_like_the_scan_loop(tmp_path, mnist_small_dir, cap
       '--config.schedule=constant'], 'training loss became nan'),
 ])
 def test_bad_input_gives_one_line_and_exit_2(tmp_path, mnist_small_dir, args, message):
-  out = run_main(small_flags(mnist_small_dir, epochs=1, config='configs/mlp.py') + args +
+  out = run_main(small_flags(mnist_small_dir, epochs=1) + args +
                  [f'--workdir={tmp_path / "w"}'])
   assert out.returncode == 2, out.stderr[-2000:]
   errors = [l for l in out.stderr.splitlines() if l.startswith('error:')]
