@@ -58,7 +58,12 @@ LEVERS = {
     'lr2': {'learning_rate': 2e-2},
     'lr3': {'learning_rate': 3e-2},
     'lr5': {'learning_rate': 5e-2},
+    'lr4': {'learning_rate': 4e-2},
     'lr8': {'learning_rate': 8e-2},
+    'b50': {'batch_size': 50},
+    'wu2': {'warmup_epochs': 0.2},
+    'mom95': {'momentum': 0.95},
+    'mom85': {'momentum': 0.85},
 }
 
 
