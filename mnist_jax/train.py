@@ -186,6 +186,22 @@ def once_compiler_options() -> dict:
   return {'xla_backend_optimization_level': 1}
 
 
+def compiler_options(config) -> Optional[dict]:
+  """XLA options for the programs that train and evaluate the model (the step, the
+  evaluation pass), from config.cpu_ynnpack.
+
+  False, on the CPU: no YNNPACK library fusions (xla_cpu_experimental_ynn_fusion_type
+  empty), so XLA:CPU runs convolutions, dots and reductions with its own kernels.
+  Whether that pays depends on the shapes: YNNPACK runs the small 3×3 convolutions of
+  SpeedNet at batch 60 on one thread, XLA's own kernels on both cores
+  (configs/speedrun.py, docs/speed.md). Same arithmetic, other float rounding. None
+  (XLA's defaults) where True, off the CPU, or where XLA_FLAGS already sets it."""
+  if (config.cpu_ynnpack or jax.default_backend() != 'cpu'
+      or 'xla_cpu_experimental_ynn_fusion_type' in os.environ.get('XLA_FLAGS', '')):
+    return None
+  return {'xla_cpu_experimental_ynn_fusion_type': ''}
+
+
 def init_program(model: nn.Module, compiler_options: Optional[dict] = None):
   """``model``'s flax ``init`` (train=False) as one jitted program of (rngs, x)."""
   return jax.jit(functools.partial(model.init, train=False), compiler_options=compiler_options)

@@ -46,6 +46,33 @@ def test_init_at_optimization_level_1_gives_the_parameters_of_level_3(name, monk
   assert train.once_compiler_options() == {}     # a level the user set is kept
 
 
+def test_cpu_ynnpack_off_compiles_the_step_without_ynnpack_to_the_same_step(batch,
+                                                                          monkeypatch):
+  """config.cpu_ynnpack = False (configs/speedrun.py) compiles the step with XLA:CPU's
+  own kernels: no YNNPACK fusion in its program, and the step it takes is the default
+  program's up to float rounding (the speedrun's SpeedNet: nn.Conv, batch norm, muon)."""
+  monkeypatch.setenv('XLA_FLAGS', '')
+  config = config_files.load(os.path.join(ROOT, 'configs', 'speedrun.py'))
+  assert train.compiler_options(config) == {'xla_cpu_experimental_ynn_fusion_type': ''}
+  config.cpu_ynnpack = True
+  assert train.compiler_options(config) is None               # XLA's defaults
+  monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_experimental_ynn_fusion_type=')
+  config.cpu_ynnpack = False
+  assert train.compiler_options(config) is None               # the user's flag is kept
+  state = train.create_train_state(config, jax.random.key(0), num_train=1000)
+  key = jax.random.key(1)
+  own = jax.jit(train.train_step,
+                compiler_options={'xla_cpu_experimental_ynn_fusion_type': ''})
+  default = jax.jit(train.train_step)
+  assert 'ynn_fusion' in default.lower(state, batch, key).compile().as_text()
+  assert 'ynn_fusion' not in own.lower(state, batch, key).compile().as_text()
+  (a, ma), (b, mb) = own(state, batch, key), default(state, batch, key)
+  assert abs(float(ma['loss']) - float(mb['loss'])) < 1e-5
+  for x, y in zip(jax.tree_util.tree_leaves((a.params, a.batch_stats)),
+                  jax.tree_util.tree_leaves((b.params, b.batch_stats))):
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+
+
 def test_a_state_built_under_a_transformation_traces_its_init(monkeypatch):
   """Readers of a run build the state's shapes under jax.eval_shape (nothing is
   compiled); with a user's XLA_FLAGS (init compiled at level 1) that still works."""

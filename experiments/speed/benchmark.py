@@ -341,7 +341,8 @@ def profile(config, steps: int = 20) -> str:
   images, labels = parallel.replicate((rng.integers(0, 256, (n, 28, 28, 1), np.uint8),
                                        rng.integers(0, 10, n).astype(np.int32)), mesh)
   idx = jax.numpy.arange(n).reshape(steps, b)
-  chunk = epoch.chunk_fn(train.train_step, mesh)  # uint8 batches, as the trainer feeds
+  chunk = epoch.chunk_fn(train.train_step, mesh,  # uint8 batches, as the trainer feeds
+                         compiler_options=train.compiler_options(config))
   args = (images, labels, idx, jax.random.key(1), 0, steps)
   state = jax.block_until_ready(chunk(state, *args))[0]   # compile + warm up (the
   hlo = chunk.lower(state, *args).compile().as_text()     # state is donated off CPU)

@@ -39,7 +39,8 @@ def profile(config, steps: int, top: int) -> str:
   batch = {'image': jnp.asarray(rng.integers(0, 256, (b, 28, 28, 1), np.uint8)),
            'label': jnp.asarray(rng.integers(0, 10, b).astype(np.int32))}
   state = train.create_train_state(config, jax.random.key(0), num_train=55000)
-  step, key = jax.jit(train.train_step), jax.random.key(1)
+  step = jax.jit(train.train_step, compiler_options=train.compiler_options(config))
+  key = jax.random.key(1)
   for _ in range(5):
     state, _ = step(state, batch, key)
   jax.block_until_ready(state)

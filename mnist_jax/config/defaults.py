@@ -76,6 +76,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.compute_dtype = 'float32'     # 'float32' | 'bfloat16' (params stay float32)
   c.log_every_steps = 200         # progress line every N steps within an epoch
   c.loop_mode = 'scan'            # 'scan': lax.scan per log_every_steps | 'step': a dispatch a step
+  c.cpu_ynnpack = True            # XLA:CPU's YNNPACK kernels (its default); False: XLA's own
+                                  # for the step and evaluation (train.compiler_options)
   c.checkpoint_every_epochs = 1   # 0 = only at the end
   c.keep_checkpoints = 2
   c.write_plots = True            # curves, confusion matrix, filters... in workdir/plots

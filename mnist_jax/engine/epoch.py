@@ -110,12 +110,14 @@ def chunks(steps: int, every: int):
   return [len(c) for c in np.array_split(np.arange(steps), n)]
 
 
-def chunk_fn(step, mesh, *, gather=_gather, mode: str = 'scan', per_model: bool = False):
+def chunk_fn(step, mesh, *, gather=_gather, mode: str = 'scan', per_model: bool = False,
+             compiler_options=None):
   """(state, images, labels, idx, rng, start, n) -> (state, metrics summed over
   steps start .. start + n − 1 of the epoch), n static. ``step(state, batch,
   rng)`` is pure; idx is the epoch's (steps, B) row indices, or (K, steps, B)
   with ``per_model`` (one order per model, stacked into a (K, B, ...) batch).
-  Rows are picked inside the jit, so no slicing op runs (or compiles) per chunk."""
+  Rows are picked inside the jit, so no slicing op runs (or compiles) per chunk.
+  ``compiler_options``: XLA's options for the step's program (train.compiler_options)."""
   sharding = (NamedSharding(mesh, P(None, parallel.AXIS)) if per_model
               else parallel.batch_sharded(mesh))
   donate = (0,) if jax.default_backend() != 'cpu' else ()
@@ -130,7 +132,7 @@ def chunk_fn(step, mesh, *, gather=_gather, mode: str = 'scan', per_model: bool 
     return step(state, batch, rng)
 
   if mode == 'step':   # one compiled step for every chunk size
-    one = jax.jit(one_step, donate_argnums=donate)
+    one = jax.jit(one_step, donate_argnums=donate, compiler_options=compiler_options)
     add = jax.jit(functools.partial(jax.tree_util.tree_map, jnp.add))
 
     def run_steps(state, images, labels, idx, rng, start, n):
@@ -147,7 +149,8 @@ def chunk_fn(step, mesh, *, gather=_gather, mode: str = 'scan', per_model: bool 
     state, metrics = jax.lax.scan(body, state, start + jnp.arange(n))
     return state, jax.tree_util.tree_map(lambda m: jnp.sum(m, 0), metrics)
 
-  return jax.jit(run_scan, static_argnums=6, donate_argnums=donate)
+  return jax.jit(run_scan, static_argnums=6, donate_argnums=donate,
+                 compiler_options=compiler_options)
 
 
 def train(run_chunk, state, feed_, idx, rng, *, epoch: int, every: int, batch_size: int):

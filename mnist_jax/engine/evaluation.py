@@ -98,20 +98,24 @@ def batch_sums(state, batch, *, stacked: bool = False, members: int = 1) -> dict
   return out
 
 
-@functools.lru_cache(maxsize=None)
-def pass_fn(mesh, *, stacked: bool = False, members: int = 1):
+def pass_fn(mesh, *, stacked: bool = False, members: int = 1, compiler_options=None):
   """jit(batch_sums) on one padded batch (of ``padded_split``), sharded over ``mesh``:
-  (state, images, labels, mask) -> sums. One function per (mesh, layout), so
-  repeated calls reuse its compilation."""
+  (state, images, labels, mask) -> sums, compiled with ``compiler_options``
+  (train.compiler_options). One function per (mesh, layout, options), so repeated
+  calls reuse its compilation."""
+  return _pass_fn(mesh, stacked, members, tuple(sorted((compiler_options or {}).items())))
+
+
+@functools.lru_cache(maxsize=None)
+def _pass_fn(mesh, stacked: bool, members: int, options: tuple):
   sharding = parallel.batch_sharded(mesh)
 
-  @jax.jit
   def evaluation_pass(state, images, labels, mask):
     batch = jax.lax.with_sharding_constraint(
         {'image': images, 'label': labels, 'mask': mask}, sharding)
     return batch_sums(state, batch, stacked=stacked, members=members)
 
-  return evaluation_pass
+  return jax.jit(evaluation_pass, compiler_options=dict(options) or None)
 
 
 def _means(sums, count) -> dict:

@@ -235,10 +235,11 @@ def train(configs, workdirs, *, on_epoch=None) -> list:
     for run in runs:
       run.begin()                          # decided: files change from here
     splits = trainer.every_epoch_splits(ref, data, mesh)
-    eval_fn = evaluation.pass_fn(mesh, stacked=True, members=members)
+    options = train_lib.compiler_options(ref)
+    eval_fn = evaluation.pass_fn(mesh, stacked=True, members=members, compiler_options=options)
     run_chunk = epoch_lib.chunk_fn(functools.partial(step, dropout_rate=group.dropout_rate),
                                    mesh, gather=feed.gather, mode=ref.loop_mode,
-                                   per_model=not group.shared_data)
+                                   per_model=not group.shared_data, compiler_options=options)
     trainer.log_start(ref, data, feed, mesh, group.state, group.size, runs[0],
                       time.time() - set_up)
     errors, ended, evals = [None] * len(runs), {}, None   # ended: run -> its stopped state

@@ -69,9 +69,10 @@ def train_and_evaluate(config, workdir: str, *, on_epoch=None) -> Outcome:
     run.begin()                                          # decided: files change from here
     state = parallel.replicate(state, mesh)
     splits = every_epoch_splits(config, data, mesh)
-    eval_fn = evaluation.pass_fn(mesh)
+    options = train.compiler_options(config)
+    eval_fn = evaluation.pass_fn(mesh, compiler_options=options)
     run_chunk = epoch_lib.chunk_fn(train.train_step, mesh, gather=feed.gather,
-                                   mode=config.loop_mode)
+                                   mode=config.loop_mode, compiler_options=options)
     log_start(config, data, feed, mesh, state, 1, run, time.time() - set_up)
     stop = False
     try:
