@@ -18,7 +18,9 @@ one-cycle schedule (η from η/25 up to 3e-2 over the first 30 % of the steps, t
 cosine down to η/(25·10⁴)), and cross-entropy against labels smoothed by α = 0.1
 (nn/losses.py). The loop dispatches one jitted step at a time (loop_mode='step')
 with flax's nn.Conv: inside the default lax.scan loop XLA:CPU's convolutions are
-several times slower (experiments/results/conv_in_scan.md). Float32, no
+several times slower (experiments/results/conv_in_scan.md). The step and the
+evaluation compile with XLA:CPU's own kernels instead of YNNPACK's (cpu_ynnpack=False),
+which run these small convolutions on both cores. Float32, no
 augmentation. The pool-first order, the widths 16/24/64, muon, label smoothing,
 batch 60 and η were chosen on validation accuracy (the last 5,000 training images
 held out: --config.data.val_size=5000) against the other levers of docs/speed.md
