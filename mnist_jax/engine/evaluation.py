@@ -144,10 +144,13 @@ def evaluate(fn, state, splits: dict) -> dict:
   return out
 
 
-def split_metrics(state, images, labels, batch_size: int = 1000) -> dict:
+def split_metrics(state, images, labels, batch_size: int = 1000, *,
+                  compiler_options=None) -> dict:
   """{weights: {'loss', 'accuracy', 'nll', 'ece', 'count'[, 'member_accuracy']}} of
   one TrainState or Ensemble on ``images`` (uint8 pixels or floats in [0, 1]) and
-  ``labels``, over all local devices, from one pass."""
+  ``labels``, over all local devices, from one pass compiled with
+  ``compiler_options`` (a run's train.compiler_options: the kernels it was
+  evaluated with)."""
   images, n = _checked(images), len(labels)
   is_ens = isinstance(state, ensemble.Ensemble)
   model_state = state.stacked_state() if is_ens else state
@@ -158,7 +161,8 @@ def split_metrics(state, images, labels, batch_size: int = 1000) -> dict:
   size = min(batch_size, n)
   size += -size % mesh.devices.size
   split = padded_split(np.asarray(images), np.asarray(labels, np.int32), size, mesh)
-  fn = pass_fn(mesh, stacked=is_ens, members=state.size if is_ens else 1)
+  fn = pass_fn(mesh, stacked=is_ens, members=state.size if is_ens else 1,
+               compiler_options=compiler_options)
   tree = evaluate(fn, parallel.replicate(model_state, mesh), {'split': split})['split']
   out = {}
   for w, m in tree['ensemble' if is_ens else 'model'].items():

@@ -176,8 +176,9 @@ def checkpoint_metrics(workdir: str, which: str = 'best', data_dir=None) -> dict
   for split, images, labels in (('val', data.val_images, data.val_labels),
                                 ('test', data.test_images, data.test_labels)):
     if len(labels):
-      for w, m in evaluation.split_metrics(state, images, labels,
-                                       config.eval_batch_size).items():
+      for w, m in evaluation.split_metrics(
+          state, images, labels, config.eval_batch_size,
+          compiler_options=train.compiler_options(config)).items():
         result[split + names[w]] = m
   return result
 

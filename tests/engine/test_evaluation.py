@@ -213,3 +213,19 @@ def test_a_run_compiles_its_evaluation_once(tmp_path, mnist_small_dir, caplog):
   assert len(compiled) == 1, [r.getMessage()[:200] for r in compiled]
   records = _records(tmp_path / 'run')
   assert all('test_accuracy_ema' in r and 'val_accuracy_ema' in r for r in records)
+
+
+def test_a_run_is_evaluated_again_with_the_kernels_it_was_trained_with(tmp_path,
+                                                                        mnist_small_dir):
+  """A run of config.cpu_ynnpack = False is evaluated by XLA:CPU's own kernels in
+  training and again when its checkpoint is read (the evaluate command): the same
+  compiled evaluation, so the same test accuracy, and no program with YNNPACK's."""
+  config = _config(mnist_small_dir, cpu_ynnpack=False)
+  summary = trainer.train_and_evaluate(config, str(tmp_path)).summary
+  jax.clear_caches()
+  mesh = parallel.make_mesh()
+  own = evaluation.pass_fn(mesh, compiler_options=train.compiler_options(config))
+  default = evaluation.pass_fn(mesh)
+  result = rundir.checkpoint_metrics(str(tmp_path), 'latest', data_dir=mnist_small_dir)
+  assert own._cache_size() >= 1 and default._cache_size() == 0  # pylint: disable=protected-access
+  assert result['test']['accuracy'] == summary['test_accuracy']
