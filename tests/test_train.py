@@ -1,5 +1,6 @@
 """The public train API: state creation, pure steps, jit/vmap composition, L2."""
 import os
+import platform
 
 import jax
 import jax.numpy as jnp
@@ -64,7 +65,8 @@ def test_cpu_ynnpack_off_compiles_the_step_without_ynnpack_to_the_same_step(batc
   own = jax.jit(train.train_step,
                 compiler_options={'xla_cpu_experimental_ynn_fusion_type': ''})
   default = jax.jit(train.train_step)
-  assert 'ynn_fusion' in default.lower(state, batch, key).compile().as_text()
+  if platform.machine() in ('x86_64', 'AMD64'):   # where XLA:CPU fuses into YNNPACK
+    assert 'ynn_fusion' in default.lower(state, batch, key).compile().as_text()
   assert 'ynn_fusion' not in own.lower(state, batch, key).compile().as_text()
   (a, ma), (b, mb) = own(state, batch, key), default(state, batch, key)
   assert abs(float(ma['loss']) - float(mb['loss'])) < 1e-5
