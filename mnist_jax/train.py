@@ -171,6 +171,14 @@ def l2_weight(config) -> float:
   return float(config.weight_decay) if mode == 'l2' else 0.0
 
 
+def _cpu_option(name: str, value) -> dict:
+  """{name: value} for a CPU compilation; {} on other platforms or where the user's
+  XLA_FLAGS already sets ``name`` (their setting wins)."""
+  if jax.default_backend() != 'cpu' or name in os.environ.get('XLA_FLAGS', ''):
+    return {}
+  return {name: value}
+
+
 def once_compiler_options() -> dict:
   """XLA options for a program that runs once per run or epoch: a model's
   ``init``, a run's keys and an epoch's keys and batch order (engine/epoch.py).
@@ -180,10 +188,7 @@ def once_compiler_options() -> dict:
   tests/engine/test_epoch.py), compiled several times faster, since LLVM's
   level-3 passes spend long on random-number code and buy nothing for one call.
   A level set in XLA_FLAGS is left as it is; other platforms keep their defaults."""
-  if (jax.default_backend() != 'cpu'
-      or 'xla_backend_optimization_level' in os.environ.get('XLA_FLAGS', '')):
-    return {}
-  return {'xla_backend_optimization_level': 1}
+  return _cpu_option('xla_backend_optimization_level', 1)
 
 
 def compiler_options(config) -> Optional[dict]:
@@ -196,10 +201,9 @@ def compiler_options(config) -> Optional[dict]:
   SpeedNet at batch 60 on one thread, XLA's own kernels on both cores
   (configs/speedrun.py, docs/speed.md). Same arithmetic, other float rounding. None
   (XLA's defaults) where True, off the CPU, or where XLA_FLAGS already sets it."""
-  if (config.cpu_ynnpack or jax.default_backend() != 'cpu'
-      or 'xla_cpu_experimental_ynn_fusion_type' in os.environ.get('XLA_FLAGS', '')):
+  if config.cpu_ynnpack:
     return None
-  return {'xla_cpu_experimental_ynn_fusion_type': ''}
+  return _cpu_option('xla_cpu_experimental_ynn_fusion_type', '') or None
 
 
 def init_program(model: nn.Module, compiler_options: Optional[dict] = None):

@@ -173,12 +173,13 @@ def checkpoint_metrics(workdir: str, which: str = 'best', data_dir=None) -> dict
   if isinstance(state, ensemble.Ensemble):
     result['ensemble_size'] = state.size
   names = {'raw': '', 'ema': '_ema'} if weights == 'raw' else {'ema': '', 'raw': '_raw'}
+  options = train.compiler_options(config)   # the kernels the run was evaluated with
   for split, images, labels in (('val', data.val_images, data.val_labels),
                                 ('test', data.test_images, data.test_labels)):
     if len(labels):
       for w, m in evaluation.split_metrics(
           state, images, labels, config.eval_batch_size,
-          compiler_options=train.compiler_options(config)).items():
+          compiler_options=options).items():
         result[split + names[w]] = m
   return result
 
