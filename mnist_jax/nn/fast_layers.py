@@ -218,28 +218,35 @@ def _window_max(x, window: tuple):
 
   Gradient: nn.max_pool's. ∂L/∂y of a window goes to one element, the first (in
   row-major order) equal to the window's maximum, which is the one XLA's
-  select-and-scatter picks; found as a min over the window and one select. Ties
-  are common on MNIST: a window on the empty background holds one value after a
-  bias or batch norm; giving ∂L/∂y to each tied element would count it K_h·K_w
-  times in the gradient of that bias. ``jnp.max``'s own rule shares it between
-  the ties (a sum and a division more).
+  select-and-scatter picks. Ties are common on MNIST: a window on the empty
+  background holds one value after a bias or batch norm; giving ∂L/∂y to each tied
+  element would count it K_h·K_w times in the gradient of that bias. ``jnp.max``'s
+  own rule shares it between the ties (a sum and a division more).
+
+  The element is found by a running (maximum, position) over the window's
+  elements, never by testing x against the forward's y: XLA may compute x (say, a
+  batch norm's output) again for the backward pass, a rounding away from the x
+  the forward's max saw, and an equality test would then find no maximum in a
+  window and drop its gradient; a position is always one element.
   """
   (kh, kw), (n, h, w, c) = window, x.shape
   return x.reshape(n, h // kh, kh, w // kw, kw, c).max(axis=(2, 4))
 
 
 def _window_max_fwd(x, window):
-  y = _window_max(x, window)
-  return y, (x, y)
+  return _window_max(x, window), x
 
 
-def _window_max_bwd(window, res, g):
-  x, y = res
+def _window_max_bwd(window, x, g):
   (kh, kw), (n, h, w, c) = window, x.shape
-  shape = (n, h // kh, kh, w // kw, kw, c)
-  up = lambda a: jnp.broadcast_to(a[:, :, None, :, None, :], shape)
+  windows = x.reshape(n, h // kh, kh, w // kw, kw, c)
+  best, first = windows[:, :, 0, :, 0], jnp.zeros(g.shape, jnp.int32)
+  for p in range(1, kh * kw):   # row-major; a tie keeps the earlier element
+    tap = windows[:, :, p // kw, :, p % kw]
+    later = tap > best
+    best, first = jnp.where(later, tap, best), jnp.where(later, p, first)
   position = jnp.arange(kh * kw, dtype=jnp.int32).reshape(1, 1, kh, 1, kw, 1)
-  first = jnp.min(jnp.where(x.reshape(shape) == up(y), position, kh * kw), axis=(2, 4))
+  up = lambda a: a[:, :, None, :, None, :]
   return (jnp.where(position == up(first), up(g), jnp.zeros((), g.dtype)).reshape(x.shape),)
 
 

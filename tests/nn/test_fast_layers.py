@@ -2,6 +2,8 @@
 the benchmark's parsing. No timings are asserted anywhere."""
 import importlib.util
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -188,6 +190,41 @@ def test_non_overlapping_max_pool_equals_nn_max_pool(k):
   np.testing.assert_array_equal(ours(x), ref(x))
   g_ref = jax.grad(lambda x: jnp.sum(ref(x) ** 2))(x)         # no ties in random floats
   np.testing.assert_allclose(jax.grad(lambda x: jnp.sum(ours(x) ** 2))(x), g_ref)
+
+
+# Run in a fresh process: the XLA flags are read once, when JAX starts.
+_POOL_GRADIENT = """
+import jax, jax.numpy as jnp, numpy as np
+from flax import linen as nn
+from mnist_jax.data import idx, preprocess
+from mnist_jax.models.cnn import CNN
+from mnist_jax.nn import fast_layers
+images, labels = idx.load_split('tests/fixtures/mnist_small', 'train')
+x, y = preprocess.normalize(jnp.asarray(images[:64])), jnp.asarray(labels[:64])
+def grad(pool):
+  model = CNN(features=(8,), max_pool=pool)
+  v = model.init(jax.random.key(0), x[:2])
+  def loss(p):
+    logits, _ = model.apply({**v, 'params': p}, x, train=True, mutable=['batch_stats'])
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1))
+  return jax.jit(jax.grad(loss))(v['params'])
+for a, b in zip(jax.tree_util.tree_leaves(grad(fast_layers.max_pool)),
+                jax.tree_util.tree_leaves(grad(nn.max_pool))):
+  np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+"""
+
+
+def test_max_pool_gradient_holds_when_xla_computes_the_pooled_input_twice(cpu_devices_env):
+  """The max-pool's ∂L/∂y reaches each window whatever XLA's rounding: with LLVM at
+  -O0 and XLA:CPU's older loop emitters, the batch-normalized input of the pool is
+  computed once for the forward max and again, a rounding apart, for the backward
+  pass, so an equality test of the two found no maximum in some windows and dropped
+  their gradient (the CNN's conv and batch-norm gradients were a few percent off)."""
+  env = cpu_devices_env(1)
+  env['XLA_FLAGS'] += ' --xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false'
+  out = subprocess.run([sys.executable, '-c', _POOL_GRADIENT], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
 
 
 def test_speednet_contract_and_impls_agree():
