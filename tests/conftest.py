@@ -41,8 +41,8 @@ import pytest
 # process keeps two pytest-xdist workers from fighting over the cores; without
 # LLVM's expensive passes the compilations take a little less time again, for
 # the same results. XLA:CPU's loop emitters (fusion emitters off) compile the
-# suite's programs in about two thirds of the processor time of its MLIR fusion
-# emitters; they may compute one value in two fusions a rounding apart, which
+# model zoo's programs in about two thirds of the processor time of its MLIR
+# fusion emitters; they may compute one value in two fusions a rounding apart, which
 # the code must not depend on (tests/nn/test_fast_layers.py checks the max-pool
 # gradient under them). A flag already in XLA_FLAGS comes after these, so it wins.
 TEST_XLA_FLAGS = ('--xla_backend_optimization_level=0 --xla_cpu_multi_thread_eigen=false '

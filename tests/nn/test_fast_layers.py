@@ -218,8 +218,8 @@ def test_max_pool_gradient_holds_when_xla_computes_the_pooled_input_twice(cpu_de
   """The max-pool's ∂L/∂y reaches each window whatever XLA's rounding: with LLVM at
   -O0 and XLA:CPU's older loop emitters, the batch-normalized input of the pool is
   computed once for the forward max and again, a rounding apart, for the backward
-  pass, so an equality test of the two found no maximum in some windows and dropped
-  their gradient (the CNN's conv and batch-norm gradients were a few percent off)."""
+  pass, where an equality test of the two can find no maximum in a window and drop
+  its gradient: the CNN's gradient must still be nn.max_pool's."""
   env = cpu_devices_env(1)
   env['XLA_FLAGS'] += ' --xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false'
   out = subprocess.run([sys.executable, '-c', _POOL_GRADIENT], cwd=ROOT, env=env,
